@@ -1,0 +1,34 @@
+//! # keel-trajectory
+//!
+//! The data contract between Keel's language server, which records what the agent proposed and
+//! what the person decided, and Keel's trainer, which learns from it.
+//!
+//! It owns:
+//! - the records ([`Episode`], [`Step`], [`Decision`], [`Observation`], [`ModelVersion`]) and their
+//!   JSON forms;
+//! - the agent's action contract ([`action`]): the five tools, their schema, parsing a model's
+//!   answer, and the pure parts of carrying out an edit;
+//! - the SQLite [`Store`] (WAL, numbered migrations, zstd blobs, 0600 files) with one batching
+//!   [`Writer`] per process, secret [`redact`]ion before anything is written, and full-fidelity
+//!   JSONL dumps.
+//!
+//! It must never know about LSP, HTTP, models or containers: anyone could use it without the server
+//! or the trainer.
+
+pub mod action;
+mod dump;
+pub mod redact;
+pub mod state;
+mod store;
+mod types;
+mod writer;
+
+pub use action::{Action, ActionError, ActionErrorKind};
+pub use dump::{DUMP_VERSION, ImportStats};
+pub use state::state_hash;
+pub use store::{
+    APPLICATION_ID, EpisodeFilter, EpisodeTree, Result, SCHEMA_VERSION, StateGroup, Stats, StepRecord, Store,
+    StoreError, blob_hash, default_path,
+};
+pub use types::*;
+pub use writer::{Receipt, Writer, redact_record};

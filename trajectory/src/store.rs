@@ -1,0 +1,708 @@
+//! The SQLite store: opening (and refusing what is not ours), migrations, blobs, and the queries the
+//! trainer needs. Appends go through [`crate::Writer`].
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::*;
+
+/// `PRAGMA application_id` of a Keel store ("KEEL").
+pub const APPLICATION_ID: i32 = 0x4B45_454C;
+
+/// The numbered migrations; the store's `user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: episodes, steps, decisions, observations, content-addressed blobs.
+    r#"
+    CREATE TABLE blobs (
+        hash TEXT PRIMARY KEY,
+        codec INTEGER NOT NULL,      -- 0 raw, 1 zstd
+        size INTEGER NOT NULL,       -- uncompressed bytes
+        data BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE episodes (
+        id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version TEXT,
+        task_kind TEXT NOT NULL,
+        body TEXT NOT NULL,          -- the episode as JSON, its VCS patch moved to patch_blob
+        patch_blob TEXT
+    );
+    CREATE INDEX episodes_created_at ON episodes(created_at);
+    CREATE TABLE steps (
+        seq INTEGER PRIMARY KEY,     -- order of arrival
+        id TEXT NOT NULL UNIQUE,
+        episode_id TEXT NOT NULL,
+        parent_id TEXT,
+        state_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        model_version TEXT,
+        prompt_blob TEXT NOT NULL,   -- {messages, tools} as JSON
+        body TEXT,                   -- output, parsed action, model, timings as JSON ...
+        body_blob TEXT               -- ... or in a blob when large
+    );
+    CREATE INDEX steps_episode ON steps(episode_id, seq);
+    CREATE INDEX steps_state ON steps(state_hash);
+    CREATE TABLE decisions (
+        seq INTEGER PRIMARY KEY,
+        step_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX decisions_step ON decisions(step_id, seq);
+    CREATE INDEX decisions_at ON decisions(at);
+    CREATE TABLE observations (
+        step_id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        body TEXT,
+        body_blob TEXT
+    );
+    CREATE TABLE episode_ends (
+        episode_id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    "#,
+    // 2: model versions, at most one live.
+    r#"
+    CREATE TABLE model_versions (
+        id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        live INTEGER NOT NULL DEFAULT 0,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX model_versions_one_live ON model_versions(live) WHERE live = 1;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Texts longer than this go to a blob instead of inline.
+const INLINE_LIMIT: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store path {0} is a directory, not a file")]
+    IsDirectory(PathBuf),
+    #[error("{path} is not a Keel store: {detail}")]
+    NotAStore { path: PathBuf, detail: String },
+    #[error(
+        "store {path} has schema version {found}, newer than this Keel understands ({supported}); upgrade Keel to open it"
+    )]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    #[error("store {path} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store holds malformed data: {0}")]
+    Data(String),
+    #[error("write failed: {0}")]
+    Write(String),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+impl StoreError {
+    fn at(path: &Path, e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(NotADatabase) => {
+                StoreError::NotAStore { path: path.to_path_buf(), detail: "the file is not a SQLite database".into() }
+            }
+            Some(DatabaseCorrupt) => StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() },
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The default store path: `$KEEL_STORE`, else `$XDG_DATA_HOME/keel/keel.db`, else
+/// `~/.local/share/keel/keel.db`.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_STORE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("keel").join("keel.db")
+}
+
+/// A handle to a store file. Reading is done on this handle's connection; appends go through a
+/// [`crate::Writer`] made by [`Store::writer`].
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Open a connection to a store file, creating and migrating it when needed. Shared by readers and
+/// the writer.
+pub(crate) fn connect(path: &Path) -> Result<Connection> {
+    connect_at(path, SCHEMA_VERSION)
+}
+
+fn connect_at(path: &Path, target_version: i64) -> Result<Connection> {
+    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory(path.to_path_buf()));
+    }
+    if !path.exists() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+                let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        // Create it ourselves so it is 0600 from the first byte; SQLite gives its -wal and -shm
+        // files the same mode.
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| StoreError::at(path, e))?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(|e| StoreError::at(path, e))?;
+
+    // Look before writing anything: a file that is not ours is left exactly as it was.
+    let (app_id, version, objects) = probe(&conn).map_err(|e| StoreError::at(path, e))?;
+    if app_id != APPLICATION_ID && !(app_id == 0 && objects == 0) {
+        return Err(StoreError::NotAStore {
+            path: path.to_path_buf(),
+            detail: format!("a SQLite database of another application (application_id {app_id:#x}, {objects} objects)"),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+    }
+
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| StoreError::at(path, e))?;
+    // In WAL mode NORMAL loses nothing when the process dies (kill -9): a committed transaction is in
+    // the WAL file, which the OS keeps. Only a power cut can lose the last commits.
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| StoreError::at(path, e))?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(|e| StoreError::at(path, e))?;
+    if version < target_version {
+        migrate(&conn, target_version).map_err(|e| StoreError::at(path, e))?;
+    }
+    Ok(conn)
+}
+
+fn probe(conn: &Connection) -> rusqlite::Result<(i32, i64, i64)> {
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok((app_id, version, objects))
+}
+
+fn migrate(conn: &Connection, target: i64) -> rusqlite::Result<()> {
+    // IMMEDIATE: two processes opening a new store at once must not both run migration 1.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let run = || -> rusqlite::Result<()> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(target as usize).skip(version.max(0) as usize) {
+            conn.execute_batch(sql)?;
+            tracing::info!(version = i + 1, "store migrated");
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        conn.pragma_update(None, "user_version", target.max(version))?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+impl Store {
+    /// Open (creating or migrating) the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let conn = connect(&path)?;
+        Ok(Store { path, conn })
+    }
+
+    /// Open the store at [`default_path`].
+    pub fn open_default() -> Result<Store> {
+        Store::open(default_path())
+    }
+
+    /// Create a store at an older schema version (for migration tests and tools).
+    #[doc(hidden)]
+    pub fn create_at_version(path: impl AsRef<Path>, version: i64) -> Result<()> {
+        connect_at(path.as_ref(), version).map(drop)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open store.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Start a writer for this store: a thread with its own connection that batches appends.
+    pub fn writer(&self) -> Result<crate::Writer> {
+        crate::Writer::start(&self.path)
+    }
+
+    /// The underlying connection, for ad-hoc queries (tests, tools).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// `PRAGMA integrity_check`: `"ok"` or the problems it found.
+    pub fn integrity_check(&self) -> Result<String> {
+        let rows: Vec<String> =
+            self.conn.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(rows.join("\n"))
+    }
+
+    /// Counts of what the store holds.
+    pub fn stats(&self) -> Result<Stats> {
+        let c = |sql: &str| -> Result<i64> { Ok(self.conn.query_row(sql, [], |r| r.get(0))?) };
+        let decisions_by_kind = self
+            .conn
+            .prepare(
+                "SELECT d.kind, count(*) FROM decisions d
+                 JOIN (SELECT step_id, max(seq) AS seq FROM decisions GROUP BY step_id) last ON last.seq = d.seq
+                 GROUP BY d.kind ORDER BY d.kind",
+            )?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Stats {
+            episodes: c("SELECT count(*) FROM episodes")?,
+            steps: c("SELECT count(*) FROM steps")?,
+            decisions: c("SELECT count(*) FROM decisions")?,
+            observations: c("SELECT count(*) FROM observations")?,
+            blobs: c("SELECT count(*) FROM blobs")?,
+            blob_bytes: c("SELECT coalesce(sum(length(data)), 0) FROM blobs")?,
+            blob_bytes_uncompressed: c("SELECT coalesce(sum(size), 0) FROM blobs")?,
+            decisions_by_kind,
+        })
+    }
+
+    /// Parse a time given on a command line: milliseconds since the epoch, or any date/time SQLite
+    /// understands (`2026-11-24`, `2026-11-24T10:00:00Z`, `2026-11-24 10:00:00+01:00`).
+    pub fn parse_time(&self, s: &str) -> Result<Millis> {
+        if let Ok(ms) = s.trim().parse::<i64>() {
+            return Ok(ms);
+        }
+        let v: Option<f64> = self.conn.query_row("SELECT unixepoch(?1, 'subsec')", [s.trim()], |r| r.get(0))?;
+        v.map(|secs| (secs * 1000.0).round() as i64)
+            .ok_or_else(|| StoreError::Data(format!("`{s}` is not a time (give milliseconds or a date like 2026-11-24T10:00:00Z)")))
+    }
+
+    pub fn episode(&self, id: Uuid) -> Result<Option<Episode>> {
+        self.conn
+            .query_row("SELECT body, patch_blob FROM episodes WHERE id = ?1", [id.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .optional()?
+            .map(|(body, patch)| self.decode_episode(&body, patch.as_deref()))
+            .transpose()
+    }
+
+    /// Episodes, oldest first, matching the filter.
+    pub fn episodes(&self, filter: &EpisodeFilter) -> Result<Vec<Episode>> {
+        let mut sql = String::from("SELECT body, patch_blob FROM episodes e WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(since) = filter.since {
+            sql.push_str(" AND e.created_at >= ?");
+            args.push(since.into());
+        }
+        if let Some(v) = &filter.model_version {
+            sql.push_str(" AND (e.model_version = ? OR EXISTS (SELECT 1 FROM steps s WHERE s.episode_id = e.id AND s.model_version = ?))");
+            args.push(v.clone().into());
+            args.push(v.clone().into());
+        }
+        sql.push_str(" ORDER BY e.created_at, e.id");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let rows = self
+            .conn
+            .prepare(&sql)?
+            .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.iter().map(|(b, p)| self.decode_episode(b, p.as_deref())).collect()
+    }
+
+    fn decode_episode(&self, body: &str, patch: Option<&str>) -> Result<Episode> {
+        let mut e: Episode = serde_json::from_str(body).map_err(|e| StoreError::Data(format!("episode: {e}")))?;
+        if let (Some(hash), Some(vcs)) = (patch, e.workspace.vcs.as_mut()) {
+            vcs.patch = self.blob_text(hash)?;
+        }
+        Ok(e)
+    }
+
+    /// How an episode ended, if it has.
+    pub fn episode_end(&self, id: Uuid) -> Result<Option<EpisodeEndEvent>> {
+        self.conn
+            .query_row("SELECT body FROM episode_ends WHERE episode_id = ?1", [id.to_string()], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Data(format!("episode end: {e}"))))
+            .transpose()
+    }
+
+    /// An episode's steps in the order they were recorded, each with its decisions and observation.
+    pub fn steps(&self, episode_id: Uuid) -> Result<Vec<StepRecord>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT id, parent_id, state_hash, created_at, prompt_blob, body, body_blob
+                 FROM steps WHERE episode_id = ?1 ORDER BY seq",
+            )?
+            .query_map([episode_id.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut decisions = self.decisions_of_episode(episode_id)?;
+        let mut observations = self.observations_of_episode(episode_id)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, parent, state_hash, created_at, prompt_blob, body, body_blob) in rows {
+            let prompt: Prompt = serde_json::from_str(&self.blob_text(&prompt_blob)?)
+                .map_err(|e| StoreError::Data(format!("step {id} prompt: {e}")))?;
+            let body = match (body, body_blob) {
+                (Some(b), _) => b,
+                (None, Some(h)) => self.blob_text(&h)?,
+                (None, None) => return Err(StoreError::Data(format!("step {id} has no body"))),
+            };
+            let b: StepBody = serde_json::from_str(&body).map_err(|e| StoreError::Data(format!("step {id}: {e}")))?;
+            let id = parse_uuid(&id)?;
+            let step = Step {
+                id,
+                episode_id,
+                parent_id: parent.as_deref().map(parse_uuid).transpose()?,
+                state_hash,
+                created_at,
+                prompt,
+                output: b.output,
+                parsed: b.parsed,
+                model: b.model,
+                timings: b.timings,
+            };
+            out.push(StepRecord {
+                decisions: decisions.remove(&id).unwrap_or_default(),
+                observation: observations.remove(&id),
+                step,
+            });
+        }
+        Ok(out)
+    }
+
+    fn decisions_of_episode(&self, episode_id: Uuid) -> Result<HashMap<Uuid, Vec<DecisionEvent>>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT d.body FROM decisions d JOIN steps s ON s.id = d.step_id
+                 WHERE s.episode_id = ?1 ORDER BY d.seq",
+            )?
+            .query_map([episode_id.to_string()], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut map: HashMap<Uuid, Vec<DecisionEvent>> = HashMap::new();
+        for body in rows {
+            let d: DecisionEvent =
+                serde_json::from_str(&body).map_err(|e| StoreError::Data(format!("decision: {e}")))?;
+            map.entry(d.step_id).or_default().push(d);
+        }
+        Ok(map)
+    }
+
+    fn observations_of_episode(&self, episode_id: Uuid) -> Result<HashMap<Uuid, Observation>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT o.step_id, o.body, o.body_blob FROM observations o JOIN steps s ON s.id = o.step_id
+                 WHERE s.episode_id = ?1",
+            )?
+            .query_map([episode_id.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut map = HashMap::new();
+        for (id, body, blob) in rows {
+            let body = match (body, blob) {
+                (Some(b), _) => b,
+                (None, Some(h)) => self.blob_text(&h)?,
+                (None, None) => continue,
+            };
+            let o: Observation = serde_json::from_str(&body).map_err(|e| StoreError::Data(format!("observation: {e}")))?;
+            map.insert(parse_uuid(&id)?, o);
+        }
+        Ok(map)
+    }
+
+    /// An episode with its steps arranged as a decision tree.
+    pub fn tree(&self, episode_id: Uuid) -> Result<Option<EpisodeTree>> {
+        let Some(episode) = self.episode(episode_id)? else { return Ok(None) };
+        Ok(Some(EpisodeTree { end: self.episode_end(episode_id)?, steps: self.steps(episode_id)?, episode }))
+    }
+
+    /// Every step recorded at a state (across episodes), with its latest decision.
+    pub fn decisions_at_state(&self, state_hash: &str) -> Result<Vec<(Uuid, Option<Decision>)>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT s.id, (SELECT d.body FROM decisions d WHERE d.step_id = s.id ORDER BY d.seq DESC LIMIT 1)
+                 FROM steps s WHERE s.state_hash = ?1 ORDER BY s.seq",
+            )?
+            .query_map([state_hash], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, body)| {
+                let d = body
+                    .map(|b| serde_json::from_str::<DecisionEvent>(&b).map(|e| e.decision))
+                    .transpose()
+                    .map_err(|e| StoreError::Data(format!("decision: {e}")))?;
+                Ok((parse_uuid(&id)?, d))
+            })
+            .collect()
+    }
+
+    /// How many decisions were recorded at or after `since` (a trigger for retraining).
+    pub fn count_decisions_since(&self, since: Millis) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM decisions WHERE at >= ?1 AND kind != 'auto'", [since], |r| r.get(0))?)
+    }
+
+    /// Read a blob as UTF-8 text.
+    pub fn blob_text(&self, hash: &str) -> Result<String> {
+        let bytes = read_blob(&self.conn, hash)?;
+        String::from_utf8(bytes).map_err(|_| StoreError::Data(format!("blob {hash} is not UTF-8")))
+    }
+
+    // ---- model versions -------------------------------------------------------------------
+
+    /// Record a model version (replacing one with the same id). `live` is ignored here; use
+    /// [`Store::set_live`].
+    pub fn put_model_version(&self, v: &ModelVersion) -> Result<()> {
+        let mut v = v.clone();
+        let live = self
+            .conn
+            .query_row("SELECT live FROM model_versions WHERE id = ?1", [&v.id], |r| r.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false);
+        v.live = live;
+        self.conn.execute(
+            "INSERT INTO model_versions (id, created_at, live, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+            params![v.id, v.created_at, live, serde_json::to_string(&v).map_err(|e| StoreError::Data(e.to_string()))?],
+        )?;
+        Ok(())
+    }
+
+    /// Make one version live (and no other), atomically.
+    pub fn set_live(&mut self, id: &str) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row("SELECT count(*) FROM model_versions WHERE id = ?1", [id], |r| r.get(0))?;
+        if !exists {
+            return Err(StoreError::Data(format!("no model version `{id}`")));
+        }
+        tx.execute("UPDATE model_versions SET live = 0 WHERE live = 1", [])?;
+        tx.execute("UPDATE model_versions SET live = 1 WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// All model versions, oldest first.
+    pub fn model_versions(&self) -> Result<Vec<ModelVersion>> {
+        let rows = self
+            .conn
+            .prepare("SELECT body, live FROM model_versions ORDER BY created_at, id")?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(b, live)| {
+                let mut v: ModelVersion =
+                    serde_json::from_str(&b).map_err(|e| StoreError::Data(format!("model version: {e}")))?;
+                v.live = live;
+                Ok(v)
+            })
+            .collect()
+    }
+
+    pub fn live_model_version(&self) -> Result<Option<ModelVersion>> {
+        Ok(self.model_versions()?.into_iter().find(|v| v.live))
+    }
+}
+
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Data(format!("bad id `{s}`: {e}")))
+}
+
+pub(crate) fn read_blob(conn: &Connection, hash: &str) -> Result<Vec<u8>> {
+    let (codec, size, data): (i64, i64, Vec<u8>) = conn
+        .prepare_cached("SELECT codec, size, data FROM blobs WHERE hash = ?1")?
+        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::Data(format!("missing blob {hash}")))?;
+    match codec {
+        0 => Ok(data),
+        1 => zstd::bulk::decompress(&data, size.max(0) as usize)
+            .map_err(|e| StoreError::Data(format!("blob {hash} does not decompress: {e}"))),
+        c => Err(StoreError::Data(format!("blob {hash} has unknown codec {c}"))),
+    }
+}
+
+/// The hash a blob is stored under.
+pub fn blob_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..40].to_string()
+}
+
+/// Store bytes as a blob (idempotent); returns its hash.
+pub(crate) fn put_blob(tx: &Transaction, bytes: &[u8]) -> Result<String> {
+    let hash = blob_hash(bytes);
+    put_blob_hashed(tx, &hash, bytes)?;
+    Ok(hash)
+}
+
+pub(crate) fn put_blob_hashed(tx: &Transaction, hash: &str, bytes: &[u8]) -> Result<()> {
+    let (codec, data): (i64, std::borrow::Cow<[u8]>) = if bytes.len() > 128 {
+        match zstd::bulk::compress(bytes, 1) {
+            Ok(c) if c.len() < bytes.len() => (1, c.into()),
+            _ => (0, bytes.into()),
+        }
+    } else {
+        (0, bytes.into())
+    };
+    tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![hash, codec, bytes.len() as i64, data])?;
+    Ok(())
+}
+
+/// A text column that moves to a blob when large: (inline, blob hash).
+pub(crate) fn put_text(tx: &Transaction, text: String) -> Result<(Option<String>, Option<String>)> {
+    if text.len() <= INLINE_LIMIT {
+        Ok((Some(text), None))
+    } else {
+        Ok((None, Some(put_blob(tx, text.as_bytes())?)))
+    }
+}
+
+/// The parts of a step kept as JSON beside its indexed columns.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StepBody {
+    pub output: ModelOutput,
+    pub parsed: Parsed,
+    pub model: ModelRef,
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct EpisodeFilter {
+    /// Episodes created at or after this time.
+    pub since: Option<Millis>,
+    /// Episodes started with, or with a step produced by, this model version.
+    pub model_version: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub episodes: i64,
+    pub steps: i64,
+    pub decisions: i64,
+    pub observations: i64,
+    pub blobs: i64,
+    pub blob_bytes: i64,
+    pub blob_bytes_uncompressed: i64,
+    /// Steps by their latest decision.
+    pub decisions_by_kind: Vec<(String, i64)>,
+}
+
+/// A step with what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: Step,
+    /// In the order they were made; the last is the step's decision.
+    pub decisions: Vec<DecisionEvent>,
+    #[serde(default)]
+    pub observation: Option<Observation>,
+}
+
+impl StepRecord {
+    /// The step's latest decision; `None` while it is pending.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decisions.last().map(|d| &d.decision)
+    }
+}
+
+/// An episode's steps as a tree: siblings (same parent, same state) are alternatives at one state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeTree {
+    pub episode: Episode,
+    #[serde(default)]
+    pub end: Option<EpisodeEndEvent>,
+    pub steps: Vec<StepRecord>,
+}
+
+/// One state of an episode and the steps proposed at it, in the order they were recorded.
+#[derive(Debug, Clone)]
+pub struct StateGroup<'a> {
+    pub parent_id: Option<Uuid>,
+    pub state_hash: &'a str,
+    pub steps: Vec<&'a StepRecord>,
+}
+
+impl EpisodeTree {
+    /// The states of the episode in the order they were first reached, each with its alternatives.
+    pub fn states(&self) -> Vec<StateGroup<'_>> {
+        let mut index: HashMap<(Option<Uuid>, &str), usize> = HashMap::new();
+        let mut groups: Vec<StateGroup> = Vec::new();
+        for s in &self.steps {
+            let key = (s.step.parent_id, s.step.state_hash.as_str());
+            let i = *index.entry(key).or_insert_with(|| {
+                groups.push(StateGroup { parent_id: key.0, state_hash: key.1, steps: Vec::new() });
+                groups.len() - 1
+            });
+            groups[i].steps.push(s);
+        }
+        groups
+    }
+
+    /// The steps whose parent is `parent` (the children of a node).
+    pub fn children(&self, parent: Option<Uuid>) -> impl Iterator<Item = &StepRecord> {
+        self.steps.iter().filter(move |s| s.step.parent_id == parent)
+    }
+
+    pub fn step(&self, id: Uuid) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.step.id == id)
+    }
+}

@@ -1,0 +1,372 @@
+//! The store's single writer: a thread that owns a connection, takes appends from a channel, and
+//! writes them in batches, one transaction per batch.
+//!
+//! Callers never touch the disk: [`Writer::append`] is a channel send. The [`Receipt`] it returns
+//! resolves once the batch holding the record has committed; from then on the record survives the
+//! process being killed. Several writers (in several processes) may append to one store: SQLite
+//! serialises their transactions.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::redact::{redact_in_place, redact_value};
+use crate::store::{self, StepBody, StoreError, put_text};
+use crate::types::*;
+
+/// The most records written in one transaction.
+const MAX_BATCH: usize = 8192;
+
+enum Msg {
+    Append(Box<Record>, oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// A cheap, cloneable handle for appending to the store. The writer thread ends once every handle
+/// is dropped and what was sent has been written.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+/// Resolves when the record it was given for is durable (or failed to be written).
+#[must_use = "a receipt tells whether the record was written; drop it only if that does not matter"]
+pub struct Receipt {
+    rx: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Receipt {
+    /// Wait (async) until the record is durable.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        match self.rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Write(e)),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Block the calling thread until the record is durable. Not for use inside an async task.
+    pub fn wait(self) -> Result<(), StoreError> {
+        match self.rx.blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Write(e)),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// `Some` once the write finished (without waiting).
+    pub fn try_result(&mut self) -> Option<Result<(), StoreError>> {
+        match self.rx.try_recv() {
+            Ok(Ok(())) => Some(Ok(())),
+            Ok(Err(e)) => Some(Err(StoreError::Write(e))),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::WriterGone)),
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) fn start(path: &Path) -> Result<Writer, StoreError> {
+        let conn = store::connect(path)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("keel-store-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Io { path: path.to_path_buf(), source: e })?;
+        Ok(Writer { tx })
+    }
+
+    /// Queue a record. Never blocks and never touches the disk.
+    pub fn append(&self, record: Record) -> Receipt {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::SendError(Msg::Append(_, ack))) = self.tx.send(Msg::Append(Box::new(record), ack)) {
+            let _ = ack.send(Err("the store's writer has stopped".into()));
+        }
+        Receipt { rx }
+    }
+
+    /// A receipt that resolves when everything appended before it is durable.
+    pub fn flush(&self) -> Receipt {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::SendError(Msg::Flush(ack))) = self.tx.send(Msg::Flush(ack)) {
+            let _ = ack.send(Err("the store's writer has stopped".into()));
+        }
+        Receipt { rx }
+    }
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>) {
+    let mut known_blobs: HashSet<String> = HashSet::new();
+    let mut batch: Vec<Msg> = Vec::with_capacity(256);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        write_batch(&mut conn, &mut batch, &mut known_blobs);
+        batch.clear();
+        if known_blobs.len() > 200_000 {
+            known_blobs.clear();
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashSet<String>) {
+    let mut records: Vec<&mut Record> = Vec::with_capacity(batch.len());
+    for m in batch.iter_mut() {
+        if let Msg::Append(r, _) = m {
+            redact_record(r);
+            records.push(r);
+        }
+    }
+    let mut new_blobs = Vec::new();
+    let result = with_retry(conn, |tx| {
+        new_blobs.clear();
+        for r in records.iter() {
+            write_record(tx, r, known, &mut new_blobs)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            known.extend(new_blobs);
+            for m in batch.iter_mut() {
+                ack(m, Ok(()));
+            }
+        }
+        Err(e) => {
+            // Find the record that failed: write them one by one so one bad record costs only itself.
+            tracing::warn!(error = %e, "batch write failed; retrying records one by one");
+            for m in batch.iter_mut() {
+                let r = match m {
+                    Msg::Append(r, _) => with_retry(conn, |tx| {
+                        let mut nb = Vec::new();
+                        write_record(tx, r, &HashSet::new(), &mut nb)
+                    })
+                    .map_err(|e| e.to_string()),
+                    Msg::Flush(_) => Ok(()),
+                };
+                ack(m, r);
+            }
+        }
+    }
+}
+
+fn ack(m: &mut Msg, r: Result<(), String>) {
+    let (Msg::Append(_, ack) | Msg::Flush(ack)) = m;
+    // The oneshot is consumed by send; swap in a dead one.
+    let (dead, _) = oneshot::channel();
+    let ack = std::mem::replace(ack, dead);
+    let _ = ack.send(r);
+}
+
+/// Run `f` in an IMMEDIATE transaction, retrying while another process holds the write lock beyond
+/// the busy timeout.
+fn with_retry(
+    conn: &mut Connection,
+    mut f: impl FnMut(&Transaction) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        let r = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        match r {
+            Err(StoreError::Sqlite(ref e)) if is_busy(e) && attempt < 5 => {
+                attempt += 1;
+                thread::sleep(Duration::from_millis(50 * attempt));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Data(e.to_string()))
+}
+
+/// Write one (already redacted) record in `tx`.
+pub(crate) fn write_one(tx: &Transaction, r: &Record) -> Result<(), StoreError> {
+    write_record(tx, r, &HashSet::new(), &mut Vec::new())
+}
+
+fn write_record(
+    tx: &Transaction,
+    r: &Record,
+    known: &HashSet<String>,
+    new_blobs: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    match r {
+        Record::Episode(e) => {
+            let mut body = e.clone();
+            let mut patch_blob = None;
+            if let Some(vcs) = body.workspace.vcs.as_mut() {
+                let patch = std::mem::take(&mut vcs.patch);
+                patch_blob = Some(store::put_blob(tx, patch.as_bytes())?);
+            }
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO episodes (id, created_at, model_name, model_version, task_kind, body, patch_blob)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                e.id.to_string(),
+                e.created_at,
+                e.model.name,
+                e.model.version,
+                e.task.kind.as_str(),
+                json(&body)?,
+                patch_blob
+            ])?;
+        }
+        Record::Step(s) => {
+            let prompt = json(&s.prompt)?;
+            let hash = store::blob_hash(prompt.as_bytes());
+            if !known.contains(&hash) {
+                store::put_blob_hashed(tx, &hash, prompt.as_bytes())?;
+                new_blobs.push(hash.clone());
+            }
+            let body = StepBody { output: s.output.clone(), parsed: s.parsed.clone(), model: s.model.clone(), timings: s.timings };
+            let (body, body_blob) = put_text(tx, json(&body)?)?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO steps (id, episode_id, parent_id, state_hash, created_at, model_version, prompt_blob, body, body_blob)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                s.id.to_string(),
+                s.episode_id.to_string(),
+                s.parent_id.map(|p| p.to_string()),
+                s.state_hash,
+                s.created_at,
+                s.model.version,
+                hash,
+                body,
+                body_blob
+            ])?;
+        }
+        Record::Decision(d) => {
+            tx.prepare_cached("INSERT INTO decisions (step_id, at, kind, body) VALUES (?1, ?2, ?3, ?4)")?.execute(
+                params![d.step_id.to_string(), d.at, d.decision.kind(), json(d)?],
+            )?;
+        }
+        Record::Observation { step_id, at, observation } => {
+            let (body, body_blob) = put_text(tx, json(observation)?)?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO observations (step_id, at, body, body_blob) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![step_id.to_string(), at, body, body_blob])?;
+        }
+        Record::EpisodeEnd(e) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO episode_ends (episode_id, at, body) VALUES (?1, ?2, ?3)")?
+                .execute(params![e.episode_id.to_string(), e.at, json(e)?])?;
+        }
+    }
+    Ok(())
+}
+
+/// Redact every free text a record carries.
+pub fn redact_record(r: &mut Record) {
+    let opt = |s: &mut Option<String>| {
+        if let Some(s) = s {
+            redact_in_place(s);
+        }
+    };
+    match r {
+        Record::Episode(e) => {
+            if let Some(vcs) = e.workspace.vcs.as_mut() {
+                redact_in_place(&mut vcs.patch);
+                for f in &mut vcs.untracked {
+                    redact_in_place(&mut f.content);
+                }
+            }
+            redact_in_place(&mut e.task.instruction);
+            opt(&mut e.task.selected_text);
+            for d in &mut e.task.diagnostics {
+                redact_in_place(&mut d.message);
+            }
+            opt(&mut e.verify);
+        }
+        Record::Step(s) => {
+            for m in &mut s.prompt.messages {
+                redact_message(m);
+            }
+            s.prompt.tools.iter_mut().for_each(redact_value);
+            opt(&mut s.output.content);
+            for c in &mut s.output.tool_calls {
+                redact_in_place(&mut c.function.arguments);
+            }
+            match &mut s.parsed {
+                Parsed::Action { action, .. } => redact_action(action),
+                Parsed::Error { error } => {
+                    redact_in_place(&mut error.message);
+                }
+            }
+        }
+        Record::Decision(d) => match &mut d.decision {
+            Decision::Rejected { reason, .. } | Decision::Superseded { reason } => opt(reason),
+            Decision::Edited { final_text } => {
+                redact_in_place(final_text);
+            }
+            Decision::Auto | Decision::Accepted | Decision::Reverted => {}
+        },
+        Record::Observation { observation, .. } => {
+            redact_in_place(&mut observation.output);
+        }
+        Record::EpisodeEnd(e) => match &mut e.end {
+            EpisodeEnd::Finished { summary } => opt(summary),
+            EpisodeEnd::Failed { error } => {
+                redact_in_place(error);
+            }
+            EpisodeEnd::Cancelled | EpisodeEnd::Exhausted => {}
+        },
+    }
+}
+
+fn redact_message(m: &mut Message) {
+    if let Some(c) = m.content.as_mut() {
+        redact_in_place(c);
+    }
+    for c in &mut m.tool_calls {
+        redact_in_place(&mut c.function.arguments);
+    }
+}
+
+fn redact_action(a: &mut crate::action::Action) {
+    use crate::action::Action::*;
+    match a {
+        ViewFile { .. } => {}
+        Search { pattern, .. } => {
+            redact_in_place(pattern);
+        }
+        Edit { old_text, new_text, .. } => {
+            redact_in_place(old_text);
+            redact_in_place(new_text);
+        }
+        Run { command } => {
+            redact_in_place(command);
+        }
+        Finish { summary } => {
+            redact_in_place(summary);
+        }
+    }
+}

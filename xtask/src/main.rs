@@ -1,0 +1,67 @@
+//! `cargo xtask`: one-command setup, tests, demo and benchmarks for Keel.
+//!
+//! Every command sets up what it needs first (idempotently), and runs its children with the
+//! environment tch and the suites need (`LIBTORCH_USE_PYTORCH`, `PATH`, `LD_LIBRARY_PATH`, ...), so
+//! nothing has to be installed or exported by hand.
+
+mod env;
+mod setup;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup        install what the build, tests and demo need (idempotent)
+  env          print the environment as shell exports: eval \"$(cargo xtask env)\"
+  test         setup, then run every test suite
+  demo         setup, then run the demo on the embedded defaults
+  bench        setup, then run the benchmarks
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        std::process::exit(2);
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "setup" => setup::all(),
+        "env" => {
+            setup::python()?;
+            env::print_exports()
+        }
+        "test" => test(rest),
+        "demo" => demo(rest),
+        "bench" => bench(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+}
+
+fn test(rest: &[String]) -> Result<()> {
+    setup::all()?;
+    let mut args = vec!["test", "--workspace", "--locked"];
+    args.extend(rest.iter().map(String::as_str));
+    env::cargo(&args)?;
+    Ok(())
+}
+
+fn demo(rest: &[String]) -> Result<()> {
+    setup::all()?;
+    let mut args = vec!["run", "--quiet", "--release", "-p", "keel-trainer", "--bin", "keel-train", "--", "demo"];
+    args.extend(rest.iter().map(String::as_str));
+    env::cargo(&args)
+}
+
+fn bench(rest: &[String]) -> Result<()> {
+    setup::all()?;
+    let mut args = vec!["bench", "--workspace"];
+    args.extend(rest.iter().map(String::as_str));
+    env::cargo(&args)
+}
