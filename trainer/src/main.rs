@@ -1,2 +1,52 @@
-use tch::Tensor;
-fn main() { let t = Tensor::from_slice(&[1f32, 2.0]); println!("{}", t.sum(tch::Kind::Float).double_value(&[])); }
+//! `keel-train`: the trainer's command line. Each subcommand parses its arguments here and calls
+//! a plain function of the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keel-train", version, about = "Keel's trainer: pairs, model, DPO, search, serve, schedule")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Export human preference pairs from the store as TRL-format JSONL.
+    Pairs(PairsArgs),
+}
+
+#[derive(clap::Args)]
+struct PairsArgs {
+    /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Where to write the pairs (JSONL); `-` for standard output.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only episodes created at or after this time (milliseconds, or a date like 2026-11-24T10:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Pairs(a) => pairs(a),
+    }
+}
+
+fn pairs(a: PairsArgs) -> Result<()> {
+    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
+    let store = keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
+    let stats = keel_trainer::pairs::export(&store, since, &a.out)?;
+    eprintln!("{stats}");
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! # keel-trainer
+//!
+//! Turns recorded trajectories into a better policy: mines preference pairs (from human decisions,
+//! and by MCTS over the recorded decision trees), runs the policy model in tch (scoring, sampling,
+//! LoRA), aligns it with DPO, serves it over an OpenAI-compatible API, and retrains on a schedule.
+//!
+//! It reads the trajectory store and never writes trajectories; it never speaks LSP. It is the only
+//! part of Keel that links libtorch.
+
+pub mod pairs;

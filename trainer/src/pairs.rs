@@ -1,0 +1,1 @@
+//! Human preference pairs straight from the store.

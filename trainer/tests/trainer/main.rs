@@ -1,0 +1,3 @@
+//! The trainer's test suite: one binary, one module per area.
+
+mod pairs;
