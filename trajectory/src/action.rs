@@ -304,8 +304,13 @@ fn balanced_object(s: &str) -> Option<&str> {
     None
 }
 
-/// The OpenAI `tools` array describing the five tools.
-pub fn tools_schema() -> Vec<Value> {
+/// The OpenAI `tools` array describing the five tools (one shared copy).
+pub fn tools_schema() -> crate::types::Tools {
+    static SCHEMA: std::sync::LazyLock<crate::types::Tools> = std::sync::LazyLock::new(|| std::sync::Arc::new(build_tools_schema()));
+    SCHEMA.clone()
+}
+
+fn build_tools_schema() -> Vec<Value> {
     let f = |name: &str, description: &str, properties: Value, required: &[&str]| {
         json!({
             "type": "function",

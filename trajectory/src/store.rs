@@ -20,12 +20,16 @@ pub const APPLICATION_ID: i32 = 0x4B45_454C;
 const MIGRATIONS: &[&str] = &[
     // 1: episodes, steps, decisions, observations, content-addressed blobs.
     r#"
+    -- Rows are appended in rowid order and found through the hash index: keyed by the (random)
+    -- hash itself, every insert would land on a random page and each commit would rewrite much of
+    -- the table.
     CREATE TABLE blobs (
-        hash TEXT PRIMARY KEY,
+        id INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
         codec INTEGER NOT NULL,      -- 0 raw, 1 zstd
         size INTEGER NOT NULL,       -- uncompressed bytes
         data BLOB NOT NULL
-    ) WITHOUT ROWID;
+    );
     CREATE TABLE episodes (
         id TEXT PRIMARY KEY,
         created_at INTEGER NOT NULL,
@@ -44,12 +48,12 @@ const MIGRATIONS: &[&str] = &[
         state_hash TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         model_version TEXT,
-        prompt_blob TEXT NOT NULL,   -- {messages, tools} as JSON
+        prompt TEXT NOT NULL,        -- {"messages": [blob hash, ...], "tools": blob hash}: each message
+                                     -- is its own blob, so a growing conversation stores only what is new
         body TEXT,                   -- output, parsed action, model, timings as JSON ...
         body_blob TEXT               -- ... or in a blob when large
     );
     CREATE INDEX steps_episode ON steps(episode_id, seq);
-    CREATE INDEX steps_state ON steps(state_hash);
     CREATE TABLE decisions (
         seq INTEGER PRIMARY KEY,
         step_id TEXT NOT NULL,
@@ -205,6 +209,9 @@ fn connect_at(path: &Path, target_version: i64) -> Result<Connection> {
     // the WAL file, which the OS keeps. Only a power cut can lose the last commits.
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| StoreError::at(path, e))?;
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(|e| StoreError::at(path, e))?;
+    conn.pragma_update(None, "cache_size", -32768).map_err(|e| StoreError::at(path, e))?;
+    // After a checkpoint resets the WAL, truncate a file that grew large during a burst.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(|e| StoreError::at(path, e))?;
     if version < target_version {
         migrate(&conn, target_version).map_err(|e| StoreError::at(path, e))?;
     }
@@ -377,7 +384,7 @@ impl Store {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT id, parent_id, state_hash, created_at, prompt_blob, body, body_blob
+                "SELECT id, parent_id, state_hash, created_at, prompt, body, body_blob
                  FROM steps WHERE episode_id = ?1 ORDER BY seq",
             )?
             .query_map([episode_id.to_string()], |r| {
@@ -395,9 +402,11 @@ impl Store {
         let mut decisions = self.decisions_of_episode(episode_id)?;
         let mut observations = self.observations_of_episode(episode_id)?;
         let mut out = Vec::with_capacity(rows.len());
-        for (id, parent, state_hash, created_at, prompt_blob, body, body_blob) in rows {
-            let prompt: Prompt = serde_json::from_str(&self.blob_text(&prompt_blob)?)
+        let mut messages = PromptCache::default();
+        for (id, parent, state_hash, created_at, manifest, body, body_blob) in rows {
+            let manifest: PromptManifest = serde_json::from_str(&manifest)
                 .map_err(|e| StoreError::Data(format!("step {id} prompt: {e}")))?;
+            let prompt = self.assemble_prompt(&manifest, &mut messages)?;
             let body = match (body, body_blob) {
                 (Some(b), _) => b,
                 (None, Some(h)) => self.blob_text(&h)?,
@@ -422,6 +431,32 @@ impl Store {
                 observation: observations.remove(&id),
                 step,
             });
+        }
+        Ok(out)
+    }
+
+    fn assemble_prompt(&self, m: &PromptManifest, cache: &mut PromptCache) -> Result<Prompt> {
+        let mut out = Prompt { messages: Vec::with_capacity(m.messages.len()), tools: Default::default() };
+        for h in &m.messages {
+            if let Some(msg) = cache.messages.get(h) {
+                out.messages.push(msg.clone());
+                continue;
+            }
+            let msg: Message = serde_json::from_str(&self.blob_text(h)?)
+                .map_err(|e| StoreError::Data(format!("message blob {h}: {e}")))?;
+            cache.messages.insert(h.clone(), msg.clone());
+            out.messages.push(msg);
+        }
+        if let Some(t) = &m.tools {
+            out.tools = match cache.tools.get(t) {
+                Some(tools) => tools.clone(),
+                None => {
+                    let tools: Tools = serde_json::from_str(&self.blob_text(t)?)
+                        .map_err(|e| StoreError::Data(format!("tools blob {t}: {e}")))?;
+                    cache.tools.insert(t.clone(), tools.clone());
+                    tools
+                }
+            };
         }
         Ok(out)
     }
@@ -474,7 +509,8 @@ impl Store {
         Ok(Some(EpisodeTree { end: self.episode_end(episode_id)?, steps: self.steps(episode_id)?, episode }))
     }
 
-    /// Every step recorded at a state (across episodes), with its latest decision.
+    /// Every step recorded at a state (across episodes), with its latest decision. (A scan: the
+    /// state hash is not indexed, to keep appends cheap.)
     pub fn decisions_at_state(&self, state_hash: &str) -> Result<Vec<(Uuid, Option<Decision>)>> {
         let rows = self
             .conn
@@ -581,7 +617,7 @@ pub(crate) fn read_blob(conn: &Connection, hash: &str) -> Result<Vec<u8>> {
 
 /// The hash a blob is stored under.
 pub fn blob_hash(bytes: &[u8]) -> String {
-    blake3::hash(bytes).to_hex()[..40].to_string()
+    blake3::hash(bytes).to_hex()[..32].to_string()
 }
 
 /// Store bytes as a blob (idempotent); returns its hash.
@@ -592,9 +628,15 @@ pub(crate) fn put_blob(tx: &Transaction, bytes: &[u8]) -> Result<String> {
 }
 
 pub(crate) fn put_blob_hashed(tx: &Transaction, hash: &str, bytes: &[u8]) -> Result<()> {
+    thread_local! {
+        // A compression context allocates megabytes; make one per thread, not one per blob.
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            std::cell::RefCell::new(zstd::bulk::Compressor::new(1).ok());
+    }
     let (codec, data): (i64, std::borrow::Cow<[u8]>) = if bytes.len() > 128 {
-        match zstd::bulk::compress(bytes, 1) {
-            Ok(c) if c.len() < bytes.len() => (1, c.into()),
+        let compressed = COMPRESSOR.with_borrow_mut(|c| c.as_mut().and_then(|c| c.compress(bytes).ok()));
+        match compressed {
+            Some(c) if c.len() < bytes.len() => (1, c.into()),
             _ => (0, bytes.into()),
         }
     } else {
@@ -612,6 +654,21 @@ pub(crate) fn put_text(tx: &Transaction, text: String) -> Result<(Option<String>
     } else {
         Ok((None, Some(put_blob(tx, text.as_bytes())?)))
     }
+}
+
+/// Blobs already decoded while reading an episode (its steps share most of their prompts).
+#[derive(Default)]
+struct PromptCache {
+    messages: HashMap<String, Message>,
+    tools: HashMap<String, Tools>,
+}
+
+/// How a step's prompt is stored: blob hashes of its messages and of its tool schema.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PromptManifest {
+    pub messages: Vec<String>,
+    #[serde(default)]
+    pub tools: Option<String>,
 }
 
 /// The parts of a step kept as JSON beside its indexed columns.

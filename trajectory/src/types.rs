@@ -213,9 +213,14 @@ pub struct FunctionCall {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Prompt {
     pub messages: Vec<Message>,
+    /// Shared: every step of a session carries the same schema, so cloning a prompt, comparing
+    /// schemas and dropping a step stay cheap.
     #[serde(default)]
-    pub tools: Vec<serde_json::Value>,
+    pub tools: Tools,
 }
+
+/// An OpenAI `tools` array.
+pub type Tools = std::sync::Arc<Vec<serde_json::Value>>;
 
 /// What the model answered, before parsing.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -6,7 +6,10 @@
 //! process being killed. Several writers (in several processes) may append to one store: SQLite
 //! serialises their transactions.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+
+/// A blake3 digest of a value as the caller gave it.
+type Hash = [u8; 32];
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
@@ -16,7 +19,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::redact::{redact_in_place, redact_value};
-use crate::store::{self, StepBody, StoreError, put_text};
+use crate::store::{self, PromptManifest, StepBody, StoreError, put_text};
 use crate::types::*;
 
 /// The most records written in one transaction.
@@ -79,11 +82,18 @@ impl Receipt {
 impl Writer {
     pub(crate) fn start(path: &Path) -> Result<Writer, StoreError> {
         let conn = store::connect(path)?;
-        let (tx, rx) = mpsc::channel();
+        // Checkpoints (copying the WAL into the database file, and syncing it) run on their own
+        // thread and connection, so appends do not stall behind them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint_conn = store::connect(path)?;
+        let (hint, hints) = mpsc::sync_channel::<()>(1);
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         thread::Builder::new()
-            .name("keel-store-writer".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|e| StoreError::Io { path: path.to_path_buf(), source: e })?;
+            .name("keel-store-checkpoint".into())
+            .spawn(move || checkpointer(checkpoint_conn, hints))
+            .map_err(io)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new().name("keel-store-writer".into()).spawn(move || run(conn, rx, hint)).map_err(io)?;
         Ok(Writer { tx })
     }
 
@@ -106,8 +116,22 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>) {
-    let mut known_blobs: HashSet<String> = HashSet::new();
+/// Checkpoint after commits, at most twice a second; once more when the writer stops.
+fn checkpointer(conn: Connection, hints: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
+    };
+    while hints.recv().is_ok() {
+        checkpoint("PASSIVE");
+        thread::sleep(Duration::from_millis(500));
+    }
+    checkpoint("PASSIVE");
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, checkpoint: mpsc::SyncSender<()>) {
+    let mut known_blobs: HashMap<Hash, String> = HashMap::new();
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -119,25 +143,27 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>) {
         }
         write_batch(&mut conn, &mut batch, &mut known_blobs);
         batch.clear();
+        let _ = checkpoint.try_send(());
         if known_blobs.len() > 200_000 {
             known_blobs.clear();
         }
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashSet<String>) {
+fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashMap<Hash, String>) {
     let mut records: Vec<&mut Record> = Vec::with_capacity(batch.len());
     for m in batch.iter_mut() {
         if let Msg::Append(r, _) = m {
-            redact_record(r);
+            redact_record_but_prompt(r);
             records.push(r);
         }
     }
-    let mut new_blobs = Vec::new();
+    let mut new_blobs = HashMap::new();
+    let mut last_tools = None;
     let result = with_retry(conn, |tx| {
         new_blobs.clear();
         for r in records.iter() {
-            write_record(tx, r, known, &mut new_blobs)?;
+            write_record(tx, r, known, &mut new_blobs, &mut last_tools)?;
         }
         Ok(())
     });
@@ -154,8 +180,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashSet<Str
             for m in batch.iter_mut() {
                 let r = match m {
                     Msg::Append(r, _) => with_retry(conn, |tx| {
-                        let mut nb = Vec::new();
-                        write_record(tx, r, &HashSet::new(), &mut nb)
+                        write_record(tx, r, &HashMap::new(), &mut HashMap::new(), &mut None)
                     })
                     .map_err(|e| e.to_string()),
                     Msg::Flush(_) => Ok(()),
@@ -208,14 +233,15 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 
 /// Write one (already redacted) record in `tx`.
 pub(crate) fn write_one(tx: &Transaction, r: &Record) -> Result<(), StoreError> {
-    write_record(tx, r, &HashSet::new(), &mut Vec::new())
+    write_record(tx, r, &HashMap::new(), &mut HashMap::new(), &mut None)
 }
 
 fn write_record(
     tx: &Transaction,
     r: &Record,
-    known: &HashSet<String>,
-    new_blobs: &mut Vec<String>,
+    known: &HashMap<Hash, String>,
+    new_blobs: &mut HashMap<Hash, String>,
+    last_tools: &mut Option<(Tools, Hash)>,
 ) -> Result<(), StoreError> {
     match r {
         Record::Episode(e) => {
@@ -240,16 +266,26 @@ fn write_record(
             ])?;
         }
         Record::Step(s) => {
-            let prompt = json(&s.prompt)?;
-            let hash = store::blob_hash(prompt.as_bytes());
-            if !known.contains(&hash) {
-                store::put_blob_hashed(tx, &hash, prompt.as_bytes())?;
-                new_blobs.push(hash.clone());
+            let mut manifest = PromptManifest { messages: Vec::with_capacity(s.prompt.messages.len()), tools: None };
+            for m in &s.prompt.messages {
+                manifest.messages.push(put_cached(tx, message_key(m), m, redacted_message, known, new_blobs)?);
+            }
+            if !s.prompt.tools.is_empty() {
+                // Every step of a session carries the same schema: compare before serialising it.
+                let key = match last_tools {
+                    Some((tools, key)) if std::sync::Arc::ptr_eq(tools, &s.prompt.tools) || *tools == s.prompt.tools => *key,
+                    _ => {
+                        let key = tools_key(&s.prompt.tools)?;
+                        *last_tools = Some((s.prompt.tools.clone(), key));
+                        key
+                    }
+                };
+                manifest.tools = Some(put_cached(tx, key, &s.prompt.tools, redacted_tools, known, new_blobs)?);
             }
             let body = StepBody { output: s.output.clone(), parsed: s.parsed.clone(), model: s.model.clone(), timings: s.timings };
             let (body, body_blob) = put_text(tx, json(&body)?)?;
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO steps (id, episode_id, parent_id, state_hash, created_at, model_version, prompt_blob, body, body_blob)
+                "INSERT OR IGNORE INTO steps (id, episode_id, parent_id, state_hash, created_at, model_version, prompt, body, body_blob)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
@@ -259,7 +295,7 @@ fn write_record(
                 s.state_hash,
                 s.created_at,
                 s.model.version,
-                hash,
+                json(&manifest)?,
                 body,
                 body_blob
             ])?;
@@ -284,8 +320,83 @@ fn write_record(
     Ok(())
 }
 
+/// Store `value` (redacted) as a blob, skipping the redaction, serialisation, compression and
+/// insert when this writer has stored the same value before. `key` is a cheap digest of the value
+/// as given; `known` maps it to the hash the blob was stored under; `new_blobs` collects this
+/// transaction's additions, merged into `known` only once it commits.
+fn put_cached<T: serde::Serialize>(
+    tx: &Transaction,
+    key: Hash,
+    value: &T,
+    redacted: fn(&T) -> T,
+    known: &HashMap<Hash, String>,
+    new_blobs: &mut HashMap<Hash, String>,
+) -> Result<String, StoreError> {
+    if let Some(h) = known.get(&key).or_else(|| new_blobs.get(&key)) {
+        return Ok(h.clone());
+    }
+    let clean = serde_json::to_vec(&redacted(value)).map_err(|e| StoreError::Data(e.to_string()))?;
+    let hash = store::put_blob(tx, &clean)?;
+    new_blobs.insert(key, hash.clone());
+    Ok(hash)
+}
+
+/// A digest of a message's fields, without serialising it.
+fn message_key(m: &Message) -> Hash {
+    let mut h = blake3::Hasher::new();
+    let mut field = |s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(match m.role {
+        Role::System => "s",
+        Role::User => "u",
+        Role::Assistant => "a",
+        Role::Tool => "t",
+    });
+    field(m.content.as_deref().unwrap_or("\0none"));
+    field(m.tool_call_id.as_deref().unwrap_or("\0none"));
+    field(m.name.as_deref().unwrap_or("\0none"));
+    for c in &m.tool_calls {
+        field(&c.id);
+        field(&c.kind);
+        field(&c.function.name);
+        field(&c.function.arguments);
+    }
+    *h.finalize().as_bytes()
+}
+
+fn tools_key(t: &Tools) -> Result<Hash, StoreError> {
+    let raw = serde_json::to_vec(t).map_err(|e| StoreError::Data(e.to_string()))?;
+    Ok(*blake3::hash(&raw).as_bytes())
+}
+
+fn redacted_message(m: &Message) -> Message {
+    let mut m = m.clone();
+    redact_message(&mut m);
+    m
+}
+
+fn redacted_tools(t: &Tools) -> Tools {
+    let mut t = (**t).clone();
+    t.iter_mut().for_each(redact_value);
+    std::sync::Arc::new(t)
+}
+
 /// Redact every free text a record carries.
 pub fn redact_record(r: &mut Record) {
+    redact_record_but_prompt(r);
+    if let Record::Step(s) = r {
+        for m in &mut s.prompt.messages {
+            redact_message(m);
+        }
+        std::sync::Arc::make_mut(&mut s.prompt.tools).iter_mut().for_each(redact_value);
+    }
+}
+
+/// Everything but a step's prompt, which the writer redacts message by message (and only once per
+/// distinct message).
+fn redact_record_but_prompt(r: &mut Record) {
     let opt = |s: &mut Option<String>| {
         if let Some(s) = s {
             redact_in_place(s);
@@ -307,10 +418,6 @@ pub fn redact_record(r: &mut Record) {
             opt(&mut e.verify);
         }
         Record::Step(s) => {
-            for m in &mut s.prompt.messages {
-                redact_message(m);
-            }
-            s.prompt.tools.iter_mut().for_each(redact_value);
             opt(&mut s.output.content);
             for c in &mut s.output.tool_calls {
                 redact_in_place(&mut c.function.arguments);

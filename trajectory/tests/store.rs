@@ -165,8 +165,9 @@ fn round_trip_and_tree() {
     let stats = store.stats().unwrap();
     assert_eq!((stats.episodes, stats.steps, stats.decisions, stats.observations), (1, 4, 5, 1));
     assert!(stats.blob_bytes < stats.blob_bytes_uncompressed, "blobs are compressed");
-    // The three siblings share one prompt blob, the root another, the patch a third.
-    assert_eq!(stats.blobs, 3);
+    // Each distinct message is stored once: system, user, the view call and its result (the
+    // siblings share the root's first two), plus the tool schema and the patch.
+    assert_eq!(stats.blobs, 6);
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
