@@ -46,6 +46,8 @@ fn main() -> Result<()> {
 
 fn test(rest: &[String]) -> Result<()> {
     setup::all()?;
+    // The end-to-end suites drive the real binaries; build them first.
+    env::cargo(&["build", "--workspace", "--bins", "--locked"])?;
     let mut args = vec!["test", "--workspace", "--locked"];
     args.extend(rest.iter().map(String::as_str));
     env::cargo(&args)?;
