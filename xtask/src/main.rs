@@ -4,6 +4,7 @@
 //! environment tch and the suites need (`LIBTORCH_USE_PYTORCH`, `PATH`, `LD_LIBRARY_PATH`, ...), so
 //! nothing has to be installed or exported by hand.
 
+mod demo;
 mod env;
 mod setup;
 
@@ -56,9 +57,7 @@ fn test(rest: &[String]) -> Result<()> {
 
 fn demo(rest: &[String]) -> Result<()> {
     setup::all()?;
-    let mut args = vec!["run", "--quiet", "--release", "-p", "keel-trainer", "--bin", "keel-train", "--", "demo"];
-    args.extend(rest.iter().map(String::as_str));
-    env::cargo(&args)
+    demo::run(rest)
 }
 
 fn bench(rest: &[String]) -> Result<()> {
