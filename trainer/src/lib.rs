@@ -7,4 +7,6 @@
 //! It reads the trajectory store and never writes trajectories; it never speaks LSP. It is the only
 //! part of Keel that links libtorch.
 
+pub mod metrics;
+pub mod optim;
 pub mod pairs;
