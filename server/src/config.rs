@@ -1,0 +1,192 @@
+//! Server options: `initializationOptions`, then `workspace/didChangeConfiguration` (under the key
+//! `keel`, or at the top level), over environment defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8741/v1";
+pub const DEFAULT_MODEL: &str = "keel";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub endpoint: Option<String>,
+    pub model: String,
+    /// The name of the environment variable holding the API key (never the key itself).
+    pub api_key_env: Option<String>,
+    pub store: PathBuf,
+    pub verify: Option<String>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Steps of one episode, all kinds.
+    pub max_steps: u32,
+    /// Read-only steps (and automatic rejections) in a row before the episode stops.
+    pub max_auto_steps: u32,
+    pub request_timeout_secs: u64,
+    /// How long an accepted edit is watched for an undo or a change.
+    pub watch_secs: u64,
+    /// Budget of the context sent with a task, in tokens (about 4 characters each).
+    pub context_tokens: usize,
+    /// Largest tool output passed back to the model, in bytes.
+    pub max_observation_bytes: usize,
+    /// Sampling temperature for proposals ("another" samples again at the same state).
+    pub temperature: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_steps: 24,
+            max_auto_steps: 12,
+            request_timeout_secs: 120,
+            watch_secs: 300,
+            context_tokens: 3000,
+            max_observation_bytes: 16 * 1024,
+            temperature: 0.7,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Config {
+            endpoint: Some(env("KEEL_MODEL_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())),
+            model: env("KEEL_MODEL").unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            api_key_env: None,
+            store: keel_trajectory::default_path(),
+            verify: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    #[serde(default)]
+    model: Option<RawModel>,
+    #[serde(default)]
+    store: Option<String>,
+    #[serde(default)]
+    verify: Option<String>,
+    #[serde(default)]
+    limits: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawModel {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+}
+
+impl Config {
+    /// Applies options on top of `self`. Unknown keys are ignored; a malformed value is an error
+    /// that names it, and leaves `self` unchanged.
+    pub fn merged(&self, options: &Value) -> Result<Config, String> {
+        let v = match options.get("keel") {
+            Some(inner) if inner.is_object() => inner,
+            _ => options,
+        };
+        if v.is_null() {
+            return Ok(self.clone());
+        }
+        let raw: Raw = serde_json::from_value(v.clone()).map_err(|e| format!("invalid Keel settings: {e}"))?;
+        let mut c = self.clone();
+        if let Some(m) = raw.model {
+            if let Some(e) = m.endpoint {
+                let e = e.trim().trim_end_matches('/').to_string();
+                if !e.is_empty() && !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(format!("invalid Keel settings: model.endpoint must be an http(s) URL, got `{e}`"));
+                }
+                c.endpoint = (!e.is_empty()).then_some(e);
+            }
+            if let Some(n) = m.name.filter(|n| !n.trim().is_empty()) {
+                c.model = n;
+            }
+            if let Some(k) = m.api_key_env {
+                c.api_key_env = (!k.trim().is_empty()).then_some(k);
+            }
+        }
+        if let Some(s) = raw.store.filter(|s| !s.trim().is_empty()) {
+            c.store = expand_home(&s);
+        }
+        if raw.verify.is_some() {
+            c.verify = raw.verify.filter(|s| !s.trim().is_empty());
+        }
+        if let Some(l) = raw.limits {
+            let mut base = serde_json::to_value(LimitsSer(&c.limits)).unwrap_or(Value::Null);
+            if let (Some(b), Some(o)) = (base.as_object_mut(), l.as_object()) {
+                for (k, val) in o {
+                    b.insert(k.clone(), val.clone());
+                }
+            }
+            c.limits = serde_json::from_value(base).map_err(|e| format!("invalid Keel settings: limits: {e}"))?;
+        }
+        Ok(c)
+    }
+
+    /// The API key, read from the named environment variable at call time.
+    pub fn api_key(&self) -> Option<String> {
+        self.api_key_env.as_ref().and_then(|k| std::env::var(k).ok()).filter(|k| !k.is_empty())
+    }
+}
+
+struct LimitsSer<'a>(&'a Limits);
+
+impl serde::Serialize for LimitsSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let l = self.0;
+        let mut m = s.serialize_map(Some(7))?;
+        m.serialize_entry("max_steps", &l.max_steps)?;
+        m.serialize_entry("max_auto_steps", &l.max_auto_steps)?;
+        m.serialize_entry("request_timeout_secs", &l.request_timeout_secs)?;
+        m.serialize_entry("watch_secs", &l.watch_secs)?;
+        m.serialize_entry("context_tokens", &l.context_tokens)?;
+        m.serialize_entry("max_observation_bytes", &l.max_observation_bytes)?;
+        m.serialize_entry("temperature", &l.temperature)?;
+        m.end()
+    }
+}
+
+fn expand_home(s: &str) -> PathBuf {
+    if let Some(rest) = s.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_merge_and_bad_values_are_named() {
+        let c = Config::default();
+        let m = c
+            .merged(&json!({"keel": {"model": {"endpoint": "http://h:1/v1/", "name": "qwen"}, "store": "/tmp/k.db", "limits": {"max_steps": 3}}}))
+            .unwrap();
+        assert_eq!(m.endpoint.as_deref(), Some("http://h:1/v1"));
+        assert_eq!(m.model, "qwen");
+        assert_eq!(m.store, PathBuf::from("/tmp/k.db"));
+        assert_eq!(m.limits.max_steps, 3);
+        assert_eq!(m.limits.watch_secs, Limits::default().watch_secs);
+        let e = c.merged(&json!({"limits": {"max_steps": "many"}})).unwrap_err();
+        assert!(e.contains("limits"), "{e}");
+        let e = c.merged(&json!({"model": {"endpoint": "ftp://x"}})).unwrap_err();
+        assert!(e.contains("http"), "{e}");
+        assert_eq!(c.merged(&Value::Null).unwrap(), c);
+    }
+}

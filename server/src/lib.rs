@@ -1,0 +1,23 @@
+//! # keel-server
+//!
+//! `keel-lsp`, the language server that puts Keel's agent in the editor: code actions start an
+//! episode; the agent's proposals wait as code lenses until the user accepts, rejects or asks for
+//! another; every step and decision goes to the trajectory store.
+//!
+//! Layout, in the order data flows: [`config`] (options), [`document`] (text and positions),
+//! [`syntax`] (tree-sitter context), [`model`] (the OpenAI-compatible client), [`episode`] (the
+//! agent loop), [`tools`] (read-only tools), [`watch`] (reverts and user edits after an accept),
+//! [`ui`] (lenses, diagnostics, status), [`server`] (the thin `LanguageServer` handlers).
+//! It never links libtorch and never runs a model-proposed command on the host.
+
+pub mod config;
+pub mod document;
+pub mod episode;
+pub mod model;
+pub mod server;
+pub mod state;
+pub mod syntax;
+pub mod tools;
+pub mod transport;
+pub mod ui;
+pub mod watch;

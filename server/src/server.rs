@@ -1,0 +1,559 @@
+//! `impl LanguageServer`: thin handlers that translate LSP into the server's own calls.
+//!
+//! Document notifications change state synchronously (no `.await` between reading and writing the
+//! document map), so they apply in the order they arrived even though tower-lsp runs handlers
+//! concurrently. Nothing here waits on the model or the disk.
+
+use std::sync::Arc;
+
+use keel_trajectory::{Decision, Observation, RejectCause, TaskDiagnostic, TaskKind};
+use serde_json::{Value, json};
+use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
+use tower_lsp::lsp_types::*;
+use tower_lsp::{Client, LanguageServer, LspService, Server};
+use uuid::Uuid;
+
+use crate::document::{Change, Document, Encoding};
+use crate::episode::{self, StartRequest};
+use crate::state::{DocEntry, PendingKind, Shared, State, UserDecision, lock};
+use crate::ui;
+use crate::watch::{Outcome, Watch};
+
+/// Set when the client sent `shutdown`: the exit code is 0 only then (LSP's rule).
+pub static SHUTDOWN_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub const COMMANDS: [&str; 5] = ["keel.episode.start", "keel.step.accept", "keel.step.reject", "keel.step.retry", "keel.episode.cancel"];
+
+pub struct Backend {
+    pub client: Client,
+    pub state: State,
+}
+
+/// Runs the server on stdin/stdout until the client exits.
+pub async fn serve_stdio() {
+    use crate::transport;
+    let (service, socket) = build();
+    let (to_server, server_in) = tokio::io::duplex(1 << 20);
+    let (server_out, from_server) = tokio::io::duplex(1 << 20);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(transport::write_output(tokio::io::stdout(), rx));
+    tokio::spawn(transport::forward_output(from_server, tx.clone()));
+    tokio::spawn(transport::guard_input(tokio::io::stdin(), to_server, tx));
+    Server::new(server_in, server_out, socket).serve(service).await;
+    // Let the last answers (the response to `shutdown`) reach the client.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+pub fn build() -> (LspService<Backend>, tower_lsp::ClientSocket) {
+    LspService::build(|client| {
+        let state: State = Arc::new(Shared::default());
+        *lock(&state.config) = crate::config::Config::default();
+        let b = Backend { client, state };
+        b.spawn_watch_timer();
+        b
+    })
+    .custom_method("keel/pending", Backend::pending)
+    .finish()
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error { code: ErrorCode::InvalidParams, message: msg.into().into(), data: None }
+}
+
+fn range_of(r: Range) -> keel_trajectory::Range {
+    keel_trajectory::Range { start_line: r.start.line, start_character: r.start.character, end_line: r.end.line, end_character: r.end.character }
+}
+
+impl Backend {
+    fn spawn_watch_timer(&self) {
+        let state = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(state) = state.upgrade() else { break };
+                let now = std::time::Instant::now();
+                let expired: Vec<Watch> = {
+                    let mut inner = lock(&state.inner);
+                    let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| w.deadline <= now);
+                    inner.watches = keep;
+                    gone
+                };
+                for w in expired {
+                    if let Some(d) = w.final_decision() {
+                        let _ = state.decide(w.step, d);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Ends all watches (at shutdown): edits still changed are recorded as edited.
+    fn close_watches(&self, episode: Option<Uuid>) {
+        let done: Vec<Watch> = {
+            let mut inner = lock(&self.state.inner);
+            let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| episode.is_none_or(|e| w.episode == e));
+            inner.watches = keep;
+            gone
+        };
+        for w in done {
+            if let Some(d) = w.final_decision() {
+                let _ = self.state.decide(w.step, d);
+            }
+        }
+    }
+
+    /// `keel/pending`: the pending steps (optionally of one document), for diff views and commands.
+    pub async fn pending(&self, params: Value) -> Result<Value> {
+        let uri = params.get("uri").and_then(Value::as_str).map(str::to_string);
+        let inner = lock(&self.state.inner);
+        let list: Vec<Value> = inner
+            .pending
+            .iter()
+            .filter(|p| uri.as_ref().is_none_or(|u| *u == p.uri))
+            .map(|p| {
+                let (tool, command) = match &p.kind {
+                    PendingKind::Edit { .. } => ("edit", None),
+                    PendingKind::Run { command } => ("run", Some(command.clone())),
+                };
+                let range = inner.docs.get(&p.uri).map(|e| {
+                    json!({"start": ui::lsp_pos(e.doc.position(p.range_chars.0)), "end": ui::lsp_pos(e.doc.position(p.range_chars.1))})
+                });
+                json!({
+                    "step": p.step.id, "episode": p.episode, "tool": tool, "uri": p.uri, "range": range,
+                    "title": p.title, "original": p.original, "proposed": p.proposed, "command": command,
+                    "model_version": p.model_version,
+                })
+            })
+            .collect();
+        Ok(Value::Array(list))
+    }
+
+    /// Finds the pending step a command is about: by id, else the one at `{uri, position}`, else
+    /// the most recent.
+    fn find_pending(&self, args: &Value) -> Option<Uuid> {
+        let inner = lock(&self.state.inner);
+        if let Some(id) = args.get("step").and_then(Value::as_str) {
+            let id = Uuid::parse_str(id).ok()?;
+            return inner.pending.iter().find(|p| p.step.id == id).map(|p| p.step.id);
+        }
+        if let (Some(uri), Some(pos)) = (args.get("uri").and_then(Value::as_str), args.get("position")) {
+            if let Ok(pos) = serde_json::from_value::<Position>(pos.clone()) {
+                if let Some(e) = inner.docs.get(uri) {
+                    let at = e.doc.offset(ui::keel_pos(pos));
+                    let line = e.doc.text.char_to_line(at.min(e.doc.text.len_chars()));
+                    if let Some(p) = inner.pending.iter().rev().find(|p| {
+                        p.uri == uri && {
+                            let a = e.doc.text.char_to_line(p.range_chars.0.min(e.doc.text.len_chars()));
+                            let b = e.doc.text.char_to_line(p.range_chars.1.min(e.doc.text.len_chars()));
+                            line + 1 >= a && line <= b + 1
+                        }
+                    }) {
+                        return Some(p.step.id);
+                    }
+                }
+            }
+        }
+        inner.pending.iter().max_by_key(|p| p.created).map(|p| p.step.id)
+    }
+
+    fn take_pending(&self, step: Uuid) -> Option<crate::state::Pending> {
+        let mut inner = lock(&self.state.inner);
+        let i = inner.pending.iter().position(|p| p.step.id == step)?;
+        Some(inner.pending.remove(i))
+    }
+
+    async fn accept(&self, args: &Value) -> Result<Value> {
+        let Some(step) = self.find_pending(args) else { return Err(invalid("no pending Keel step to accept")) };
+        let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
+        let tx = p.tx.take();
+        let send = |d: UserDecision| {
+            if let Some(tx) = tx {
+                let _ = tx.send(d);
+            }
+        };
+        match p.kind.clone() {
+            PendingKind::Run { command } => {
+                let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
+                let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
+                send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
+                self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
+                Ok(json!({"applied": false, "reason": msg}))
+            }
+            PendingKind::Edit { path, old_text, new_text } => {
+                // Locate the edit in the text as it is now (the user may have typed since).
+                let uri = p.uri.clone();
+                let (text, version) = {
+                    let inner = lock(&self.state.inner);
+                    match inner.docs.get(&uri) {
+                        Some(e) => (Some(e.doc.text.to_string()), Some(e.doc.version)),
+                        None => (std::fs::read_to_string(&path).ok().or_else(|| (!path.exists()).then(String::new)), None),
+                    }
+                };
+                let text = text.unwrap_or_default();
+                let located = keel_trajectory::action::locate_edit(&text, &old_text, &new_text);
+                let edit = match located {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let msg = format!("the edit no longer applies: {e}");
+                        let _ = self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
+                        send(UserDecision::AutoRejected { cause: e.cause(), message: format!("The edit could not be applied: {e}") });
+                        ui::error(&self.client, &msg).await;
+                        return Ok(json!({"applied": false, "reason": msg}));
+                    }
+                };
+                let doc = Document::new(uri.clone(), "", 0, &text, self.state.encoding());
+                let a = doc.text.byte_to_char(edit.start);
+                let b = doc.text.byte_to_char(edit.end);
+                let range = Range { start: ui::lsp_pos(doc.position(a)), end: ui::lsp_pos(doc.position(b)) };
+                let watch = Watch::new(step, p.episode, uri.clone(), &text, a, b - a, &edit.new_text, std::time::Duration::from_secs(self.state.config().limits.watch_secs));
+                if let Some(w) = watch.clone() {
+                    lock(&self.state.inner).watches.push(w);
+                }
+                let Ok(url) = Url::parse(&uri) else { return Err(invalid(format!("bad uri {uri}"))) };
+                let text_edit = TextEdit { range, new_text: edit.new_text.clone() };
+                let we = match version {
+                    Some(v) => WorkspaceEdit {
+                        document_changes: Some(DocumentChanges::Edits(vec![TextDocumentEdit {
+                            text_document: OptionalVersionedTextDocumentIdentifier { uri: url, version: Some(v) },
+                            edits: vec![OneOf::Left(text_edit)],
+                        }])),
+                        ..Default::default()
+                    },
+                    None => WorkspaceEdit { changes: Some([(url, vec![text_edit])].into_iter().collect()), ..Default::default() },
+                };
+                let resp = self.client.apply_edit(we).await;
+                let (applied, reason) = match resp {
+                    Ok(r) => (r.applied, r.failure_reason),
+                    Err(e) => (false, Some(e.to_string())),
+                };
+                if applied {
+                    let _ = self.state.decide(step, Decision::Accepted);
+                    let obs = Observation { output: format!("The edit to {} was applied.", path.display()), exit_code: Some(0), ..Default::default() };
+                    send(UserDecision::Accepted(obs));
+                } else {
+                    lock(&self.state.inner).watches.retain(|w| w.step != step);
+                    let why = reason.unwrap_or_else(|| "the editor did not apply it".into());
+                    let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
+                    send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: format!("The editor did not apply the edit: {why}") });
+                }
+                Ok(json!({"applied": applied}))
+            }
+        }
+    }
+
+    async fn reject(&self, args: &Value, retry: bool) -> Result<Value> {
+        let Some(step) = self.find_pending(args) else { return Err(invalid("no pending Keel step")) };
+        let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
+        let reason = args.get("reason").and_then(Value::as_str).map(str::to_string).filter(|r| !r.trim().is_empty());
+        let cause = if retry { RejectCause::Retry } else { RejectCause::User };
+        if let Err(e) = self.state.decide(step, Decision::Rejected { cause, reason: reason.clone() }) {
+            ui::error(&self.client, &e).await;
+        }
+        if let Some(tx) = p.tx.take() {
+            let _ = tx.send(if retry { UserDecision::Retry } else { UserDecision::Rejected { reason } });
+        }
+        Ok(Value::Null)
+    }
+
+    async fn cancel(&self, args: &Value) -> Result<Value> {
+        let id = args.get("episode").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+        let n = {
+            let inner = lock(&self.state.inner);
+            let mut n = 0;
+            for (eid, h) in &inner.episodes {
+                if id.is_none_or(|i| i == *eid) {
+                    let _ = h.cancel.send(true);
+                    n += 1;
+                }
+            }
+            n
+        };
+        Ok(json!({"cancelled": n}))
+    }
+
+    async fn start_episode(&self, args: &Value) -> Result<Value> {
+        let uri = args.get("uri").and_then(Value::as_str).ok_or_else(|| invalid("keel.episode.start needs `uri`"))?.to_string();
+        let range: Option<Range> = match args.get("range") {
+            Some(r) if !r.is_null() => Some(serde_json::from_value(r.clone()).map_err(|e| invalid(format!("bad `range`: {e}")))?),
+            _ => None,
+        };
+        let kind: TaskKind = match args.get("kind") {
+            Some(k) => serde_json::from_value(k.clone()).map_err(|_| invalid(format!("unknown task kind {k}")))?,
+            None => TaskKind::Instruction,
+        };
+        let diagnostics: Vec<TaskDiagnostic> = args
+            .get("diagnostics")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| serde_json::from_value::<Diagnostic>(d.clone()).ok())
+                    .map(|d| TaskDiagnostic {
+                        message: d.message,
+                        severity: d.severity.map(|s| format!("{s:?}").to_lowercase()),
+                        source: d.source,
+                        code: d.code.map(|c| match c {
+                            NumberOrString::Number(n) => n.to_string(),
+                            NumberOrString::String(s) => s,
+                        }),
+                        range: Some(range_of(d.range)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let req = StartRequest {
+            uri,
+            range: range.map(range_of),
+            kind,
+            instruction: args.get("instruction").and_then(Value::as_str).map(str::to_string),
+            diagnostics,
+        };
+        match episode::start(&self.state, &self.client, req) {
+            Ok(id) => Ok(json!({ "episode": id })),
+            Err(e) => {
+                ui::error(&self.client, &e).await;
+                ui::status(&self.client, None, "error", &e, None, None, None).await;
+                Err(invalid(e))
+            }
+        }
+    }
+}
+
+#[tower_lsp::async_trait]
+impl LanguageServer for Backend {
+    async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
+        let enc = Encoding::negotiate(
+            params.capabilities.general.as_ref().and_then(|g| g.position_encodings.as_ref()).map(|v| v.iter().map(|k| k.as_str().to_string()).collect::<Vec<_>>()).as_deref(),
+        );
+        *lock(&self.state.encoding) = enc;
+        #[allow(deprecated)]
+        let root = params
+            .workspace_folders
+            .as_ref()
+            .and_then(|f| f.first())
+            .and_then(|f| f.uri.to_file_path().ok())
+            .or_else(|| params.root_uri.as_ref().and_then(|u| u.to_file_path().ok()));
+        *lock(&self.state.root) = root;
+        *lock(&self.state.client_name) = params.client_info.as_ref().map(|c| match &c.version {
+            Some(v) => format!("{} {v}", c.name),
+            None => c.name.clone(),
+        });
+        let ws = params.capabilities.workspace.as_ref();
+        *lock(&self.state.lens_refresh) = ws.and_then(|w| w.code_lens.as_ref()).and_then(|c| c.refresh_support).unwrap_or(false);
+        *lock(&self.state.work_done_progress) = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
+        if let Some(opts) = &params.initialization_options {
+            let merged = self.state.config().merged(opts);
+            match merged {
+                Ok(c) => *lock(&self.state.config) = c,
+                Err(e) => self.client.show_message(MessageType::ERROR, format!("Keel: {e}")).await,
+            }
+        }
+        Ok(InitializeResult {
+            server_info: Some(ServerInfo { name: "keel-lsp".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
+            capabilities: ServerCapabilities {
+                position_encoding: Some(PositionEncodingKind::new(enc.as_str())),
+                text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::INCREMENTAL)),
+                code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
+                    code_action_kinds: Some(vec![CodeActionKind::QUICKFIX, CodeActionKind::REFACTOR]),
+                    resolve_provider: Some(true),
+                    ..Default::default()
+                })),
+                code_lens_provider: Some(CodeLensOptions { resolve_provider: Some(false) }),
+                execute_command_provider: Some(ExecuteCommandOptions { commands: COMMANDS.iter().map(|s| s.to_string()).collect(), ..Default::default() }),
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        let cfg = self.state.config();
+        tracing::info!("keel-lsp ready: model {} at {:?}, store {}", cfg.model, cfg.endpoint, cfg.store.display());
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        SHUTDOWN_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.close_watches(None);
+        let ids: Vec<Uuid> = lock(&self.state.inner).episodes.keys().copied().collect();
+        for h in lock(&self.state.inner).episodes.values() {
+            let _ = h.cancel.send(true);
+        }
+        // Give cancelled episodes a moment to record their end, then make everything durable.
+        for _ in 0..50 {
+            if ids.iter().all(|i| !lock(&self.state.inner).episodes.contains_key(i)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.state.flush().await;
+        Ok(())
+    }
+
+    async fn did_open(&self, p: DidOpenTextDocumentParams) {
+        let d = p.text_document;
+        let enc = self.state.encoding();
+        let doc = Document::new(d.uri.to_string(), d.language_id, d.version, &d.text, enc);
+        lock(&self.state.inner).docs.insert(d.uri.to_string(), DocEntry { doc, syntax: Default::default() });
+    }
+
+    async fn did_change(&self, p: DidChangeTextDocumentParams) {
+        let uri = p.text_document.uri.to_string();
+        let changes: Vec<Change> = p.content_changes.into_iter().map(|c| Change { range: c.range.map(|r| (ui::keel_pos(r.start), ui::keel_pos(r.end))), text: c.text }).collect();
+        // Synchronous from here to the end of the state change: notifications apply in order.
+        let mut reverted = Vec::new();
+        let mut own = false;
+        let mut touched_lines: Vec<(u32, u32)> = Vec::new();
+        {
+            let mut guard = lock(&self.state.inner);
+            let inner = &mut *guard;
+            let Some(entry) = inner.docs.get_mut(&uri) else {
+                tracing::warn!("didChange for a document that is not open: {uri}");
+                return;
+            };
+            for c in &changes {
+                if let Some((a, b)) = c.range {
+                    touched_lines.push((a.line.min(b.line), a.line.max(b.line) + c.text.matches('\n').count() as u32));
+                } else {
+                    touched_lines.push((0, u32::MAX));
+                }
+            }
+            let applied = match entry.doc.apply(p.text_document.version, &changes) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("{uri}: {e}");
+                    return;
+                }
+            };
+            for a in &applied {
+                entry.syntax.edit(a);
+            }
+            // Pending steps shown in this document follow the text.
+            for pend in inner.pending.iter_mut().filter(|x| x.uri == uri) {
+                for a in &applied {
+                    pend.range_chars = shift_range(pend.range_chars, a);
+                }
+            }
+            let watched = inner.watches.iter().any(|w| w.uri == uri);
+            if watched {
+                let cur: Vec<char> = entry.doc.text.chars().collect();
+                for w in inner.watches.iter_mut().filter(|w| w.uri == uri) {
+                    for (a, c) in applied.iter().zip(&changes) {
+                        w.change(a, &c.text);
+                    }
+                    let was_armed = w.armed();
+                    if w.check(&cur) == Outcome::Reverted {
+                        reverted.push(w.step);
+                    } else if !was_armed && w.armed() {
+                        // This change is our own accepted edit landing.
+                        own = true;
+                    }
+                }
+                inner.watches.retain(|w| !reverted.contains(&w.step));
+            }
+            // A change to the code an in-flight model call read cancels that call (but not the
+            // change our own accepted edit makes).
+            if !own {
+                for h in inner.episodes.values() {
+                    let hit = h.reading.iter().any(|(u, a, b)| *u == uri && touched_lines.iter().any(|(x, y)| !(y < a || x > b)));
+                    if hit {
+                        h.call_cancel.send_modify(|n| *n += 1);
+                    }
+                }
+            }
+        }
+        for s in reverted {
+            let _ = self.state.decide(s, Decision::Reverted);
+        }
+    }
+
+    async fn did_close(&self, p: DidCloseTextDocumentParams) {
+        lock(&self.state.inner).docs.remove(p.text_document.uri.as_str());
+    }
+
+    async fn did_change_configuration(&self, p: DidChangeConfigurationParams) {
+        let merged = self.state.config().merged(&p.settings);
+        match merged {
+            Ok(c) => *lock(&self.state.config) = c,
+            Err(e) => ui::error(&self.client, &e).await,
+        }
+    }
+
+    async fn code_action(&self, p: CodeActionParams) -> Result<Option<CodeActionResponse>> {
+        let uri = p.text_document.uri.to_string();
+        let r = p.range;
+        let mut out = ui::step_actions(&self.state, &uri, r);
+        let base = json!({ "uri": uri, "range": r });
+        let mk = |title: &str, kind: CodeActionKind, task: &str, extra: Value| {
+            let mut args = base.clone();
+            args["kind"] = json!(task);
+            if let (Some(a), Some(e)) = (args.as_object_mut(), extra.as_object()) {
+                a.extend(e.clone());
+            }
+            CodeActionOrCommand::CodeAction(CodeAction {
+                title: title.into(),
+                kind: Some(kind),
+                command: Some(Command { title: title.into(), command: "keel.episode.start".into(), arguments: Some(vec![args]) }),
+                ..Default::default()
+            })
+        };
+        let diags: Vec<&Diagnostic> = p.context.diagnostics.iter().filter(|d| d.source.as_deref() != Some("keel")).collect();
+        if !diags.is_empty() {
+            let mut a = mk("Keel: fix this diagnostic", CodeActionKind::QUICKFIX, "fix_diagnostic", json!({ "diagnostics": diags }));
+            if let CodeActionOrCommand::CodeAction(ca) = &mut a {
+                ca.diagnostics = Some(diags.iter().map(|d| (*d).clone()).collect());
+                ca.is_preferred = Some(false);
+            }
+            out.push(a);
+        }
+        out.push(mk("Keel: implement", CodeActionKind::REFACTOR, "implement", json!({})));
+        if r.start != r.end {
+            out.push(mk("Keel: refactor selection", CodeActionKind::REFACTOR, "refactor", json!({})));
+        }
+        out.push(mk("Keel: write a test", CodeActionKind::REFACTOR, "write_test", json!({})));
+        out.push(mk("Keel: ask…", CodeActionKind::REFACTOR, "instruction", json!({})));
+        Ok(Some(out))
+    }
+
+    async fn code_action_resolve(&self, action: CodeAction) -> Result<CodeAction> {
+        // An action with a command and no edit is handed back unchanged (see ARCHITECTURE.md).
+        Ok(action)
+    }
+
+    async fn code_lens(&self, p: CodeLensParams) -> Result<Option<Vec<CodeLens>>> {
+        Ok(Some(ui::lenses(&self.state, p.text_document.uri.as_str())))
+    }
+
+    async fn execute_command(&self, p: ExecuteCommandParams) -> Result<Option<Value>> {
+        let args = p.arguments.into_iter().next().unwrap_or(Value::Null);
+        let args = if args.is_object() { args } else { json!({}) };
+        let r = match p.command.as_str() {
+            "keel.episode.start" => self.start_episode(&args).await,
+            "keel.step.accept" => self.accept(&args).await,
+            "keel.step.reject" => self.reject(&args, false).await,
+            "keel.step.retry" => self.reject(&args, true).await,
+            "keel.episode.cancel" => {
+                let r = self.cancel(&args).await;
+                let id = args.get("episode").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+                self.close_watches(id);
+                r
+            }
+            other => Err(invalid(format!("unknown command `{other}`"))),
+        };
+        r.map(Some)
+    }
+}
+
+/// Moves a char range through a change (edits inside it stretch it).
+fn shift_range((s, e): (usize, usize), a: &crate::document::Applied) -> (usize, usize) {
+    let delta = a.new_end_char as isize - a.old_end_char as isize;
+    let mv = |x: usize| -> usize {
+        if x >= a.old_end_char {
+            (x as isize + delta).max(0) as usize
+        } else if x > a.start_char {
+            a.start_char.max(x.min(a.new_end_char))
+        } else {
+            x
+        }
+    };
+    let (ns, ne) = (mv(s), mv(e));
+    (ns.min(ne), ne.max(ns))
+}

@@ -1,0 +1,142 @@
+//! The server's shared state. Every lock here is a `std::sync::Mutex` held for a few microseconds
+//! and never across an `.await`: handlers read or change state and let go.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use keel_trajectory::{Decision, Record, Step, Writer};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::document::{Document, Encoding};
+use crate::syntax::Syntax;
+use crate::watch::Watch;
+
+pub struct DocEntry {
+    pub doc: Document,
+    pub syntax: Syntax,
+}
+
+/// What the user decided about a pending step (sent from the command handlers to the episode).
+#[derive(Debug)]
+pub enum UserDecision {
+    /// Applied by the client; the observation goes back to the model.
+    Accepted(keel_trajectory::Observation),
+    /// Rejected for a reason the server recorded (the client refused, no sandbox, stale text).
+    AutoRejected { cause: keel_trajectory::RejectCause, message: String },
+    Rejected { reason: Option<String> },
+    Retry,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub enum PendingKind {
+    Edit { path: PathBuf, old_text: String, new_text: String },
+    Run { command: String },
+}
+
+/// A proposal waiting for the user.
+pub struct Pending {
+    pub step: Step,
+    pub episode: Uuid,
+    pub kind: PendingKind,
+    /// Where it is shown: the edited file, or the task's document for `run`.
+    pub uri: String,
+    /// Char offsets in the document at `uri` (the edited text, or the task range).
+    pub range_chars: (usize, usize),
+    pub title: String,
+    pub original: Option<String>,
+    pub proposed: Option<String>,
+    pub model_version: Option<String>,
+    pub created: std::time::Instant,
+    pub tx: Option<oneshot::Sender<UserDecision>>,
+}
+
+/// A running episode, as the handlers see it.
+pub struct EpisodeHandle {
+    pub cancel: watch::Sender<bool>,
+    /// Documents (uri → line ranges) the in-flight model call read; a change there cancels it.
+    pub reading: Vec<(String, u32, u32)>,
+    /// Bumped when a change cancels the in-flight model call.
+    pub call_cancel: watch::Sender<u64>,
+    pub uri: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub docs: HashMap<String, DocEntry>,
+    pub pending: Vec<Pending>,
+    pub episodes: HashMap<Uuid, EpisodeHandle>,
+    pub watches: Vec<Watch>,
+}
+
+pub struct Recorder {
+    pub path: PathBuf,
+    pub writer: Writer,
+}
+
+#[derive(Default)]
+pub struct Shared {
+    pub inner: Mutex<Inner>,
+    pub config: Mutex<Config>,
+    pub encoding: Mutex<Encoding>,
+    pub root: Mutex<Option<PathBuf>>,
+    pub client_name: Mutex<Option<String>>,
+    pub lens_refresh: Mutex<bool>,
+    pub work_done_progress: Mutex<bool>,
+    pub recorder: Mutex<Option<Recorder>>,
+    /// Endpoints that refused `tools`: use the JSON-in-content fallback with them.
+    pub no_tools: Mutex<std::collections::HashSet<String>>,
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another thread while holding a lock must not take the server down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn config(&self) -> Config {
+        lock(&self.config).clone()
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        *lock(&self.encoding)
+    }
+
+    /// Appends a record to the store configured now (opening it on first use). Never waits on disk.
+    pub fn record(&self, r: Record) -> Result<(), String> {
+        let path = self.config().store;
+        let mut rec = lock(&self.recorder);
+        if rec.as_ref().is_none_or(|r| r.path != path) {
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let store = keel_trajectory::Store::open(&path).map_err(|e| format!("cannot open the Keel store {}: {e}", path.display()))?;
+            let writer = store.writer().map_err(|e| format!("cannot write to the Keel store {}: {e}", path.display()))?;
+            if let Some(old) = rec.take() {
+                let _ = old.writer.flush();
+            }
+            *rec = Some(Recorder { path, writer });
+        }
+        let w = &rec.as_ref().expect("opened above").writer;
+        // The receipt is not awaited: the writer keeps order, and flush at shutdown waits for all.
+        let _ = w.append(r);
+        Ok(())
+    }
+
+    pub fn decide(&self, step: Uuid, decision: Decision) -> Result<(), String> {
+        self.record(Record::Decision(keel_trajectory::DecisionEvent { step_id: step, at: keel_trajectory::now_ms(), decision }))
+    }
+
+    /// Waits until everything appended so far is on disk.
+    pub async fn flush(&self) {
+        let receipt = lock(&self.recorder).as_ref().map(|r| r.writer.flush());
+        if let Some(r) = receipt {
+            let _ = r.durable().await;
+        }
+    }
+}
+
+pub type State = Arc<Shared>;

@@ -1,0 +1,243 @@
+//! An episode through the real binary: list → start → pending lens → another → accept → store →
+//! `keel-train pairs`.
+
+use keel_e2e::{Reply, apply_workspace_edit, bin};
+use keel_trajectory::{Action, Decision, EpisodeEnd, EpisodeFilter, RejectCause};
+use serde_json::{Value, json};
+
+use crate::{CALC, Fixture, WAIT, store};
+
+fn edit(old: &str, new: &str) -> Reply {
+    Reply::tool("edit", json!({"path": "calc.py", "old_text": old, "new_text": new}))
+}
+
+fn code_actions(c: &mut keel_e2e::LspClient, f: &Fixture, diagnostics: Value) -> Vec<Value> {
+    let r = c.request(
+        "textDocument/codeAction",
+        json!({
+            "textDocument": {"uri": f.uri("calc.py")},
+            "range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 16}},
+            "context": {"diagnostics": diagnostics}
+        }),
+    );
+    r.as_array().cloned().unwrap_or_default()
+}
+
+fn titles(actions: &[Value]) -> Vec<String> {
+    actions.iter().map(|a| a["title"].as_str().unwrap_or("").to_string()).collect()
+}
+
+#[test]
+fn list_start_retry_accept_and_the_pair() {
+    let f = Fixture::new();
+    // The model: read the file, propose a wrong fix (streamed), then the right one (not streamed),
+    // then finish.
+    f.model.push(Reply::tool("view_file", json!({"path": "calc.py"})), true);
+    f.model.push(edit("return a - b", "return a * b"), true);
+    f.model.push(edit("return a - b", "return a + b"), false);
+    f.model.push(Reply::tool("finish", json!({"summary": "add adds"})), true);
+    let mut c = f.spawn();
+    f.open(&c, "calc.py", CALC);
+
+    let diag = json!([{"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 16}}, "message": "test_add fails: expected 5, got -1", "severity": 1, "source": "pytest"}]);
+    let actions = code_actions(&mut c, &f, diag.clone());
+    let t = titles(&actions);
+    for want in ["Keel: fix this diagnostic", "Keel: implement", "Keel: refactor selection", "Keel: write a test", "Keel: ask…"] {
+        assert!(t.iter().any(|x| x == want), "{want} missing from {t:?}");
+    }
+    assert!(f.model.requests().is_empty(), "listing code actions must not call the model");
+    let fix = actions.iter().find(|a| a["title"] == "Keel: fix this diagnostic").unwrap();
+    assert!(fix.get("edit").is_none(), "a Keel action carries a command, not an edit");
+    let cmd = &fix["command"];
+    let from = c.seen.len();
+    let started = c.request("workspace/executeCommand", json!({"command": cmd["command"], "arguments": cmd["arguments"]}));
+    let episode = started["episode"].as_str().expect("an episode id").to_string();
+
+    // Pending: status, lens, hint diagnostic, code actions at the range, keel/pending.
+    let st = c.wait_status(from, "pending", WAIT);
+    assert_eq!(st["model_version"], "scripted@base");
+    let first = st["step"].as_str().unwrap().to_string();
+    let lenses = c.request("textDocument/codeLens", json!({"textDocument": {"uri": f.uri("calc.py")}}));
+    let cmds: Vec<&str> = lenses.as_array().unwrap().iter().map(|l| l["command"]["command"].as_str().unwrap()).collect();
+    assert_eq!(cmds, ["keel.step.accept", "keel.step.reject", "keel.step.retry"]);
+    assert_eq!(lenses[0]["range"]["start"], json!({"line": 1, "character": 4}));
+    assert_eq!(lenses[0]["command"]["arguments"][0]["step"], first);
+    let diag_at = c.wait_for(from, WAIT, |m| {
+        m["method"] == "textDocument/publishDiagnostics" && m["params"]["diagnostics"].as_array().is_some_and(|d| !d.is_empty())
+    });
+    assert!(diag_at.is_some(), "a hint diagnostic for the pending step");
+    assert!(c.seen.iter().any(|m| m["method"] == "workspace/codeLens/refresh"), "lenses refreshed");
+    assert!(c.seen.iter().any(|m| m["method"] == "$/progress"), "progress reported");
+    let step_actions = titles(&code_actions(&mut c, &f, json!([])));
+    assert!(step_actions.iter().any(|t| t.starts_with("Keel: accept")), "{step_actions:?}");
+    let pending = c.request("keel/pending", json!({"uri": f.uri("calc.py")}));
+    assert_eq!(pending[0]["step"], first);
+    assert!(pending[0]["proposed"].as_str().unwrap().contains("return a * b"));
+    assert_eq!(pending[0]["original"], CALC);
+
+    // Another: the wrong fix is rejected and a sibling is sampled at the same state.
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.step.retry", "arguments": [{"step": first}]}));
+    let st = c.wait_status(from, "pending", WAIT);
+    let second = st["step"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+
+    // Accept: the server asks the editor to apply the edit; the editor applies it and reports back.
+    let from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": second}]}));
+    assert_eq!(r["applied"], true);
+    let edits = c.applied_edits.lock().unwrap().clone();
+    assert_eq!(edits.len(), 1);
+    let new_text = apply_workspace_edit(CALC, &edits[0]["edit"]);
+    assert_eq!(new_text, CALC.replace("a - b", "a + b"));
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": f.uri("calc.py"), "version": 2}, "contentChanges": [{"text": new_text}]}),
+    );
+    c.wait_status(from, "finished", WAIT);
+    assert!(c.shutdown().success());
+
+    // The store holds the episode, the rejected sibling, the accepted step.
+    let s = store(&f.store);
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].id.to_string(), episode);
+    assert_eq!(eps[0].client.as_deref(), Some("keel-e2e 1"));
+    assert_eq!(eps[0].task.diagnostics[0].message, "test_add fails: expected 5, got -1");
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    assert!(matches!(tree.end.as_ref().unwrap().end, EpisodeEnd::Finished { .. }));
+    let steps = &tree.steps;
+    assert_eq!(steps.len(), 4, "{steps:#?}");
+    assert_eq!(steps[0].decision(), Some(&Decision::Auto));
+    assert!(steps[0].observation.as_ref().unwrap().output.contains("return a - b"));
+    assert_eq!(steps[1].decision(), Some(&Decision::Rejected { cause: RejectCause::Retry, reason: None }));
+    assert_eq!(steps[2].decision(), Some(&Decision::Accepted));
+    assert_eq!(steps[1].step.parent_id, steps[2].step.parent_id, "siblings share a parent");
+    assert_eq!(steps[1].step.state_hash, steps[2].step.state_hash, "siblings share a state");
+    assert_eq!(steps[3].step.parent_id, Some(steps[2].step.id));
+    assert!(matches!(steps[3].step.parsed.action(), Some(Action::Finish { .. })));
+    assert_eq!(steps[2].step.model.version.as_deref(), Some("scripted@base"));
+    // The prompt recorded is the one the model got.
+    let reqs = f.model.requests();
+    assert_eq!(reqs.len(), 4);
+    assert_eq!(serde_json::to_value(&steps[2].step.prompt.messages).unwrap(), reqs[2]["messages"]);
+    assert_eq!(reqs[1]["messages"], reqs[2]["messages"], "another samples at the same state");
+    assert!(reqs[0]["tools"].as_array().unwrap().len() == 5);
+
+    // keel-train pairs exports the human pair.
+    let out = f.dir.path().join("pairs.jsonl");
+    let st = std::process::Command::new(bin("keel-train")).args(["pairs", "--store"]).arg(&f.store).arg("--out").arg(&out).status().unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let pairs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(pairs.len(), 1, "{text}");
+    let args = |v: &Value| v[0]["tool_calls"][0]["function"]["arguments"]["new_text"].clone();
+    assert_eq!(args(&pairs[0]["chosen"]), "return a + b");
+    assert_eq!(args(&pairs[0]["rejected"]), "return a * b");
+    assert_eq!(pairs[0]["meta"]["source"], "human");
+}
+
+#[test]
+fn reject_with_reason_undo_and_user_edit() {
+    let f = Fixture::new();
+    f.model.push(edit("return a - b", "return b - a"), false);
+    f.model.push(edit("return a - b", "return a + b"), false);
+    f.model.push(edit("return a * b", "return b * a"), false);
+    f.model.push(Reply::tool("finish", json!({"summary": "done"})), false);
+    let mut c = f.spawn();
+    f.open(&c, "calc.py", CALC);
+    let from = c.seen.len();
+    c.request(
+        "workspace/executeCommand",
+        json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "instruction", "instruction": "make add add",
+            "range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}}]}),
+    );
+    let st = c.wait_status(from, "pending", WAIT);
+    let s1 = st["step"].as_str().unwrap().to_string();
+    // Reject with a reason: the model hears it and proposes again.
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.step.reject", "arguments": [{"step": s1, "reason": "operands swapped, still subtracts"}]}));
+    let st = c.wait_status(from, "pending", WAIT);
+    let s2 = st["step"].as_str().unwrap().to_string();
+    let reqs = f.model.requests();
+    assert!(reqs[1]["messages"].to_string().contains("operands swapped"), "the reason goes back to the model");
+
+    // Accept, then undo it in the editor (whole-line change, as Neovim sends it): reverted.
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": s2}]}));
+    let edits = c.applied_edits.lock().unwrap().clone();
+    let after = apply_workspace_edit(CALC, &edits[0]["edit"]);
+    c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 2}, "contentChanges": [{"text": after}]}));
+    let st = c.wait_status(from, "pending", WAIT);
+    let s3 = st["step"].as_str().unwrap().to_string();
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": f.uri("calc.py"), "version": 3}, "contentChanges": [{"range": {"start": {"line": 1, "character": 0}, "end": {"line": 2, "character": 0}}, "text": "    return a - b\n"}]}),
+    );
+    // Accept the third, then change what it wrote: edited, recorded when the watch closes (2 s).
+    let from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": s3}]}));
+    assert_eq!(r["applied"], true);
+    let edits = c.applied_edits.lock().unwrap().clone();
+    let cur = apply_workspace_edit(CALC, &edits[1]["edit"]);
+    c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 4}, "contentChanges": [{"text": cur}]}));
+    c.wait_status(from, "finished", WAIT);
+    let edited = cur.replace("return b * a", "return b * a  # commutes");
+    c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 5}, "contentChanges": [{"text": edited}]}));
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(c.shutdown().success());
+
+    let s = store(&f.store);
+    let ep = &s.episodes(&EpisodeFilter::default()).unwrap()[0];
+    let tree = s.tree(ep.id).unwrap().unwrap();
+    let d: Vec<Option<&Decision>> = tree.steps.iter().map(|s| s.decision()).collect();
+    assert_eq!(d[0], Some(&Decision::Rejected { cause: RejectCause::User, reason: Some("operands swapped, still subtracts".into()) }));
+    assert_eq!(d[1], Some(&Decision::Reverted));
+    assert_eq!(tree.steps[1].decisions[0].decision, Decision::Accepted);
+    assert_eq!(d[2], Some(&Decision::Edited { final_text: "return b * a  # commutes".into() }));
+}
+
+#[test]
+fn endpoint_without_tools_gets_json_actions_and_bad_actions_are_automatic_rejections() {
+    let f = Fixture::new();
+    f.model.refuse_tools(true);
+    f.model.push(Reply::Text("I think I will {\"name\": \"edit\", \"arguments\": {oops".into()), false);
+    f.model.push(Reply::Text(r#"{"name": "view_file", "arguments": {"path": "../../etc/passwd"}}"#.into()), false);
+    f.model.push(Reply::Text(r#"{"name": "edit", "arguments": {"path": "calc.py", "old_text": "nope", "new_text": "x"}}"#.into()), true);
+    f.model.push(Reply::Text(r#"{"name": "edit", "arguments": {"path": "calc.py", "old_text": "a - b", "new_text": "a - b"}}"#.into()), false);
+    f.model.push(Reply::Text(r#"{"name": "run", "arguments": {"command": "pytest -q"}}"#.into()), false);
+    f.model.push(Reply::Text(r#"{"name": "finish", "arguments": {"summary": "gave up"}}"#.into()), false);
+    let mut c = f.spawn();
+    f.open(&c, "calc.py", CALC);
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "implement"}]}));
+    let st = c.wait_status(from, "pending", WAIT);
+    // `run` waits for the user; accepting it without a sandbox declines it, never runs it here.
+    let from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": st["step"]}]}));
+    assert_eq!(r["applied"], false);
+    c.wait_status(from, "finished", WAIT);
+    assert!(c.shutdown().success());
+    let s = store(&f.store);
+    let ep = &s.episodes(&EpisodeFilter::default()).unwrap()[0];
+    let tree = s.tree(ep.id).unwrap().unwrap();
+    let causes: Vec<Option<RejectCause>> = tree
+        .steps
+        .iter()
+        .map(|s| match s.decision() {
+            Some(Decision::Rejected { cause, .. }) => Some(*cause),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        causes,
+        [Some(RejectCause::InvalidToolCall), Some(RejectCause::OutsideWorkspace), Some(RejectCause::OldTextNotFound), Some(RejectCause::EmptyEdit), Some(RejectCause::NoSandbox), None]
+    );
+    // The outside path was refused by the tool, not read.
+    assert!(tree.steps[1].observation.as_ref().unwrap().output.contains("outside the workspace"));
+    // The fallback prompt describes the tools in the system message; no `tools` were sent.
+    let reqs = f.model.requests();
+    let last = reqs.last().unwrap();
+    assert!(last.get("tools").is_none());
+    assert!(last["messages"][0]["content"].as_str().unwrap().contains("\"view_file\""));
+}
