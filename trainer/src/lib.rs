@@ -10,3 +10,4 @@
 pub mod metrics;
 pub mod optim;
 pub mod pairs;
+pub mod search;

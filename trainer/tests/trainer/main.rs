@@ -1,3 +1,4 @@
 //! The trainer's test suite: one binary, one module per area.
 
 mod pairs;
+mod search;

@@ -1,0 +1,63 @@
+//! Policies the search can sample from.
+//!
+//! [`EndpointPolicy`] asks any OpenAI-compatible chat endpoint (`keel-train serve`, vLLM, Ollama)
+//! for `n` samples with a `seed`, with the tools schema, so the actions come as tool calls.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use keel_trajectory::{Message, ModelOutput, Prompt};
+use serde_json::{Value, json};
+
+use super::Policy;
+
+pub struct EndpointPolicy {
+    pub endpoint: String,
+    pub model: String,
+    pub temperature: f64,
+    client: reqwest::blocking::Client,
+    version: std::sync::Mutex<Option<String>>,
+}
+
+impl EndpointPolicy {
+    pub fn new(endpoint: &str, model: &str, temperature: f64) -> Result<EndpointPolicy> {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build()?;
+        Ok(EndpointPolicy { endpoint: endpoint.trim_end_matches('/').into(), model: model.into(), temperature, client, version: Default::default() })
+    }
+}
+
+impl Policy for EndpointPolicy {
+    fn sample(&self, prompt: &Prompt, k: usize, seed: u64) -> Result<Vec<ModelOutput>> {
+        let body = json!({
+            "model": self.model,
+            "messages": prompt.messages,
+            "tools": prompt.tools.as_ref(),
+            "tool_choice": "auto",
+            "temperature": self.temperature,
+            "n": k,
+            "seed": seed % (1u64 << 53),
+        });
+        let url = format!("{}/chat/completions", self.endpoint);
+        let resp = self.client.post(&url).json(&body).send().with_context(|| format!("asking {url}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {v}");
+        }
+        if let Some(f) = v.get("system_fingerprint").and_then(Value::as_str).or_else(|| v.get("model").and_then(Value::as_str)) {
+            *self.version.lock().unwrap() = Some(f.to_string());
+        }
+        let choices = v.get("choices").and_then(Value::as_array).context("no `choices` in the answer")?;
+        choices
+            .iter()
+            .map(|c| {
+                let m: Message = serde_json::from_value(c["message"].clone()).context("a choice without a message")?;
+                Ok(ModelOutput { content: m.content, tool_calls: m.tool_calls })
+            })
+            .collect()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.version.lock().unwrap().clone()
+    }
+}

@@ -1,0 +1,334 @@
+//! MCTS over recorded decision trees: a synthetic suite of tasks with a known decisive step and
+//! decoy steps; precision and recall of the critical decisions found; pairs that prefer the
+//! decisive correct action; the same seed gives the same tree and pairs.
+//!
+//! The environment here is an in-memory workspace that carries out edits and runs the suite's
+//! verification commands (`grep -qF TEXT FILE`, the exact command the container suite runs with
+//! busybox). The search algorithm is what is under test.
+
+use std::collections::HashMap;
+
+use keel_trainer::search::{self, Environment, Policy, SearchConfig, Session, Tree};
+use keel_trajectory::action::{locate_edit, next_messages, tools_schema};
+use keel_trajectory::*;
+use serde_json::json;
+
+/// One synthetic task: a file with a bug, the fix, wrong fixes, and decoys.
+#[derive(Clone)]
+pub struct Task {
+    pub id: usize,
+    pub file: String,
+    pub content: String,
+    pub bug: String,
+    pub fix: String,
+    pub wrong: Vec<String>,
+    pub decoys: Vec<(String, String, String)>,
+}
+
+pub fn suite(n: usize) -> Vec<Task> {
+    let ops = [("-", "+"), ("*", "+"), ("/", "*"), ("+", "-"), ("%", "/")];
+    (0..n)
+        .map(|i| {
+            let (bad, good) = ops[i % ops.len()];
+            let file = format!("lib{i}.sh");
+            let bug = format!("echo $(( $1 {bad} $2 ))");
+            let fix = format!("echo $(( $1 {good} $2 ))");
+            let content = format!("#!/bin/sh\n# task {i}: combine two numbers\nf{i}() {{\n  {bug}\n}}\n");
+            let wrong = vec![format!("echo $(( $2 {bad} $1 ))"), format!("echo $(( $1 {bad} $2 + {i} ))")];
+            let decoys = if i % 2 == 0 {
+                vec![("README.md".to_string(), String::new(), format!("# task {i}\n"))]
+            } else {
+                vec![(file.clone(), format!("# task {i}: combine two numbers"), format!("# task {i}: combine two numbers (see tests)"))]
+            };
+            Task { id: i, file, content, bug, fix, wrong, decoys }
+        })
+        .collect()
+}
+
+impl Task {
+    pub fn verify(&self) -> String {
+        format!("grep -qF '{}' {}", self.fix, self.file)
+    }
+
+    fn edit(&self, new: &str) -> Action {
+        Action::Edit { path: self.file.clone(), old_text: self.bug.clone(), new_text: new.to_string() }
+    }
+
+    /// The candidate actions at a state, given the edits made so far.
+    fn candidates(&self, done: &[Action]) -> Vec<Action> {
+        let touched_bug = done.iter().any(|a| matches!(a, Action::Edit { old_text, .. } if *old_text == self.bug));
+        let mut c = Vec::new();
+        if !touched_bug {
+            c.push(self.edit(&self.fix));
+            for w in &self.wrong {
+                c.push(self.edit(w));
+            }
+        }
+        for (p, old, new) in &self.decoys {
+            let a = Action::Edit { path: p.clone(), old_text: old.clone(), new_text: new.clone() };
+            if !done.contains(&a) {
+                c.push(a);
+            }
+        }
+        c.push(Action::Finish { summary: "done".into() });
+        c
+    }
+
+    pub fn is_fix(&self, a: &Action) -> bool {
+        *a == self.edit(&self.fix)
+    }
+
+    pub fn is_wrong(&self, a: &Action) -> bool {
+        self.wrong.iter().any(|w| *a == self.edit(w))
+    }
+
+    pub fn files(&self) -> Vec<FileSnapshot> {
+        vec![FileSnapshot { path: self.file.clone(), content: self.content.clone() }]
+    }
+}
+
+/// The actions taken so far in a conversation (its assistant tool calls).
+fn done(prompt: &Prompt) -> Vec<Action> {
+    prompt
+        .messages
+        .iter()
+        .flat_map(|m| m.tool_calls.iter())
+        .filter_map(|c| Action::from_call(&c.function.name, &c.function.arguments).ok())
+        .collect()
+}
+
+fn task_of<'a>(tasks: &'a [Task], prompt: &Prompt) -> &'a Task {
+    let user = prompt.messages.iter().find(|m| m.role == Role::User).and_then(|m| m.content.clone()).unwrap_or_default();
+    let id: usize = user.split("task #").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).expect("task id");
+    &tasks[id]
+}
+
+/// A scripted policy: k distinct candidates, in an order drawn from the seed.
+pub struct ScriptedPolicy {
+    pub tasks: Vec<Task>,
+}
+
+impl Policy for ScriptedPolicy {
+    fn sample(&self, prompt: &Prompt, k: usize, seed: u64) -> anyhow::Result<Vec<ModelOutput>> {
+        let t = task_of(&self.tasks, prompt);
+        let mut c = t.candidates(&done(prompt));
+        // Seeded Fisher–Yates.
+        let mut s = seed | 1;
+        for i in (1..c.len()).rev() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            c.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        Ok(c.into_iter().take(k).enumerate().map(|(i, a)| ModelOutput { content: None, tool_calls: vec![a.to_tool_call(format!("s{i}"))] }).collect())
+    }
+}
+
+/// An in-memory workspace.
+pub struct MemEnv;
+
+pub struct MemSession {
+    files: HashMap<String, String>,
+}
+
+impl Environment for MemEnv {
+    type Session = MemSession;
+    fn start(&self, episode: &Episode) -> anyhow::Result<MemSession> {
+        let files = episode.workspace.vcs.as_ref().map(|v| v.untracked.iter().map(|f| (f.path.clone(), f.content.clone())).collect()).unwrap_or_default();
+        Ok(MemSession { files })
+    }
+}
+
+impl Session for MemSession {
+    fn act(&mut self, action: &Action) -> Observation {
+        match action {
+            Action::Edit { path, old_text, new_text } => {
+                let text = self.files.get(path).cloned().unwrap_or_default();
+                match locate_edit(&text, old_text, new_text) {
+                    Ok(e) => {
+                        self.files.insert(path.clone(), e.apply(&text));
+                        Observation { output: "applied".into(), exit_code: Some(0), ..Default::default() }
+                    }
+                    Err(e) => Observation { output: e.to_string(), exit_code: Some(1), ..Default::default() },
+                }
+            }
+            _ => Observation { output: String::new(), exit_code: Some(0), ..Default::default() },
+        }
+    }
+
+    fn verify(&mut self, command: &str) -> anyhow::Result<bool> {
+        // grep -qF 'TEXT' FILE
+        let rest = command.strip_prefix("grep -qF '").expect("the suite's verify command");
+        let (text, file) = rest.split_once("' ").unwrap();
+        Ok(self.files.get(file).is_some_and(|f| f.contains(text)))
+    }
+}
+
+/// Records the episode a user had on a task: a decoy accepted, a wrong fix rejected, the fix
+/// accepted, finish. Returns the store path.
+pub fn record(store: &Store, t: &Task) -> uuid::Uuid {
+    let w = store.writer().unwrap();
+    let ep = Episode {
+        id: new_id(),
+        created_at: 1_000 + t.id as i64,
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files() }) },
+        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
+        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+        client: None,
+        verify: Some(t.verify()),
+    };
+    let _ = w.append(Record::Episode(ep.clone()));
+    let mut prompt = Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() };
+    let mut parent = None;
+    let (dp, dold, dnew) = t.decoys[0].clone();
+    let script: Vec<(Action, Decision, bool)> = vec![
+        (Action::Edit { path: dp, old_text: dold, new_text: dnew }, Decision::Accepted, true),
+        (t.edit(&t.wrong[0]), Decision::Rejected { cause: RejectCause::User, reason: None }, false),
+        (t.edit(&t.fix), Decision::Accepted, true),
+        (Action::Finish { summary: "fixed".into() }, Decision::Auto, true),
+    ];
+    for (a, d, advance) in script {
+        let parsed = Parsed::Action { action: a.clone(), call_id: Some("c".into()) };
+        let output = ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] };
+        let step = Step {
+            id: new_id(),
+            episode_id: ep.id,
+            parent_id: parent,
+            state_hash: state_hash(&prompt),
+            created_at: 2_000,
+            prompt: prompt.clone(),
+            output: output.clone(),
+            parsed: parsed.clone(),
+            model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+            timings: Timings::default(),
+        };
+        let _ = w.append(Record::Step(step.clone()));
+        let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: d }));
+        if advance {
+            let obs = Observation { output: "applied".into(), exit_code: Some(0), ..Default::default() };
+            prompt = Prompt { messages: next_messages(&prompt.messages, &parsed, &output, "c", &obs), tools: prompt.tools.clone() };
+            parent = Some(step.id);
+        }
+    }
+    w.flush().wait().unwrap();
+    ep.id
+}
+
+/// Whether a node is truly decisive: the bug is still there to fix or break.
+fn truly_critical(t: &Task, prompt: &Prompt) -> bool {
+    !done(prompt).iter().any(|a| t.is_fix(a) || t.is_wrong(a))
+}
+
+pub struct SuiteResult {
+    pub precision: f64,
+    pub recall: f64,
+    pub pairs: Vec<serde_json::Value>,
+    pub trees: Vec<serde_json::Value>,
+    pub prefer_fix: usize,
+}
+
+pub fn run_suite<E: Environment>(env: &E, tasks: &[Task], cfg: &SearchConfig) -> SuiteResult {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| record(&store, t)).collect();
+    let policy = ScriptedPolicy { tasks: tasks.to_vec() };
+    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+    let mut all_pairs = Vec::new();
+    let mut trees = Vec::new();
+    let mut prefer_fix = 0;
+    for (t, id) in tasks.iter().zip(ids) {
+        let et = store.tree(id).unwrap().unwrap();
+        let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
+        search::search(&mut tree, &policy, env, cfg).unwrap();
+        let found = search::critical(&tree, cfg);
+        // Recorded states: recall over them; precision over everything flagged.
+        for (i, n) in tree.nodes.iter().enumerate() {
+            let flagged = found.iter().any(|c| c.node == i);
+            let truth = truly_critical(t, &n.prompt);
+            let recorded = n.edges.iter().any(|e| matches!(e.origin, search::Origin::Recorded(_)));
+            match (flagged, truth) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, true) if recorded => fneg += 1,
+                _ => {}
+            }
+        }
+        for c in &found {
+            let best = tree.nodes[c.node].edges[c.best].parsed.action().cloned();
+            let worst = tree.nodes[c.node].edges[c.worst].parsed.action().cloned();
+            if best.as_ref().is_some_and(|a| t.is_fix(a)) && worst.as_ref().is_some_and(|a| !t.is_fix(a)) {
+                prefer_fix += 1;
+            }
+        }
+        all_pairs.extend(search::pairs(&tree, &found, None));
+        trees.push(search::tree_json(&tree, &found));
+    }
+    SuiteResult {
+        precision: tp as f64 / (tp + fp).max(1) as f64,
+        recall: tp as f64 / (tp + fneg).max(1) as f64,
+        pairs: all_pairs,
+        trees,
+        prefer_fix,
+    }
+}
+
+pub fn config() -> SearchConfig {
+    SearchConfig { simulations: 48, expand: 5, c_uct: 1.0, margin: 0.5, max_depth: 6, parallel: 4, seed: 7, min_visits: 2, verify: None, values: Default::default() }
+}
+
+#[test]
+fn finds_the_decisive_steps_of_twenty_tasks() {
+    let tasks = suite(20);
+    let r = run_suite(&MemEnv, &tasks, &config());
+    eprintln!("precision {:.2}, recall {:.2}, {} pairs, {} prefer the fix", r.precision, r.recall, r.pairs.len(), r.prefer_fix);
+    assert!(r.precision >= 0.9, "precision {}", r.precision);
+    assert!(r.recall >= 0.9, "recall {}", r.recall);
+    assert!(r.pairs.len() >= 20);
+    // Every pair prefers the fix over something that is not the fix.
+    assert_eq!(r.prefer_fix, r.pairs.len());
+    for p in &r.pairs {
+        assert_eq!(p["meta"]["source"], "mcts");
+        assert!(p["meta"]["q_chosen"].as_f64().unwrap() - p["meta"]["q_rejected"].as_f64().unwrap() > 0.5);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_tree_and_pairs() {
+    let tasks = suite(4);
+    let a = run_suite(&MemEnv, &tasks, &config());
+    let b = run_suite(&MemEnv, &tasks, &config());
+    // Episode ids differ between runs (new stores); compare without them.
+    let strip = |v: &Vec<serde_json::Value>| {
+        let mut v = v.clone();
+        for x in v.iter_mut() {
+            if let Some(o) = x.as_object_mut() {
+                o.remove("episode");
+            }
+            if let Some(m) = x.get_mut("meta").and_then(|m| m.as_object_mut()) {
+                m.remove("episode");
+            }
+            strip_recorded(x);
+        }
+        v
+    };
+    assert_eq!(strip(&a.trees), strip(&b.trees));
+    assert_eq!(strip(&a.pairs), strip(&b.pairs));
+    let other = run_suite(&MemEnv, &tasks, &SearchConfig { seed: 8, ..config() });
+    assert_eq!(other.pairs.len(), a.pairs.len(), "a different seed still finds them");
+    let _ = json!(null);
+}
+
+fn strip_recorded(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if let Some(serde_json::Value::Object(r)) = o.get_mut("origin") {
+                r.insert("recorded".into(), json!("*"));
+            }
+            for x in o.values_mut() {
+                strip_recorded(x);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_recorded),
+        _ => {}
+    }
+}
