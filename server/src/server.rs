@@ -229,7 +229,9 @@ impl Backend {
                 };
                 if applied {
                     let _ = self.state.decide(step, Decision::Accepted);
-                    let obs = Observation { output: format!("The edit to {} was applied.", path.display()), exit_code: Some(0), ..Default::default() };
+                    let root = lock(&self.state.root).clone();
+                    let shown = root.as_deref().and_then(|r| path.strip_prefix(r).ok()).unwrap_or(&path).display().to_string();
+                    let obs = Observation { output: format!("The edit to {shown} was applied."), exit_code: Some(0), ..Default::default() };
                     send(UserDecision::Accepted(obs));
                 } else {
                     lock(&self.state.inner).watches.retain(|w| w.step != step);

@@ -1,14 +1,16 @@
 //! `cargo xtask demo`: the main job on the embedded defaults, from a fresh clone.
 //!
-//! Today it records one real agent episode into a real store (SQLite under `.keel/demo/`): the agent
-//! reads a buggy file, proposes a wrong fix that the user sends back ("another"), proposes the right
-//! one, which is accepted and applied to the sample workspace, and finishes. Then it prints what the
-//! store holds, read back from disk, and mines the preference pair with `keel-train pairs`.
+//! It starts the real language server (`keel-lsp`) on a sample workspace, speaks LSP to it as an
+//! editor would, and plays a user who follows a stated rule: ask for another proposal when an edit
+//! does not make `add` add, accept it when it does. The model is a scripted OpenAI-compatible
+//! endpoint on loopback (a trained model comes with `keel-train serve`). The server records the
+//! episode into a real store (SQLite under `.keel/demo/`); the demo prints what the store holds,
+//! read back from disk, and mines the preference pair with `keel-train pairs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use keel_trajectory::action::{Action, locate_edit, next_messages, observation_text, parse_output, tools_schema};
+use keel_trajectory::action::observation_text;
 use keel_trajectory::*;
 
 use crate::env;
@@ -17,7 +19,7 @@ const BUGGY: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    r
 const TEST: &str = "from calc import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n";
 
 pub fn run(_rest: &[String]) -> Result<()> {
-    env::cargo(&["build", "--quiet", "-p", "keel-trainer", "--bin", "keel-train"])?;
+    env::cargo(&["build", "--quiet", "-p", "keel-trainer", "--bin", "keel-train", "-p", "keel-server", "--bin", "keel-lsp"])?;
     let dir = env::state_dir().join("demo");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -36,7 +38,7 @@ pub fn run(_rest: &[String]) -> Result<()> {
 
     let pairs = dir.join("pairs.jsonl");
     let mut cmd = std::process::Command::new(env::root().join("target/debug/keel-train"));
-    cmd.args(["pairs", "--store"]).arg(&db).arg("--out").arg(&pairs);
+    cmd.args(["pairs", "--store"]).arg(&db).arg("--out").arg(&pairs).envs(env::vars());
     env::run(&mut cmd)?;
     let text = std::fs::read_to_string(&pairs)?;
     println!("\nkeel-train pairs wrote {} pair(s) to {}", text.lines().count(), pairs.display());
@@ -50,120 +52,77 @@ pub fn run(_rest: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A scripted agent: what a model would answer at each step, as OpenAI tool calls.
-fn call(action: Action, id: &str) -> ModelOutput {
-    ModelOutput { content: None, tool_calls: vec![action.to_tool_call(id)] }
-}
+/// Plays the editor and the user against the real `keel-lsp`, with a scripted model.
+fn record_episode(db: &Path, ws: &Path) -> Result<uuid::Uuid> {
+    use keel_e2e::{LspClient, Reply, ScriptedModel, apply_workspace_edit};
+    use serde_json::json;
+    use std::time::Duration;
 
-/// Appends without waiting: the writer keeps order, and the receipt of the last record (the
-/// episode end) is awaited, so a failure anywhere shows up there.
-struct Recorder {
-    w: Writer,
-    episode: Episode,
-    model: ModelRef,
-}
+    let model = ScriptedModel::start();
+    let edit = |new: &str| Reply::tool("edit", json!({"path": "calc.py", "old_text": "return a - b", "new_text": new}));
+    model.push(Reply::tool("view_file", json!({"path": "calc.py"})), true);
+    model.push(edit("return a * b"), true);
+    model.push(edit("return a + b"), true);
+    model.push(Reply::tool("finish", json!({"summary": "add now adds"})), true);
+    println!("model:     a scripted OpenAI-compatible endpoint at {} (point keel-lsp at `keel-train serve` or any", model.url);
+    println!("           OpenAI-compatible server for real proposals)");
+    println!("user rule: ask for another proposal unless the edit makes `add` return a + b; then accept\n");
 
-impl Recorder {
-    fn step(&self, parent: Option<&Step>, prompt: &Prompt, output: ModelOutput) -> Step {
-        let parsed = parse_output(&output);
-        let step = Step {
-            id: new_id(),
-            episode_id: self.episode.id,
-            parent_id: parent.map(|p| p.id),
-            state_hash: state_hash(prompt),
-            created_at: now_ms(),
-            prompt: prompt.clone(),
-            output,
-            parsed,
-            model: self.model.clone(),
-            timings: Timings::default(),
-        };
-        let _ = self.w.append(Record::Step(step.clone()));
-        step
-    }
-
-    fn decide(&self, step: &Step, decision: Decision) {
-        let _ = self.w.append(Record::Decision(DecisionEvent { step_id: step.id, at: now_ms(), decision }));
-    }
-
-    fn observe(&self, step: &Step, observation: &Observation) {
-        let _ = self.w.append(Record::Observation { step_id: step.id, at: now_ms(), observation: observation.clone() });
-    }
-
-    /// The state after `step`, given what it observed.
-    fn next(&self, prompt: &Prompt, step: &Step, observation: &Observation) -> Prompt {
-        Prompt {
-            messages: next_messages(&prompt.messages, &step.parsed, &step.output, "call", observation),
-            tools: prompt.tools.clone(),
+    let mut c = LspClient::spawn(&env::root().join("target/debug/keel-lsp"), &[("KEEL_LOG", "error")]);
+    c.initialize(ws, json!({"model": {"endpoint": model.url, "name": "scripted"}, "store": db, "verify": "python3 -m pytest -q"}), &["utf-16"]);
+    let path = ws.join("calc.py");
+    let uri = format!("file://{}", path.display());
+    let mut text = std::fs::read_to_string(&path)?;
+    c.notify("textDocument/didOpen", json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}));
+    let range = json!({"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 16}});
+    let diag = json!({"range": range, "severity": 1, "source": "pytest", "message": "test_add: assert add(2, 3) == 5 (got -1)"});
+    let actions = c.request("textDocument/codeAction", json!({"textDocument": {"uri": uri}, "range": range, "context": {"diagnostics": [diag]}}));
+    let titles: Vec<&str> = actions.as_array().into_iter().flatten().filter_map(|a| a["title"].as_str()).collect();
+    println!("code actions offered at calc.py:2 → {}", titles.join(" | "));
+    let fix = actions.as_array().and_then(|a| a.iter().find(|x| x["title"] == "Keel: fix this diagnostic")).context("no Keel fix action")?;
+    let mut from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": fix["command"]["command"], "arguments": fix["command"]["arguments"]}));
+    let id: uuid::Uuid = r["episode"].as_str().and_then(|s| s.parse().ok()).context("no episode id")?;
+    println!("picked `Keel: fix this diagnostic` → episode {id}");
+    let mut version = 1;
+    loop {
+        let i = c
+            .wait_for(from, Duration::from_secs(60), |m| m["method"] == "keel/status" && matches!(m["params"]["state"].as_str(), Some("pending" | "finished" | "error" | "cancelled")))
+            .context("the server said nothing for 60 s")?;
+        from = i + 1;
+        let st = c.seen[i]["params"].clone();
+        match st["state"].as_str() {
+            Some("pending") => {
+                let pending = c.request("keel/pending", json!({"uri": uri}));
+                let p = &pending[0];
+                let proposed = p["proposed"].as_str().unwrap_or("");
+                let line = proposed.lines().nth(1).unwrap_or("").trim().to_string();
+                if proposed.contains("return a + b") {
+                    println!("  proposal `{line}` (model {}) → accept", st["model_version"]);
+                    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": p["step"]}]}));
+                    anyhow::ensure!(r["applied"] == true, "the edit was not applied: {r}");
+                    let edits = c.applied_edits.lock().unwrap().clone();
+                    text = apply_workspace_edit(&text, &edits.last().context("no edit")?["edit"]);
+                    std::fs::write(&path, &text)?;
+                    version += 1;
+                    c.notify("textDocument/didChange", json!({"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]}));
+                } else {
+                    println!("  proposal `{line}` → another");
+                    c.request("workspace/executeCommand", json!({"command": "keel.step.retry", "arguments": [{"step": p["step"]}]}));
+                }
+            }
+            Some(state) => {
+                println!("  episode {state}: {}\n", st["message"].as_str().unwrap_or(""));
+                break;
+            }
+            None => {}
         }
     }
+    anyhow::ensure!(c.shutdown().success(), "keel-lsp did not shut down cleanly");
+    Ok(id)
 }
 
-fn record_episode(db: &Path, ws: &Path) -> Result<uuid::Uuid> {
-    let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
-    let model = ModelRef { name: "keel".into(), version: Some("scripted-demo@base".into()) };
-    let task = Task {
-        kind: TaskKind::FixDiagnostic,
-        instruction: "test_add fails: add(2, 3) returned -1, expected 5".into(),
-        uri: Some(format!("file://{}", ws.join("calc.py").display())),
-        language: Some("python".into()),
-        range: Some(Range { start_line: 1, start_character: 4, end_line: 1, end_character: 16 }),
-        diagnostics: vec![],
-        selected_text: None,
-    };
-    let episode = Episode {
-        id: new_id(),
-        created_at: now_ms(),
-        workspace: Workspace { root: ws.display().to_string(), vcs: None },
-        task,
-        model: model.clone(),
-        client: Some("keel demo".into()),
-        verify: Some("python3 -m pytest -q".into()),
-    };
-    let r = Recorder { w: store.writer()?, episode: episode.clone(), model };
-    let _ = r.w.append(Record::Episode(episode.clone()));
-
-    let p0 = Prompt {
-        messages: vec![
-            Message::system("You are Keel, a coding agent. Use the tools to complete the task, one call at a time."),
-            Message::user(format!("Task: {}\nFile: calc.py", episode.task.instruction)),
-        ],
-        tools: tools_schema(),
-    };
-    // 1. Read the file: read-only, runs at once.
-    let s1 = r.step(None, &p0, call(Action::ViewFile { path: "calc.py".into(), start_line: None, end_line: None }, "c1"));
-    let path = action::workspace_path(ws, "calc.py").map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let text = std::fs::read_to_string(&path)?;
-    let o1 = Observation { output: text.clone(), ..Default::default() };
-    r.decide(&s1, Decision::Auto);
-    r.observe(&s1, &o1);
-    let p1 = r.next(&p0, &s1, &o1);
-
-    // 2. A wrong fix; the user asks for another (a rejected sibling at the same state).
-    let wrong = Action::Edit { path: "calc.py".into(), old_text: "return a - b".into(), new_text: "return a * b".into() };
-    let s2 = r.step(Some(&s1), &p1, call(wrong, "c2"));
-    r.decide(&s2, Decision::Rejected { cause: RejectCause::Retry, reason: Some("that multiplies".into()) });
-
-    // 3. The right fix, accepted and applied to the workspace.
-    let right = Action::Edit { path: "calc.py".into(), old_text: "return a - b".into(), new_text: "return a + b".into() };
-    let s3 = r.step(Some(&s1), &p1, call(right.clone(), "c3"));
-    let Action::Edit { old_text, new_text, .. } = &right else { unreachable!() };
-    let edit = locate_edit(&text, old_text, new_text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    std::fs::write(&path, edit.apply(&text))?;
-    r.decide(&s3, Decision::Accepted);
-    let o3 = Observation { output: "The edit was applied.".into(), ..Default::default() };
-    r.observe(&s3, &o3);
-    let p3 = r.next(&p1, &s3, &o3);
-
-    // 4. Done.
-    let s4 = r.step(Some(&s3), &p3, call(Action::Finish { summary: "add now adds".into() }, "c4"));
-    r.decide(&s4, Decision::Auto);
-    let end = EpisodeEndEvent { episode_id: episode.id, at: now_ms(), end: EpisodeEnd::Finished { summary: Some("add now adds".into()) } };
-    let _ = r.w.append(Record::EpisodeEnd(end)).wait().context("the store did not confirm the episode")?;
-    Ok(episode.id)
-}
-
-fn print_store(db: &PathBuf, id: uuid::Uuid) -> Result<()> {
+fn print_store(db: &Path, id: uuid::Uuid) -> Result<()> {
     // A fresh connection: what is shown is what is on disk.
     let store = Store::open(db)?;
     let st = store.stats()?;
