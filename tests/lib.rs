@@ -33,6 +33,24 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A command for a built binary, with the repository's libtorch on `LD_LIBRARY_PATH` when the
+/// caller's environment lacks it (`keel-train` links libtorch dynamically; `cargo xtask test` sets
+/// this already, a bare `cargo test` does not).
+pub fn command(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf();
+    let has = std::env::var("LD_LIBRARY_PATH").is_ok_and(|v| v.contains("torch/lib"));
+    if !has {
+        if let Ok(rd) = std::fs::read_dir(root.join(".venv/lib")) {
+            if let Some(lib) = rd.flatten().map(|e| e.path().join("site-packages/torch/lib")).find(|p| p.is_dir()) {
+                let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+                c.env("LD_LIBRARY_PATH", if old.is_empty() { lib.display().to_string() } else { format!("{}:{old}", lib.display()) });
+            }
+        }
+    }
+    c
+}
+
 /// One scripted answer.
 #[derive(Debug, Clone)]
 pub enum Reply {

@@ -1,7 +1,7 @@
 //! An episode through the real binary: list → start → pending lens → another → accept → store →
 //! `keel-train pairs`.
 
-use keel_e2e::{Reply, apply_workspace_edit, bin};
+use keel_e2e::{Reply, apply_workspace_edit};
 use keel_trajectory::{Action, Decision, EpisodeEnd, EpisodeFilter, RejectCause};
 use serde_json::{Value, json};
 
@@ -126,7 +126,7 @@ fn list_start_retry_accept_and_the_pair() {
 
     // keel-train pairs exports the human pair.
     let out = f.dir.path().join("pairs.jsonl");
-    let st = std::process::Command::new(bin("keel-train")).args(["pairs", "--store"]).arg(&f.store).arg("--out").arg(&out).status().unwrap();
+    let st = keel_e2e::command("keel-train").args(["pairs", "--store"]).arg(&f.store).arg("--out").arg(&out).status().unwrap();
     assert!(st.success());
     let text = std::fs::read_to_string(&out).unwrap();
     let pairs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
