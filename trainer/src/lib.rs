@@ -8,6 +8,7 @@
 //! part of Keel that links libtorch.
 
 pub mod metrics;
+pub mod models;
 pub mod optim;
 pub mod pairs;
 pub mod search;

@@ -17,6 +17,34 @@ struct Cli {
 enum Command {
     /// Export human preference pairs from the store as TRL-format JSONL.
     Pairs(PairsArgs),
+    /// List model versions, promote one, or roll back to an earlier one.
+    Models(ModelsArgs),
+}
+
+#[derive(clap::Args)]
+struct ModelsArgs {
+    /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    action: ModelsAction,
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Every version, oldest first; `*` marks the live one.
+    List {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a version live (atomically; `keel-train serve --store` follows it).
+    Promote { id: String },
+    /// Make an earlier version live again: `--to ID`, else the live version's parent.
+    Rollback {
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -39,7 +67,39 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Pairs(a) => pairs(a),
+        Command::Models(a) => models(a),
     }
+}
+
+fn open_store(path: Option<PathBuf>) -> Result<keel_trajectory::Store> {
+    let path = path.unwrap_or_else(keel_trajectory::default_path);
+    keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))
+}
+
+fn models(a: ModelsArgs) -> Result<()> {
+    use keel_trainer::models;
+    let mut store = open_store(a.store)?;
+    match a.action {
+        ModelsAction::List { json } => {
+            let versions = store.model_versions()?;
+            if json {
+                for v in versions {
+                    println!("{}", serde_json::to_string(&v)?);
+                }
+            } else {
+                print!("{}", models::table(&versions));
+            }
+        }
+        ModelsAction::Promote { id } => {
+            let v = models::promote(&mut store, &id)?;
+            println!("live: {}", v.id);
+        }
+        ModelsAction::Rollback { to } => {
+            let v = models::rollback(&mut store, to.as_deref())?;
+            println!("rolled back; live: {}", v.id);
+        }
+    }
+    Ok(())
 }
 
 fn pairs(a: PairsArgs) -> Result<()> {

@@ -2,3 +2,4 @@
 
 mod pairs;
 mod search;
+mod models;
