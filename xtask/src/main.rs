@@ -5,7 +5,9 @@
 //! nothing has to be installed or exported by hand.
 
 mod demo;
+mod editors;
 mod env;
+mod podman;
 mod setup;
 
 use anyhow::{Result, bail};

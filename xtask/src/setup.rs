@@ -9,6 +9,8 @@ use crate::env;
 /// Everything the tests and the demo need.
 pub fn all() -> Result<()> {
     python()?;
+    crate::editors::setup()?;
+    crate::podman::setup()?;
     Ok(())
 }
 

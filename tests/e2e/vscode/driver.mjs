@@ -1,0 +1,136 @@
+// Drives VS Code (code-server) in Debian's Chromium through playwright-core, like a person would:
+// open calc.py, Ctrl+. on `return a - b`, pick "Keel: implement", wait for the pending step's lens,
+// screenshot it, click "Keel: Accept", save. Writes what it saw as JSON to $KEEL_E2E_OUT; the Rust test
+// (tests/e2e/vscode.rs) asserts on it, on the file on disk and on the store.
+//
+// env: KEEL_E2E_URL (code-server URL with ?folder=), KEEL_E2E_OUT, KEEL_E2E_SCREENSHOT,
+//      KEEL_E2E_DEBUG_DIR (screenshots on failure), KEEL_E2E_CHROMIUM (default /usr/bin/chromium)
+import { writeFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const url = process.env.KEEL_E2E_URL;
+const out = process.env.KEEL_E2E_OUT;
+const shot = process.env.KEEL_E2E_SCREENSHOT;
+const debugDir = process.env.KEEL_E2E_DEBUG_DIR ?? "/tmp";
+const facts = {};
+const steps = [];
+const log = (s) => {
+  steps.push(s);
+  console.log(`[driver] ${s}`);
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.KEEL_E2E_CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  headless: true,
+});
+let page;
+let error;
+try {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  page = await ctx.newPage();
+  page.setDefaultTimeout(60000);
+  log(`open ${url}`);
+  await page.goto(url);
+  await page.locator(".monaco-workbench").waitFor();
+  log("workbench up");
+
+  // The extension activates and the server starts: the status bar item says so.
+  const status = page.locator(".statusbar-item", { hasText: "Keel:" });
+  await status.first().waitFor();
+  facts.status_at_start = (await status.first().innerText()).trim();
+  log(`status: ${facts.status_at_start}`);
+
+  if (process.env.KEEL_E2E_CASE === "no_binary") {
+    // No keel-lsp: an error that names the setting, and a workbench that still works.
+    const toast = page.locator(".notification-toast", { hasText: "keel.serverPath" });
+    await toast.first().waitFor();
+    facts.notification = (await toast.first().innerText()).trim();
+    facts.status = (await status.first().innerText()).trim();
+    await page.locator(".monaco-workbench").click({ position: { x: 640, y: 360 } });
+    await page.keyboard.press("Control+P");
+    await page.locator(".quick-input-widget input").waitFor();
+    await page.keyboard.type("calc.py");
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" }).first().waitFor();
+    await page.keyboard.press("Enter");
+    await page.locator(".view-line", { hasText: "return a - b" }).waitFor();
+    facts.editor_works = true;
+    throw "done";
+  }
+
+  // Open calc.py through Quick Open.
+  await page.locator(".monaco-workbench").click({ position: { x: 640, y: 360 } });
+  await page.keyboard.press("Control+P");
+  await page.locator(".quick-input-widget input").waitFor();
+  await page.keyboard.type("calc.py");
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" }).first().waitFor();
+  await page.keyboard.press("Enter");
+  const editor = page.locator(".editor-instance .monaco-editor").first();
+  await editor.locator(".view-line", { hasText: "return a - b" }).waitFor();
+  log("calc.py open");
+
+  // Cursor on line 2 (Go to Line), then Ctrl+. and pick the Keel action from the quick fix menu.
+  await page.locator(".view-line", { hasText: "return a - b" }).click();
+  await page.keyboard.press("Control+G");
+  await page.locator(".quick-input-widget input").waitFor();
+  await page.keyboard.type("2:5");
+  await page.keyboard.press("Enter");
+  await page.waitForTimeout(300);
+  let item;
+  for (let attempt = 0; attempt < 10; attempt++) {
+    await page.keyboard.press("Control+.");
+    item = page.locator(".action-widget .monaco-list-row", { hasText: "Keel: implement" });
+    try {
+      await item.first().waitFor({ timeout: 3000 });
+      break;
+    } catch {
+      await page.keyboard.press("Escape");
+      await page.waitForTimeout(1000);
+    }
+  }
+  facts.menu = (await page.locator(".action-widget .monaco-list-row").allInnerTexts()).map((s) => s.trim());
+  log(`quick fix menu: ${JSON.stringify(facts.menu)}`);
+  await item.first().click();
+  log("picked Keel: implement");
+
+  // The pending step: lenses over the edited line.
+  const accept = page.locator(".codelens-decoration a", { hasText: "Keel: Accept" });
+  await accept.first().waitFor();
+  facts.lenses = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
+  await page.locator(".statusbar-item", { hasText: "pending" }).first().waitFor();
+  facts.status_pending = (await status.first().innerText()).trim();
+  log(`lenses: ${JSON.stringify(facts.lenses)}, status: ${facts.status_pending}`);
+  await page.mouse.move(10, 700);
+  await page.waitForTimeout(500);
+  if (shot && shot !== "") {
+    await page.screenshot({ path: shot });
+    log(`screenshot ${shot}`);
+  }
+
+  // Accept from the lens; the edit lands in the editor; save it.
+  await accept.first().click();
+  await editor.locator(".view-line", { hasText: "return a + b" }).waitFor();
+  log("edit applied");
+  await page.locator(".statusbar-item", { hasText: "finished" }).first().waitFor();
+  facts.status_after = (await status.first().innerText()).trim();
+  await editor.locator(".view-lines").click();
+  await page.keyboard.press("Control+S");
+  await page.locator(".tab.active:not(.dirty)").first().waitFor();
+  await page.waitForTimeout(500);
+  facts.lenses_after = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
+  facts.editor_lines = (await editor.locator(".view-line").allInnerTexts()).map((s) => s.replace(/\u00a0/g, " "));
+  log("saved");
+} catch (e) {
+  if (e !== "done") {
+    error = String(e && e.stack ? e.stack : e);
+    if (page) {
+      try {
+        await page.screenshot({ path: `${debugDir}/vscode-failure.png` });
+      } catch {}
+    }
+  }
+} finally {
+  await browser.close();
+}
+writeFileSync(out, JSON.stringify({ facts, steps, error }, null, 1));
+process.exit(error ? 1 : 0);
