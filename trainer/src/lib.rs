@@ -12,3 +12,4 @@ pub mod models;
 pub mod optim;
 pub mod pairs;
 pub mod search;
+pub mod serve;

@@ -3,3 +3,4 @@
 mod pairs;
 mod search;
 mod models;
+mod serve;

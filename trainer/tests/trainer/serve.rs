@@ -1,0 +1,199 @@
+//! `keel-train serve`'s HTTP protocol and its engine queue: OpenAI-compatible answers (streaming
+//! and not, tools, `n`), clear errors for bad requests, and adapter swaps under load that drop no
+//! request and never mix adapters within one.
+//!
+//! The engine here is scripted (it answers from the request) so the protocol is what is tested;
+//! the real model behind the same queue is tested in `model.rs`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_trainer::serve::engine::{self, Engine, GenOutput, GenRequest, ToolChoice};
+use keel_trajectory::{FunctionCall, Role, ToolCall};
+use serde_json::{Value, json};
+
+struct Scripted {
+    adapter: String,
+    /// (adapter at start, adapter at end) of every generate call.
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    batches: Arc<AtomicUsize>,
+}
+
+impl Engine for Scripted {
+    fn version(&self) -> String {
+        format!("tiny@{}", self.adapter)
+    }
+
+    fn generate(&mut self, batch: &[GenRequest], on_text: &mut dyn FnMut(usize, &str)) -> Vec<anyhow::Result<GenOutput>> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        let start = self.adapter.clone();
+        std::thread::sleep(Duration::from_millis(20));
+        let out = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let last = r.prompt.clone().unwrap_or_else(|| r.messages.iter().rev().find(|m| m.role == Role::User).and_then(|m| m.content.clone()).unwrap_or_default());
+                let wants_tool = matches!(r.tool_choice, ToolChoice::Required | ToolChoice::Function(_)) || (!r.tools.is_empty() && last.contains("tool"));
+                if wants_tool && r.tool_choice != ToolChoice::None {
+                    let name = match &r.tool_choice {
+                        ToolChoice::Function(n) => n.clone(),
+                        _ => r.tools[0]["function"]["name"].as_str().unwrap_or("x").to_string(),
+                    };
+                    return Ok(GenOutput {
+                        content: String::new(),
+                        tool_calls: vec![ToolCall { id: "call_0".into(), kind: "function".into(), function: FunctionCall { name, arguments: json!({"path": "a.py"}).to_string() } }],
+                        finish_reason: "tool_calls".into(),
+                        prompt_tokens: 3,
+                        completion_tokens: 4,
+                    });
+                }
+                let text = format!("echo {last} seed {:?}", r.seed);
+                for w in text.split_inclusive(' ') {
+                    on_text(i, w);
+                }
+                Ok(GenOutput { content: text, tool_calls: vec![], finish_reason: "stop".into(), prompt_tokens: 3, completion_tokens: 5 })
+            })
+            .collect();
+        self.seen.lock().unwrap().push((start, self.adapter.clone()));
+        out
+    }
+
+    fn set_adapter(&mut self, adapter: Option<&std::path::Path>) -> anyhow::Result<String> {
+        std::thread::sleep(Duration::from_millis(30));
+        match adapter {
+            Some(p) if p.to_string_lossy().contains("broken") => anyhow::bail!("adapter {} does not load", p.display()),
+            Some(p) => self.adapter = p.file_name().unwrap().to_string_lossy().into_owned(),
+            None => self.adapter = "base".into(),
+        }
+        Ok(self.version())
+    }
+}
+
+struct Server {
+    url: String,
+    handle: engine::EngineHandle,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start() -> Server {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let e = Scripted { adapter: "base".into(), seen: seen.clone(), batches: Arc::new(AtomicUsize::new(0)) };
+    let handle = engine::spawn(Box::new(e), 8, Duration::from_millis(5));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = keel_trainer::serve::router(handle.clone(), "keel", 64);
+    rt.spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Server { url, handle, seen, _rt: rt }
+}
+
+fn post(url: &str, body: Value) -> (u16, String) {
+    let r = reqwest::blocking::Client::new().post(url).json(&body).send().unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+#[test]
+fn openai_compatible_answers() {
+    let s = start();
+    let c = reqwest::blocking::Client::new();
+    let m: Value = c.get(format!("{}/v1/models", s.url)).send().unwrap().json().unwrap();
+    assert_eq!(m["data"][0]["id"], "keel");
+    let h: Value = c.get(format!("{}/health", s.url)).send().unwrap().json().unwrap();
+    assert_eq!(h["version"], "tiny@base");
+
+    // Plain chat, n = 2 with a seed: two reproducible, different samples.
+    let (st, body) = post(&format!("{}/v1/chat/completions", s.url), json!({"model": "keel", "messages": [{"role": "user", "content": "hi"}], "n": 2, "seed": 7}));
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["system_fingerprint"], "tiny@base");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(v["choices"][0]["message"]["content"], "echo hi seed Some(7)");
+    assert_eq!(v["choices"][1]["message"]["content"], "echo hi seed Some(8)");
+    assert_eq!(v["usage"]["completion_tokens"], 10);
+
+    // Tools: a tool call with JSON-string arguments, as OpenAI clients expect.
+    let tools = json!([{"type": "function", "function": {"name": "view_file", "parameters": {"type": "object"}}}]);
+    let (st, body) = post(&format!("{}/v1/chat/completions", s.url), json!({"messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": "required"}));
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "view_file");
+    assert!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].is_string());
+
+    // Streaming: the deltas add up to the text; a tool call streams too; [DONE] ends it.
+    let (st, body) = post(&format!("{}/v1/chat/completions", s.url), json!({"messages": [{"role": "user", "content": "stream me"}], "stream": true}));
+    assert_eq!(st, 200);
+    let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let text: String = events.iter().filter_map(|e| serde_json::from_str::<Value>(e).ok()).filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string)).collect();
+    assert_eq!(text, "echo stream me seed None");
+    let (_, body) = post(&format!("{}/v1/chat/completions", s.url), json!({"messages": [{"role": "user", "content": "use a tool"}], "tools": tools, "stream": true}));
+    assert!(body.contains("\"tool_calls\"") && body.contains("view_file"), "{body}");
+
+    // Completions.
+    let (st, body) = post(&format!("{}/v1/completions", s.url), json!({"prompt": "def f(", "max_tokens": 5}));
+    assert_eq!(st, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["text"], "echo def f( seed None");
+
+    // Bad requests: 400 with a message that says what is wrong.
+    for (bad, want) in [
+        (json!({"messages": "hi"}), "`messages` must be an array"),
+        (json!({"messages": []}), "empty"),
+        (json!({"messages": [{"role": "wizard", "content": "x"}]}), "messages[0]"),
+        (json!({"messages": [{"role": "user", "content": "x"}], "temperature": 9}), "temperature"),
+        (json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}), "requires `tools`"),
+        (json!({"messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}), "not in `tools`"),
+        (json!({"messages": [{"role": "user", "content": "x"}], "n": 99}), "n must be"),
+    ] {
+        let (st, body) = post(&format!("{}/v1/chat/completions", s.url), bad);
+        assert_eq!(st, 400, "{body}");
+        assert!(body.contains(want), "`{body}` should say `{want}`");
+    }
+    let r = reqwest::blocking::Client::new().post(format!("{}/v1/chat/completions", s.url)).header("content-type", "application/json").body("{oops").send().unwrap();
+    assert!(r.status().is_client_error());
+}
+
+#[test]
+fn adapter_swaps_under_load_drop_nothing_and_never_mix() {
+    let s = start();
+    let url = format!("{}/v1/chat/completions", s.url);
+    let ok = Arc::new(AtomicUsize::new(0));
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (url, ok, versions) = (url.clone(), ok.clone(), versions.clone());
+            scope.spawn(move || {
+                for i in 0..12 {
+                    let (st, body) = post(&url, json!({"messages": [{"role": "user", "content": format!("{t}-{i}")}]}));
+                    assert_eq!(st, 200, "{body}");
+                    let v: Value = serde_json::from_str(&body).unwrap();
+                    versions.lock().unwrap().push(v["system_fingerprint"].as_str().unwrap().to_string());
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        let h = s.handle.clone();
+        scope.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for k in 0..5 {
+                std::thread::sleep(Duration::from_millis(40));
+                let v = rt.block_on(h.swap(Some(format!("/adapters/a{k}").into()))).unwrap();
+                assert_eq!(v, format!("tiny@a{k}"));
+            }
+            // A broken adapter is refused and the old one keeps serving.
+            let e = rt.block_on(h.swap(Some("/adapters/broken".into()))).unwrap_err();
+            assert!(e.to_string().contains("does not load"));
+            assert_eq!(h.version(), "tiny@a4");
+        });
+    });
+    assert_eq!(ok.load(Ordering::SeqCst), 96, "every request answered");
+    // No generate call saw its adapter change under it.
+    for (a, b) in s.seen.lock().unwrap().iter() {
+        assert_eq!(a, b);
+    }
+    let v = versions.lock().unwrap();
+    assert!(v.iter().any(|x| x == "tiny@base") || v.iter().any(|x| x == "tiny@a0"));
+    assert!(v.iter().all(|x| x == "tiny@base" || x.starts_with("tiny@a")));
+}
