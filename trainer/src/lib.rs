@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod pairs;
+pub mod schedule;
 pub mod search;
 pub mod serve;

@@ -19,6 +19,21 @@ enum Command {
     Pairs(PairsArgs),
     /// List model versions, promote one, or roll back to an earlier one.
     Models(ModelsArgs),
+    /// Retrain on a schedule: pairs → search → sft → dpo → evaluation gate → promotion.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(clap::Args)]
+struct ScheduleArgs {
+    /// The schedule's configuration (TOML; see docs/real-setup.md).
+    #[arg(long)]
+    config: PathBuf,
+    /// One pass (for cron and systemd timers), then exit.
+    #[arg(long)]
+    once: bool,
+    /// Seconds between passes when running continuously.
+    #[arg(long, default_value_t = 60)]
+    every: u64,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +83,10 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Pairs(a) => pairs(a),
         Command::Models(a) => models(a),
+        Command::Schedule(a) => {
+            let cfg = keel_trainer::schedule::Config::load(&a.config)?;
+            keel_trainer::schedule::run(&cfg, a.once, std::time::Duration::from_secs(a.every.max(1)))
+        }
     }
 }
 

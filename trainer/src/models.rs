@@ -69,3 +69,11 @@ pub fn rollback(store: &mut Store, to: Option<&str>) -> Result<ModelVersion> {
     };
     promote(store, &target)
 }
+
+/// The version hash of an adapter folder: BLAKE3 of its weights file, 12 hex digits (the same
+/// hash `keel-train serve` reports in `system_fingerprint`).
+pub fn adapter_hash(dir: &std::path::Path) -> Result<String> {
+    let f = dir.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+    Ok(blake3::hash(&bytes).to_hex()[..12].to_string())
+}

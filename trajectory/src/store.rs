@@ -85,6 +85,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX model_versions_one_live ON model_versions(live) WHERE live = 1;
     "#,
+    // 3: scheduled training runs and the stage each is in (a killed run resumes there).
+    r#"
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX runs_created_at ON runs(created_at);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -595,6 +607,48 @@ impl Store {
     pub fn live_model_version(&self) -> Result<Option<ModelVersion>> {
         Ok(self.model_versions()?.into_iter().find(|v| v.live))
     }
+
+    // ---- scheduled runs -------------------------------------------------------------------
+
+    /// Insert or update a run (by id).
+    pub fn put_run(&self, r: &Run) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO runs (id, created_at, updated_at, stage, status, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, stage = excluded.stage,
+             status = excluded.status, body = excluded.body",
+            params![r.id, r.created_at, r.updated_at, r.stage, r.status, serde_json::to_string(&r.detail).map_err(|e| StoreError::Data(e.to_string()))?],
+        )?;
+        Ok(())
+    }
+
+    /// All runs, oldest first.
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        let rows = self
+            .conn
+            .prepare("SELECT id, created_at, updated_at, stage, status, body FROM runs ORDER BY created_at, id")?
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, created_at, updated_at, stage, status, body)| {
+                let detail = serde_json::from_str(&body).map_err(|e| StoreError::Data(format!("run {id}: {e}")))?;
+                Ok(Run { id, created_at, updated_at, stage, status, detail })
+            })
+            .collect()
+    }
+}
+
+/// A scheduled training run: the stage it is in and what its stages produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub stage: String,
+    /// `running`, `promoted`, `refused`, `skipped` or `failed`.
+    pub status: String,
+    pub detail: serde_json::Value,
 }
 
 pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {

@@ -4,3 +4,4 @@ mod pairs;
 mod search;
 mod models;
 mod serve;
+mod schedule;

@@ -1,0 +1,583 @@
+//! `keel-train schedule --config keel.toml [--once]`: the retraining loop.
+//!
+//! A run goes through stages — pairs (human) → search (critical decisions, when a sandbox is
+//! configured) → sft → dpo → eval (the gate) → promote — each a `keel-train` subcommand in its own
+//! process, with its outputs in the run's directory. The run's stage is kept in the store before
+//! and after each stage, so a killed run resumes at the stage it was in (the stages are idempotent;
+//! `dpo --resume` continues from its last checkpoint).
+//!
+//! One run at a time: a scheduler holds an exclusive `flock` on `<work_dir>/schedule.lock` for its
+//! pass. The kernel drops the lock when the process dies, so a crashed run never leaves it stuck;
+//! a second scheduler started meanwhile sees the lock and does nothing.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use keel_trajectory::{ModelVersion, Run, Store, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The trajectory store.
+    pub store: PathBuf,
+    /// The base model (a Hugging Face folder) the adapters are trained on.
+    pub base_model: PathBuf,
+    /// Where runs keep their files (pairs, adapters, metrics). Default: next to the store.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    #[serde(default = "cpu")]
+    pub device: String,
+    #[serde(default)]
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub pairs: PairsConfig,
+    #[serde(default)]
+    pub search: SearchStage,
+    #[serde(default)]
+    pub train: Train,
+    #[serde(default)]
+    pub gate: Gate,
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// Run when this long has passed since the last run (e.g. 86400 for daily).
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+    /// Run once a day after this UTC time (`"03:00"`).
+    #[serde(default)]
+    pub at: Option<String>,
+    /// Run when this many decisions were recorded since the last run.
+    #[serde(default)]
+    pub min_new_decisions: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairsConfig {
+    /// Share of states held out for evaluation (never trained on; chosen by a hash of the state,
+    /// so a state stays on its side across runs).
+    #[serde(default = "holdout")]
+    pub holdout: f64,
+}
+
+fn holdout() -> f64 {
+    0.2
+}
+
+impl Default for PairsConfig {
+    fn default() -> Self {
+        PairsConfig { holdout: holdout() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchStage {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Extra arguments for `keel-train search` (e.g. `["--simulations", "32"]`).
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Train {
+    #[serde(default = "yes")]
+    pub sft: bool,
+    /// Extra arguments for `keel-train sft`.
+    #[serde(default)]
+    pub sft_args: Vec<String>,
+    /// Extra arguments for `keel-train dpo` (e.g. `["--beta", "0.1", "--epochs", "3"]`).
+    #[serde(default)]
+    pub dpo_args: Vec<String>,
+    /// Fewer training pairs than this: the run is skipped.
+    #[serde(default = "min_pairs")]
+    pub min_pairs: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn min_pairs() -> usize {
+    4
+}
+
+impl Default for Train {
+    fn default() -> Self {
+        Train { sft: true, sft_args: vec![], dpo_args: vec![], min_pairs: min_pairs() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// The candidate's held-out preference accuracy must beat the live one's by this much.
+    #[serde(default)]
+    pub min_accuracy_gain: f64,
+    /// ... and its mean log-probability margin by this much.
+    #[serde(default)]
+    pub min_margin_gain: f64,
+    /// No slice (task kind, language) may lose more accuracy than this.
+    #[serde(default = "tolerance")]
+    pub slice_tolerance: f64,
+    /// Slices with fewer held-out pairs are not judged.
+    #[serde(default = "min_slice")]
+    pub min_slice_pairs: usize,
+}
+
+fn tolerance() -> f64 {
+    0.05
+}
+fn min_slice() -> usize {
+    3
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate { min_accuracy_gain: 0.0, min_margin_gain: 0.0, slice_tolerance: tolerance(), min_slice_pairs: min_slice() }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut c: Config = toml::from_str(&text).with_context(|| format!("{} is not a valid Keel schedule config", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        c.store = abs(&c.store);
+        c.base_model = abs(&c.base_model);
+        c.work_dir = Some(match &c.work_dir {
+            Some(w) => abs(w),
+            None => c.store.with_extension("runs"),
+        });
+        if !(0.0..1.0).contains(&c.pairs.holdout) {
+            bail!("pairs.holdout must be in [0, 1), got {}", c.pairs.holdout);
+        }
+        if let Some(at) = &c.trigger.at {
+            parse_hhmm(at).with_context(|| format!("trigger.at `{at}` is not HH:MM"))?;
+        }
+        Ok(c)
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(|| self.store.with_extension("runs"))
+    }
+}
+
+fn parse_hhmm(s: &str) -> Option<i64> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 3600 + m * 60)
+}
+
+/// The exclusive lock of a pass (released when dropped or when the process dies).
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    /// `None` when another scheduler holds it.
+    pub fn try_acquire(path: &Path) -> Result<Option<Lock>> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Ok(None);
+            }
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Some(Lock { _file: f }))
+    }
+}
+
+pub const STAGES: [&str; 7] = ["pairs", "search", "sft", "dpo", "eval", "promote", "done"];
+
+/// What one pass did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pass {
+    /// Another scheduler holds the lock.
+    Busy,
+    /// No trigger fired.
+    Idle(String),
+    /// A run went to its end (`promoted`, `refused`, `skipped`).
+    Finished { run: String, status: String },
+}
+
+/// Why a new run should start now, if it should.
+pub fn trigger_reason(cfg: &Config, store: &Store, runs: &[Run], now: i64) -> Result<Option<String>> {
+    let last = runs.iter().rev().find(|r| r.status != "running");
+    let since = last.map(|r| r.created_at).unwrap_or(0);
+    let t = &cfg.trigger;
+    if t.interval_secs.is_none() && t.at.is_none() && t.min_new_decisions.is_none() {
+        return Ok(Some("no trigger configured: every pass runs".into()));
+    }
+    if let Some(n) = t.min_new_decisions {
+        let c = store.count_decisions_since(since)?;
+        if c >= n {
+            return Ok(Some(format!("{c} new decisions (trigger: {n})")));
+        }
+    }
+    if let Some(i) = t.interval_secs {
+        if last.is_none() || now - since >= i as i64 * 1000 {
+            return Ok(Some(format!("{} s since the last run (trigger: every {i} s)", (now - since) / 1000)));
+        }
+    }
+    if let Some(at) = t.at.as_deref().and_then(parse_hhmm) {
+        let day = now.div_euclid(86_400_000) * 86_400_000;
+        let due = day + at * 1000;
+        if now >= due && since < due {
+            return Ok(Some(format!("daily run at {} UTC", t.at.as_deref().unwrap_or(""))));
+        }
+    }
+    Ok(None)
+}
+
+/// One pass: resume the unfinished run, or start one if a trigger fires, and take it to its end.
+pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
+    let work = cfg.work_dir();
+    let Some(_lock) = Lock::try_acquire(&work.join("schedule.lock"))? else { return Ok(Pass::Busy) };
+    let store = Store::open(&cfg.store).with_context(|| format!("opening store {}", cfg.store.display()))?;
+    let runs = store.runs()?;
+    let mut run = match runs.iter().find(|r| r.status == "running") {
+        Some(r) => {
+            eprintln!("schedule: resuming run {} at stage `{}`", r.id, r.stage);
+            r.clone()
+        }
+        None => {
+            let now = now_ms();
+            let Some(reason) = trigger_reason(cfg, &store, &runs, now)? else {
+                return Ok(Pass::Idle("no trigger fired".into()));
+            };
+            let id = format!("run-{}", crate::models::chrono_like(now).replace([' ', ':'], "-").replace("--", "-"));
+            let id = if runs.iter().any(|r| r.id == id) { format!("{id}-{}", runs.len()) } else { id };
+            eprintln!("schedule: starting {id}: {reason}");
+            let r = Run { id, created_at: now, updated_at: now, stage: "pairs".into(), status: "running".into(), detail: json!({"reason": reason}) };
+            store.put_run(&r)?;
+            r
+        }
+    };
+    let dir = work.join(&run.id);
+    std::fs::create_dir_all(&dir)?;
+    while run.status == "running" {
+        let stage = run.stage.clone();
+        if std::env::var("KEEL_FAULT_KILL_AT_STAGE").ok().as_deref() == Some(stage.as_str()) {
+            // Fault injection for the resume tests: a real kill -9 at the start of a stage.
+            eprintln!("schedule: KEEL_FAULT_KILL_AT_STAGE={stage}: killing myself");
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+        eprintln!("schedule: {} · stage {stage}", run.id);
+        let next = run_stage(cfg, exe, &store, &mut run, &dir, &stage)?;
+        run.stage = next.to_string();
+        run.updated_at = now_ms();
+        if next == "done" && run.status == "running" {
+            run.status = "finished".into();
+        }
+        store.put_run(&run)?;
+    }
+    Ok(Pass::Finished { run: run.id.clone(), status: run.status.clone() })
+}
+
+fn keel_train(exe: &Path, args: &[String], log: &Path) -> Result<()> {
+    keel_train_to(exe, args, log, None)
+}
+
+/// Runs a `keel-train` subcommand, its stderr (and stdout, unless `stdout` names a file) to the log.
+fn keel_train_to(exe: &Path, args: &[String], log: &Path, stdout: Option<&Path>) -> Result<()> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    match stdout {
+        Some(p) => cmd.stdout(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => cmd.stdout(logf.try_clone()?),
+    };
+    cmd.stderr(logf);
+    let st = cmd.status().with_context(|| format!("running {} {}", exe.display(), args.join(" ")))?;
+    if !st.success() {
+        let tail = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+        bail!("`keel-train {}` failed ({st}); last lines of {}:\n{}", args.first().map(String::as_str).unwrap_or(""), log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    Ok(())
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A state's side of the split: held out iff the hash of its state falls under the share.
+pub fn held_out(pair: &Value, share: f64) -> bool {
+    let key = pair.pointer("/meta/state_hash").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| pair["prompt"].to_string());
+    let h = blake3::hash(key.as_bytes());
+    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap()) as f64 / u64::MAX as f64;
+    x < share
+}
+
+fn read_jsonl(p: &Path) -> Result<Vec<Value>> {
+    let t = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    t.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).with_context(|| format!("a bad line in {}", p.display()))).collect()
+}
+
+fn write_jsonl(p: &Path, rows: &[Value]) -> Result<()> {
+    let mut out = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut out, r)?;
+        out.push(b'\n');
+    }
+    crate::pairs::write_atomic(p, &out).with_context(|| format!("writing {}", p.display()))
+}
+
+fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path, stage: &str) -> Result<&'static str> {
+    let log = dir.join("log.txt");
+    let model = s(&cfg.base_model);
+    match stage {
+        "pairs" => {
+            let all = dir.join("pairs_all.jsonl");
+            let stats = crate::pairs::export(store, None, &all)?;
+            let rows = read_jsonl(&all)?;
+            let (held, train): (Vec<Value>, Vec<Value>) = rows.into_iter().partition(|p| held_out(p, cfg.pairs.holdout));
+            write_jsonl(&dir.join("train.jsonl"), &train)?;
+            write_jsonl(&dir.join("heldout.jsonl"), &held)?;
+            run.detail["pairs"] = json!({"human": stats.pairs(), "train": train.len(), "heldout": held.len()});
+            eprintln!("schedule: {stats}; {} for training, {} held out", train.len(), held.len());
+            Ok("search")
+        }
+        "search" => {
+            if cfg.search.enabled {
+                let out = dir.join("mcts.jsonl");
+                let mut args = vec!["search".into(), "--store".into(), s(&cfg.store), "--model".into(), model.clone(), "--out".into(), s(&out), "--tree".into(), s(&dir.join("tree.json"))];
+                args.extend(cfg.search.args.iter().cloned());
+                keel_train(exe, &args, &log)?;
+                let found = read_jsonl(&out)?;
+                let mut train = read_jsonl(&dir.join("train.jsonl"))?;
+                let mut held = read_jsonl(&dir.join("heldout.jsonl"))?;
+                let n = found.len();
+                for p in found {
+                    if held_out(&p, cfg.pairs.holdout) { held.push(p) } else { train.push(p) }
+                }
+                write_jsonl(&dir.join("train.jsonl"), &train)?;
+                write_jsonl(&dir.join("heldout.jsonl"), &held)?;
+                run.detail["search"] = json!({"pairs": n});
+            }
+            let train = read_jsonl(&dir.join("train.jsonl"))?.len();
+            if train < cfg.train.min_pairs {
+                run.status = "skipped".into();
+                run.detail["skipped"] = json!(format!("{train} training pairs, fewer than train.min_pairs = {}", cfg.train.min_pairs));
+                eprintln!("schedule: skipped: {train} training pairs (need {})", cfg.train.min_pairs);
+                return Ok("done");
+            }
+            Ok("sft")
+        }
+        "sft" => {
+            if cfg.train.sft {
+                // The chosen side of the training pairs, as prompt/completion.
+                let rows: Vec<Value> = read_jsonl(&dir.join("train.jsonl"))?
+                    .into_iter()
+                    .map(|p| json!({"prompt": p["prompt"], "completion": p["chosen"], "tools": p.get("tools").cloned().unwrap_or(Value::Null)}))
+                    .collect();
+                write_jsonl(&dir.join("sft.jsonl"), &rows)?;
+                let mut args = vec!["sft".into(), "--model".into(), model.clone(), "--data".into(), s(&dir.join("sft.jsonl")), "--out".into(), s(&dir.join("sft_adapter")), "--device".into(), cfg.device.clone()];
+                args.extend(cfg.train.sft_args.iter().cloned());
+                keel_train(exe, &args, &log)?;
+            }
+            Ok("dpo")
+        }
+        "dpo" => {
+            let out = dir.join("adapter");
+            let mut args = vec!["dpo".into(), "--model".into(), model.clone(), "--pairs".into(), s(&dir.join("train.jsonl")), "--out".into(), s(&out), "--device".into(), cfg.device.clone()];
+            if cfg.train.sft && dir.join("sft_adapter/adapter_config.json").exists() {
+                args.extend(["--init-adapter".into(), s(&dir.join("sft_adapter"))]);
+            }
+            if out.exists() {
+                args.push("--resume".into());
+            }
+            args.extend(cfg.train.dpo_args.iter().cloned());
+            keel_train(exe, &args, &log)?;
+            Ok("eval")
+        }
+        "eval" => {
+            let held = dir.join("heldout.jsonl");
+            let pairs = read_jsonl(&held)?;
+            let live = store.live_model_version()?;
+            let score = |adapter: Option<&str>, out: &Path| -> Result<Vec<(f64, f64)>> {
+                let mut args = vec!["score".into(), "--model".into(), model.clone(), "--pairs".into(), s(&held), "--device".into(), cfg.device.clone()];
+                if let Some(a) = adapter {
+                    args.extend(["--adapter".into(), a.into()]);
+                }
+                keel_train_to(exe, &args, &log, Some(out))?;
+                read_jsonl(out)?
+                    .iter()
+                    .map(|v| Ok((v["chosen_logp"].as_f64().context("chosen_logp")?, v["rejected_logp"].as_f64().context("rejected_logp")?)))
+                    .collect()
+            };
+            let cand_scores = score(Some(&s(&dir.join("adapter"))), &dir.join("scores_candidate.jsonl"))?;
+            let live_scores = score(live.as_ref().and_then(|v| v.adapter_path.as_deref()), &dir.join("scores_live.jsonl"))?;
+            let report = gate(&cfg.gate, &pairs, &cand_scores, &live_scores);
+            eprintln!("{}", report.table(live.as_ref().map(|v| v.id.as_str()).unwrap_or("base")));
+            let adapter = dir.join("adapter");
+            let hash = crate::models::adapter_hash(&adapter)?;
+            let base_name = cfg.base_model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            let id = format!("{base_name}@{hash}");
+            let v = ModelVersion {
+                id: id.clone(),
+                created_at: now_ms(),
+                base_model: model.clone(),
+                adapter_path: Some(s(&adapter)),
+                adapter_hash: Some(hash),
+                parent: live.as_ref().map(|v| v.id.clone()),
+                trained_on: json!({"run": run.id, "pairs": run.detail.get("pairs"), "search": run.detail.get("search")}),
+                eval: report.json(),
+                live: false,
+            };
+            store.put_model_version(&v)?;
+            run.detail["candidate"] = json!(id);
+            run.detail["gate"] = report.json();
+            Ok("promote")
+        }
+        "promote" => {
+            let promote = run.detail.pointer("/gate/promote").and_then(Value::as_bool).unwrap_or(false);
+            let id = run.detail["candidate"].as_str().context("no candidate recorded")?.to_string();
+            if promote {
+                let mut st = Store::open(&cfg.store)?;
+                crate::models::promote(&mut st, &id)?;
+                run.status = "promoted".into();
+                eprintln!("schedule: promoted {id}");
+            } else {
+                run.status = "refused".into();
+                eprintln!("schedule: refused {id}: {}", run.detail.pointer("/gate/why").and_then(Value::as_str).unwrap_or(""));
+            }
+            Ok("done")
+        }
+        other => bail!("unknown stage `{other}`"),
+    }
+}
+
+/// Figures of one model on the held-out pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub n: usize,
+    /// Share of pairs whose chosen completion gets the higher log-probability.
+    pub accuracy: f64,
+    /// Mean of chosen − rejected log-probability.
+    pub margin: f64,
+}
+
+fn figures(idx: &[usize], scores: &[(f64, f64)]) -> Figures {
+    let n = idx.len();
+    if n == 0 {
+        return Figures::default();
+    }
+    let acc = idx.iter().filter(|&&i| scores[i].0 > scores[i].1).count() as f64 / n as f64;
+    let margin = idx.iter().map(|&i| scores[i].0 - scores[i].1).sum::<f64>() / n as f64;
+    Figures { n, accuracy: acc, margin }
+}
+
+#[derive(Debug, Clone)]
+pub struct GateReport {
+    pub candidate: Figures,
+    pub live: Figures,
+    /// slice name → (candidate, live)
+    pub slices: BTreeMap<String, (Figures, Figures)>,
+    pub promote: bool,
+    pub why: String,
+}
+
+impl GateReport {
+    pub fn json(&self) -> Value {
+        let f = |x: &Figures| json!({"n": x.n, "accuracy": x.accuracy, "margin": x.margin});
+        json!({
+            "accuracy": self.candidate.accuracy, "margin": self.candidate.margin,
+            "candidate": f(&self.candidate), "live": f(&self.live),
+            "slices": self.slices.iter().map(|(k, (c, l))| (k.clone(), json!({"candidate": f(c), "live": f(l)}))).collect::<serde_json::Map<_, _>>(),
+            "promote": self.promote, "why": self.why,
+        })
+    }
+
+    pub fn table(&self, live_name: &str) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "{:<28} {:>6} {:>12} {:>12} {:>12} {:>12}", "held-out slice", "pairs", "acc. live", "acc. cand.", "margin live", "margin cand.");
+        let row = |t: &mut String, name: &str, c: &Figures, l: &Figures| {
+            let _ = writeln!(t, "{:<28} {:>6} {:>12.3} {:>12.3} {:>12.3} {:>12.3}", name, c.n, l.accuracy, c.accuracy, l.margin, c.margin);
+        };
+        row(&mut t, "all", &self.candidate, &self.live);
+        for (k, (c, l)) in &self.slices {
+            row(&mut t, k, c, l);
+        }
+        let _ = writeln!(t, "live: {live_name}; decision: {} — {}", if self.promote { "PROMOTE" } else { "REFUSE" }, self.why);
+        t
+    }
+}
+
+use std::fmt::Write as _;
+
+/// The evaluation gate.
+pub fn gate(g: &Gate, pairs: &[Value], cand: &[(f64, f64)], live: &[(f64, f64)]) -> GateReport {
+    let all: Vec<usize> = (0..pairs.len().min(cand.len()).min(live.len())).collect();
+    let candidate = figures(&all, cand);
+    let livef = figures(&all, live);
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in &all {
+        for key in ["task_kind", "language"] {
+            if let Some(v) = pairs[i].pointer(&format!("/meta/{key}")).and_then(Value::as_str) {
+                groups.entry(format!("{key}={v}")).or_default().push(i);
+            }
+        }
+    }
+    let slices: BTreeMap<String, (Figures, Figures)> = groups.into_iter().map(|(k, idx)| (k, (figures(&idx, cand), figures(&idx, live)))).collect();
+    let mut why = Vec::new();
+    if all.is_empty() {
+        why.push("no held-out pairs to judge by".to_string());
+    }
+    if candidate.accuracy < livef.accuracy + g.min_accuracy_gain {
+        why.push(format!("accuracy {:.3} does not beat {:.3} by {}", candidate.accuracy, livef.accuracy, g.min_accuracy_gain));
+    }
+    if candidate.margin <= livef.margin + g.min_margin_gain {
+        why.push(format!("margin {:.3} does not beat {:.3} by {}", candidate.margin, livef.margin, g.min_margin_gain));
+    }
+    for (k, (c, l)) in &slices {
+        if c.n >= g.min_slice_pairs && c.accuracy < l.accuracy - g.slice_tolerance {
+            why.push(format!("slice {k} loses accuracy ({:.3} → {:.3})", l.accuracy, c.accuracy));
+        }
+    }
+    let promote = why.is_empty();
+    let why = if promote { format!("accuracy {:.3} vs {:.3}, margin {:.3} vs {:.3}", candidate.accuracy, livef.accuracy, candidate.margin, livef.margin) } else { why.join("; ") };
+    GateReport { candidate, live: livef, slices, promote, why }
+}
+
+/// Runs passes: once, or forever with `every` between them.
+pub fn run(cfg: &Config, once: bool, every: std::time::Duration) -> Result<()> {
+    let exe = std::env::current_exe().context("finding keel-train")?;
+    loop {
+        match pass(cfg, &exe)? {
+            Pass::Busy => eprintln!("schedule: another scheduler is running a pass; nothing to do"),
+            Pass::Idle(why) => eprintln!("schedule: {why}"),
+            Pass::Finished { run, status } => {
+                eprintln!("schedule: {run} {status}");
+                let _ = std::io::stderr().flush();
+            }
+        }
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
+}
