@@ -80,7 +80,8 @@ impl ModelClient {
         });
         if tools && !prompt.tools.is_empty() {
             body["tools"] = Value::Array(prompt.tools.as_ref().clone());
-            body["tool_choice"] = json!("auto");
+            // Every step is exactly one tool call (finish ends the episode).
+            body["tool_choice"] = json!("required");
         }
         let mut req = self.http.post(format!("{}/chat/completions", self.endpoint)).json(&body);
         if let Some(k) = &self.api_key {

@@ -7,10 +7,16 @@
 //! It reads the trajectory store and never writes trajectories; it never speaks LSP. It is the only
 //! part of Keel that links libtorch.
 
+pub mod dpo;
+pub mod init_model;
 pub mod metrics;
+pub mod model;
 pub mod models;
 pub mod optim;
 pub mod pairs;
 pub mod schedule;
+pub mod score;
 pub mod search;
 pub mod serve;
+pub mod sft;
+pub mod train;

@@ -17,10 +17,201 @@ struct Cli {
 enum Command {
     /// Export human preference pairs from the store as TRL-format JSONL.
     Pairs(PairsArgs),
+    /// Write a small random model (Hugging Face layout, trained BPE tokenizer, chat template).
+    InitModel(InitModelArgs),
+    /// Log-probabilities of each pair's chosen and rejected completions (JSONL).
+    Score(ScoreArgs),
+    /// Supervised LoRA fine-tuning on prompt/completion lines (loss on the completion only).
+    Sft(SftArgs),
+    /// Sigmoid DPO of a LoRA adapter on preference pairs (TRL's DPOTrainer, in tch).
+    Dpo(DpoArgs),
     /// List model versions, promote one, or roll back to an earlier one.
     Models(ModelsArgs),
+    /// Find the critical decisions of recorded episodes by MCTS and write them as preference pairs.
+    Search(SearchArgs),
+    /// Serve the policy over an OpenAI-compatible API (the default endpoint of keel-lsp).
+    Serve(ServeArgs),
     /// Retrain on a schedule: pairs → search → sft → dpo → evaluation gate → promotion.
     Schedule(ScheduleArgs),
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// The policy: a Hugging Face model folder, run in this process ...
+    #[arg(long, required_unless_present = "endpoint")]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// ... or an OpenAI-compatible endpoint (keel-train serve, vLLM, Ollama).
+    #[arg(long, conflicts_with = "model")]
+    endpoint: Option<String>,
+    /// The model id to ask the endpoint for.
+    #[arg(long, default_value = "keel")]
+    model_name: String,
+    /// Where to write the pairs of the critical decisions (JSONL).
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to write the search trees (JSON, one object per episode).
+    #[arg(long)]
+    tree: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    simulations: usize,
+    /// Alternatives sampled when a state is expanded.
+    #[arg(long, default_value_t = 3)]
+    expand: usize,
+    #[arg(long, default_value_t = 1.0)]
+    c_uct: f64,
+    /// How far apart the best and worst children's values must be for a critical decision.
+    #[arg(long, default_value_t = 0.5)]
+    margin: f64,
+    #[arg(long, default_value_t = 8)]
+    max_depth: usize,
+    /// Rollouts run at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Visits each child needs before its value counts.
+    #[arg(long, default_value_t = 2)]
+    min_visits: u32,
+    /// The verification command for episodes that recorded none (e.g. the project's tests).
+    #[arg(long)]
+    verify: Option<String>,
+    /// The container engine: `docker` (DOCKER_HOST, Podman's socket works too).
+    #[arg(long, default_value = "docker")]
+    sandbox: String,
+    /// Only episodes created at or after this time.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Options shared by `sft` and `dpo`.
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to write the adapter (PEFT layout), metrics.jsonl, plot.png and checkpoints.
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from this PEFT adapter (for DPO also the reference, as in TRL).
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
+    /// Peak learning rate (linear warm-up, then linear decay to 0).
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    epochs: u64,
+    /// Examples (pairs) per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 16)]
+    lora_r: i64,
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f64,
+    #[arg(long, default_value_t = 0.05)]
+    lora_dropout: f64,
+    /// Longest prompt + completion in tokens: completions are cut, prompts that fill it are skipped.
+    #[arg(long, default_value_t = 1024)]
+    max_length: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// cpu, cuda or cuda:N (bf16 autocast on CUDA).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// A checkpoint every N optimizer steps (0: only at the end).
+    #[arg(long, default_value_t = 50)]
+    save_steps: u64,
+    /// Fraction of the steps spent warming up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+}
+
+impl TrainArgs {
+    fn options(self, data: PathBuf, beta: f64) -> keel_trainer::train::TrainOptions {
+        keel_trainer::train::TrainOptions {
+            model: self.model,
+            data,
+            out: self.out,
+            init_adapter: self.init_adapter,
+            beta,
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            lora_r: self.lora_r,
+            lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
+            max_length: self.max_length,
+            seed: self.seed,
+            device: self.device,
+            resume: self.resume,
+            save_steps: self.save_steps,
+            warmup_ratio: self.warmup_ratio,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SftArgs {
+    /// Prompt/completion JSONL (or pairs: their chosen side).
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(clap::Args)]
+struct DpoArgs {
+    /// Pairs JSONL (TRL format: prompt, chosen, rejected, optional tools and meta).
+    #[arg(long)]
+    pairs: PathBuf,
+    /// DPO's β.
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// A PEFT LoRA adapter folder to serve on top of the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8741)]
+    port: u16,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The model id clients ask for and versions are named after.
+    #[arg(long, default_value = "keel")]
+    name: String,
+    /// Follow this store's live model version (hot-swapping adapters as it changes).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Requests run together in one batch at most.
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Default max_tokens of a request.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
 }
 
 #[derive(clap::Args)]
@@ -63,6 +254,60 @@ enum ModelsAction {
 }
 
 #[derive(clap::Args)]
+struct InitModelArgs {
+    /// Model size: tiny (hidden 64, 2 layers) or small (hidden 256, 4 layers).
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// The folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Architecture: qwen2 or llama.
+    #[arg(long, default_value = "qwen2")]
+    family: String,
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// A Hugging Face model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// A PEFT LoRA adapter folder.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Pairs JSONL (TRL format: prompt, chosen, rejected, optional tools).
+    #[arg(long)]
+    pairs: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+}
+
+fn init_model(a: InitModelArgs) -> Result<()> {
+    let family = keel_trainer::model::Family::parse(&a.family)
+        .with_context(|| format!("unknown family `{}` (qwen2 or llama)", a.family))?;
+    let opts = keel_trainer::init_model::InitOptions { preset: a.preset, family, seed: a.seed };
+    keel_trainer::init_model::init_model(&a.out, &opts)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn score(a: ScoreArgs) -> Result<()> {
+    let opts = keel_trainer::score::ScoreOptions {
+        model: a.model,
+        adapter: a.adapter,
+        pairs: a.pairs,
+        device: a.device,
+        batch_size: a.batch_size,
+    };
+    keel_trainer::score::run(&opts, &mut std::io::stdout().lock())
+}
+
+#[derive(clap::Args)]
 struct PairsArgs {
     /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
     #[arg(long)]
@@ -82,12 +327,84 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Pairs(a) => pairs(a),
+        Command::InitModel(a) => init_model(a),
+        Command::Score(a) => score(a),
+        Command::Sft(a) => keel_trainer::sft::run(&a.train.options(a.data, 0.1)).map(|_| ()),
+        Command::Dpo(a) => keel_trainer::dpo::run(&a.train.options(a.pairs, a.beta)).map(|_| ()),
         Command::Models(a) => models(a),
+        Command::Serve(a) => serve(a),
+        Command::Search(a) => search(a),
         Command::Schedule(a) => {
             let cfg = keel_trainer::schedule::Config::load(&a.config)?;
             keel_trainer::schedule::run(&cfg, a.once, std::time::Duration::from_secs(a.every.max(1)))
         }
     }
+}
+
+fn search(a: SearchArgs) -> Result<()> {
+    use keel_trainer::search::{self, SearchConfig, policy, sandbox_env::SandboxEnv};
+    anyhow::ensure!(a.sandbox == "docker", "--sandbox: only `docker` (the Docker Engine API; Podman's socket works) is supported");
+    let store = open_store(a.store)?;
+    let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
+    let cfg = SearchConfig {
+        simulations: a.simulations,
+        expand: a.expand.max(1),
+        c_uct: a.c_uct,
+        margin: a.margin,
+        max_depth: a.max_depth.max(1),
+        parallel: a.parallel.max(1),
+        seed: a.seed,
+        min_visits: a.min_visits.max(1),
+        verify: a.verify,
+        values: Default::default(),
+    };
+    let env = SandboxEnv::connect(None)?;
+    let policy: Box<dyn search::Policy> = match (&a.model, &a.endpoint) {
+        (Some(m), _) => Box::new(policy::ModelPolicy::new(keel_trainer::serve::tch_engine::TchEngine::load(m, a.adapter.as_deref(), &a.device, &a.model_name)?, 1.0, 256)),
+        (None, Some(e)) => Box::new(policy::EndpointPolicy::new(e, &a.model_name, 1.0)?),
+        (None, None) => anyhow::bail!("give --model DIR or --endpoint URL"),
+    };
+    let mut lines = Vec::new();
+    let mut trees = Vec::new();
+    let (mut episodes, mut found_total) = (0, 0);
+    for e in store.episodes(&keel_trajectory::EpisodeFilter { since, ..Default::default() })? {
+        let Some(t) = store.tree(e.id)? else { continue };
+        let Some(mut tree) = search::Tree::from_episode(&t, &cfg.values) else { continue };
+        if tree.episode.verify.is_none() && cfg.verify.is_none() {
+            eprintln!("episode {}: no verification command; skipped (give --verify)", e.id);
+            continue;
+        }
+        let stats = search::search(&mut tree, &policy.as_ref(), &env, &cfg)?;
+        let found = search::critical(&tree, &cfg);
+        eprint!("{}", search::summary(&tree, &found, &stats));
+        for p in search::pairs(&tree, &found, policy.version().as_deref()) {
+            lines.push(serde_json::to_string(&p)?);
+        }
+        trees.push(search::tree_json(&tree, &found));
+        episodes += 1;
+        found_total += found.len();
+    }
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    keel_trainer::pairs::write_atomic(&a.out, out.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(t) = &a.tree {
+        keel_trainer::pairs::write_atomic(t, serde_json::to_string_pretty(&trees)?.as_bytes())?;
+    }
+    eprintln!("{found_total} critical decision(s) in {episodes} episode(s) → {}", a.out.display());
+    Ok(())
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    use keel_trainer::serve::{self, engine, tch_engine::TchEngine};
+    let e = TchEngine::load(&a.model, a.adapter.as_deref(), &a.device, &a.name)?;
+    let handle = engine::spawn(Box::new(e), a.max_batch.max(1), std::time::Duration::from_millis(5));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve::run(
+        handle,
+        serve::ServeConfig { host: a.host, port: a.port, model_id: a.name, store: a.store, poll: std::time::Duration::from_secs(2), max_tokens: a.max_tokens },
+    ))
 }
 
 fn open_store(path: Option<PathBuf>) -> Result<keel_trajectory::Store> {

@@ -3,6 +3,7 @@
 
 mod documents;
 mod episode;
+mod real_model;
 mod robustness;
 
 use std::path::{Path, PathBuf};

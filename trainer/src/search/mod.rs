@@ -24,6 +24,7 @@ use keel_trajectory::{Action, Decision, Episode, EpisodeTree, ModelOutput, Obser
 use serde_json::{Value, json};
 
 pub mod policy;
+pub mod sandbox_env;
 
 /// Samples actions at a state.
 pub trait Policy: Sync {
@@ -37,8 +38,10 @@ pub trait Policy: Sync {
 
 /// Makes fresh copies of an episode's workspace to roll out in.
 pub trait Environment: Sync {
-    type Session: Session;
-    fn start(&self, episode: &Episode) -> Result<Self::Session>;
+    type Session<'a>: Session
+    where
+        Self: 'a;
+    fn start<'a>(&'a self, episode: &Episode) -> Result<Self::Session<'a>>;
 }
 
 /// One rollout's workspace.
@@ -533,4 +536,22 @@ pub fn summary(tree: &Tree, found: &[Critical], stats: &SearchStats) -> String {
 
 fn short(s: &str) -> String {
     if s.chars().count() > 70 { format!("{}…", s.chars().take(70).collect::<String>()) } else { s.to_string() }
+}
+
+impl<P: Policy + ?Sized> Policy for &P {
+    fn sample(&self, prompt: &Prompt, k: usize, seed: u64) -> Result<Vec<ModelOutput>> {
+        (**self).sample(prompt, k, seed)
+    }
+    fn version(&self) -> Option<String> {
+        (**self).version()
+    }
+}
+
+impl<P: Policy + ?Sized> Policy for Box<P> {
+    fn sample(&self, prompt: &Prompt, k: usize, seed: u64) -> Result<Vec<ModelOutput>> {
+        (**self).sample(prompt, k, seed)
+    }
+    fn version(&self) -> Option<String> {
+        (**self).version()
+    }
 }

@@ -61,3 +61,48 @@ impl Policy for EndpointPolicy {
         self.version.lock().unwrap().clone()
     }
 }
+
+/// The policy model itself, in this process: K samples at a state are one batch, each a tool call
+/// constrained to the tools' schema (so it always parses).
+pub struct ModelPolicy {
+    engine: std::sync::Mutex<crate::serve::tch_engine::TchEngine>,
+    pub temperature: f64,
+    pub max_tokens: usize,
+}
+
+impl ModelPolicy {
+    pub fn new(engine: crate::serve::tch_engine::TchEngine, temperature: f64, max_tokens: usize) -> ModelPolicy {
+        ModelPolicy { engine: std::sync::Mutex::new(engine), temperature, max_tokens }
+    }
+}
+
+impl Policy for ModelPolicy {
+    fn sample(&self, prompt: &Prompt, k: usize, seed: u64) -> Result<Vec<ModelOutput>> {
+        use crate::serve::engine::{Engine, GenRequest, ToolChoice};
+        let reqs: Vec<GenRequest> = (0..k)
+            .map(|i| GenRequest {
+                messages: prompt.messages.clone(),
+                prompt: None,
+                tools: prompt.tools.as_ref().clone(),
+                tool_choice: ToolChoice::Required,
+                temperature: self.temperature,
+                top_p: 1.0,
+                top_k: 0,
+                max_tokens: self.max_tokens,
+                stop: vec![],
+                seed: Some(seed.wrapping_add(i as u64)),
+            })
+            .collect();
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        engine
+            .generate(&reqs, &mut |_, _| {})
+            .into_iter()
+            .map(|r| r.map(|o| ModelOutput { content: (!o.content.is_empty()).then_some(o.content), tool_calls: o.tool_calls }))
+            .collect()
+    }
+
+    fn version(&self) -> Option<String> {
+        use crate::serve::engine::Engine;
+        Some(self.engine.lock().unwrap_or_else(|e| e.into_inner()).version())
+    }
+}

@@ -10,7 +10,9 @@
 //! follows the store's live model version and swaps adapters between batches: no request is
 //! dropped, and none is served by a half-loaded adapter.
 
+pub mod constrain;
 pub mod engine;
+pub mod tch_engine;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

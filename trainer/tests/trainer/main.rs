@@ -1,5 +1,7 @@
 //! The trainer's test suite: one binary, one module per area.
 
+mod dpo;
+mod model;
 mod pairs;
 mod search;
 mod models;

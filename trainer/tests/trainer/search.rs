@@ -132,8 +132,8 @@ pub struct MemSession {
 }
 
 impl Environment for MemEnv {
-    type Session = MemSession;
-    fn start(&self, episode: &Episode) -> anyhow::Result<MemSession> {
+    type Session<'a> = MemSession;
+    fn start<'a>(&'a self, episode: &Episode) -> anyhow::Result<MemSession> {
         let files = episode.workspace.vcs.as_ref().map(|v| v.untracked.iter().map(|f| (f.path.clone(), f.content.clone())).collect()).unwrap_or_default();
         Ok(MemSession { files })
     }
@@ -331,4 +331,19 @@ fn strip_recorded(v: &mut serde_json::Value) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(strip_recorded),
         _ => {}
     }
+}
+
+/// The suite again, with every rollout in a real container (keel-sandbox over Podman's Docker API):
+/// edits applied with the container's tools, the verification command run by busybox.
+#[test]
+fn finds_the_decisive_steps_with_rollouts_in_containers() {
+    let env = keel_trainer::search::sandbox_env::SandboxEnv::connect(None).expect("the container engine (run `cargo xtask setup`)");
+    let tasks = suite(20);
+    let cfg = SearchConfig { simulations: 32, expand: 5, parallel: 8, max_depth: 4, ..config() };
+    let t = std::time::Instant::now();
+    let r = run_suite(&env, &tasks, &cfg);
+    eprintln!("containers: precision {:.2}, recall {:.2}, {} pairs ({} prefer the fix) in {:.0?}", r.precision, r.recall, r.pairs.len(), r.prefer_fix, t.elapsed());
+    assert!(r.precision >= 0.9, "precision {}", r.precision);
+    assert!(r.recall >= 0.8, "recall {}", r.recall);
+    assert_eq!(r.prefer_fix, r.pairs.len());
 }

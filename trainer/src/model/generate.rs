@@ -1,0 +1,365 @@
+//! Batched KV-cache generation.
+//!
+//! Prompts are left-padded into one batch, prefilled in one forward pass, then extended one token
+//! per step for every unfinished row. Each row has its own [`SamplingParams`] (temperature, top-k,
+//! top-p, stop strings, end-of-sequence ids, a token budget and a seed), so a server can batch
+//! unrelated requests. Sampling is deterministic for a seed: each row draws from its own SplitMix64
+//! stream, so a row samples the same tokens alone or in a batch.
+//!
+//! [`Generator`] is the step-by-step form (for streaming and for constrained decoding, which plugs
+//! in through [`LogitsProcessor`]); [`generate`] runs it to the end.
+
+use tch::{Kind, Tensor};
+
+use super::error::{ModelError, Result};
+use super::rng::Rng;
+use super::tokenizer::{IncrementalDecoder, Tokenizer};
+use super::transformer::{KvCache, Transformer};
+
+/// How one row samples and when it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    pub max_new_tokens: usize,
+    /// 0 means greedy (argmax).
+    pub temperature: f64,
+    /// 1.0 disables nucleus sampling.
+    pub top_p: f64,
+    /// 0 disables top-k.
+    pub top_k: usize,
+    /// Stop when the generated text contains one of these; the text is cut before it.
+    pub stop: Vec<String>,
+    /// Stop after one of these tokens (not part of the text).
+    pub eos_ids: Vec<u32>,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { max_new_tokens: 256, temperature: 0.0, top_p: 1.0, top_k: 0, stop: vec![], eos_ids: vec![], seed: 0 }
+    }
+}
+
+/// Why a row stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token.
+    Eos,
+    /// A stop string.
+    Stop,
+    /// `max_new_tokens`, or the processor ended it.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI name (`stop` for both eos and stop strings).
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Eos | FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// A per-step hook on the logits of each row, for constrained decoding.
+pub trait LogitsProcessor {
+    /// Called before row `row` picks its next token; may change `logits` (e.g. set forbidden
+    /// tokens to `f32::NEG_INFINITY`). `generated` is what the row produced so far.
+    fn process(&mut self, row: usize, generated: &[u32], logits: &mut [f32]);
+
+    /// Called after row `row` picked `token`; returning false ends the row.
+    fn accept(&mut self, _row: usize, _token: u32) -> bool {
+        true
+    }
+}
+
+/// What one row produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Every sampled token (an eos token included, text after a stop string included).
+    pub tokens: Vec<u32>,
+    /// The decoded text (special tokens skipped), cut before a stop string.
+    pub text: String,
+    pub finish: FinishReason,
+}
+
+struct Row {
+    params: SamplingParams,
+    rng: Rng,
+    tokens: Vec<u32>,
+    decoder: IncrementalDecoder,
+    text: String,
+    /// Text already handed out by `step` (for streaming); never past a possible stop string.
+    emitted: usize,
+    finish: Option<FinishReason>,
+}
+
+/// One token of one row, as [`Generator::step`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepToken {
+    pub row: usize,
+    pub token: u32,
+    /// New text that is safe to show (no partial character, no prefix of a stop string).
+    pub text: String,
+    pub finish: Option<FinishReason>,
+}
+
+/// A batch being generated.
+pub struct Generator<'m> {
+    model: &'m Transformer,
+    tok: &'m Tokenizer,
+    rows: Vec<Row>,
+    cache: KvCache,
+    mask: Tensor,
+    /// Logits of the last position of every row (b, vocab), f32 on the model's device.
+    next_logits: Tensor,
+}
+
+impl<'m> Generator<'m> {
+    /// Prefills the batch. Every prompt must be non-empty.
+    pub fn new(model: &'m Transformer, tok: &'m Tokenizer, requests: Vec<(Vec<u32>, SamplingParams)>) -> Result<Generator<'m>> {
+        if requests.is_empty() {
+            return Err(ModelError::Invalid("no prompts to generate from".into()));
+        }
+        let vocab = model.cfg.vocab_size;
+        for (i, (p, _)) in requests.iter().enumerate() {
+            if p.is_empty() {
+                return Err(ModelError::Invalid(format!("prompt {i} is empty")));
+            }
+            if let Some(&t) = p.iter().find(|&&t| t as i64 >= vocab) {
+                return Err(ModelError::Invalid(format!("prompt {i} has token {t} outside the vocabulary ({vocab})")));
+            }
+        }
+        let b = requests.len() as i64;
+        let plen = requests.iter().map(|(p, _)| p.len()).max().unwrap_or(0) as i64;
+        let max_new = requests.iter().map(|(_, s)| s.max_new_tokens).max().unwrap_or(0) as i64;
+        let capacity = plen + max_new.max(1);
+        if capacity > model.cfg.max_position_embeddings {
+            tracing::warn!(capacity, max = model.cfg.max_position_embeddings, "generation runs past max_position_embeddings");
+        }
+        let pad = 0i64;
+        let mut ids = vec![pad; (b * plen) as usize];
+        let mut mask = vec![0i64; (b * plen) as usize];
+        for (r, (p, _)) in requests.iter().enumerate() {
+            let off = r * plen as usize + (plen as usize - p.len());
+            for (j, &t) in p.iter().enumerate() {
+                ids[off + j] = t as i64;
+                mask[off + j] = 1;
+            }
+        }
+        let device = model.device();
+        let ids = Tensor::from_slice(&ids).view([b, plen]).to_device(device);
+        let mask = Tensor::from_slice(&mask).view([b, plen]).to_device(device);
+        let mut cache = model.new_cache(b, capacity);
+        let next_logits = tch::no_grad(|| {
+            let h = model.forward_hidden(&ids, &mask, Some(&mut cache));
+            model.logits(&h.narrow(1, plen - 1, 1)).squeeze_dim(1).to_kind(Kind::Float)
+        });
+        let rows = requests
+            .into_iter()
+            .map(|(_, params)| Row {
+                rng: Rng::new(params.seed),
+                params,
+                tokens: vec![],
+                decoder: IncrementalDecoder::new(true),
+                text: String::new(),
+                emitted: 0,
+                finish: None,
+            })
+            .collect();
+        Ok(Generator { model, tok, rows, cache, mask, next_logits })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.rows.iter().all(|r| r.finish.is_some())
+    }
+
+    /// Picks one token for every unfinished row and runs the model on them.
+    pub fn step<'p>(&mut self, mut processor: Option<&mut (dyn LogitsProcessor + 'p)>) -> Result<Vec<StepToken>> {
+        if self.is_done() {
+            return Ok(vec![]);
+        }
+        let b = self.rows.len();
+        let all_greedy = processor.is_none() && self.rows.iter().all(|r| r.params.temperature <= 0.0);
+        let choices: Vec<u32> = if all_greedy {
+            let am = self.next_logits.argmax(-1, false).to_device(tch::Device::Cpu);
+            Vec::<i64>::try_from(&am)?.into_iter().map(|t| t as u32).collect()
+        } else {
+            let logits = self.next_logits.to_device(tch::Device::Cpu).contiguous();
+            let vocab = logits.size()[1] as usize;
+            let flat: Vec<f32> = Vec::try_from(logits.view(-1))?;
+            let mut out = Vec::with_capacity(b);
+            for (r, row) in self.rows.iter_mut().enumerate() {
+                if row.finish.is_some() {
+                    out.push(0);
+                    continue;
+                }
+                let mut l = flat[r * vocab..(r + 1) * vocab].to_vec();
+                if let Some(p) = processor.as_deref_mut() {
+                    p.process(r, &row.tokens, &mut l);
+                }
+                out.push(sample(&mut l, &row.params, &mut row.rng));
+            }
+            out
+        };
+        let mut events = Vec::new();
+        for (r, row) in self.rows.iter_mut().enumerate() {
+            if row.finish.is_some() {
+                continue;
+            }
+            let t = choices[r];
+            row.tokens.push(t);
+            let mut finish = None;
+            if let Some(p) = processor.as_deref_mut()
+                && !p.accept(r, t)
+            {
+                finish = Some(FinishReason::Length);
+            }
+            if row.params.eos_ids.contains(&t) {
+                finish = Some(FinishReason::Eos);
+            } else {
+                let piece = row.decoder.push(self.tok, t)?;
+                let before = row.text.len();
+                row.text.push_str(&piece);
+                if let Some(cut) = find_stop(&row.text, &row.params.stop, before) {
+                    row.text.truncate(cut);
+                    finish = Some(FinishReason::Stop);
+                }
+            }
+            if finish.is_none() && row.tokens.len() >= row.params.max_new_tokens {
+                finish = Some(FinishReason::Length);
+            }
+            if finish.is_some() && finish != Some(FinishReason::Stop) && finish != Some(FinishReason::Eos) {
+                let rest = row.decoder.finish(self.tok)?;
+                row.text.push_str(&rest);
+            }
+            row.finish = finish;
+            // Hold back a tail that could still become a stop string.
+            let safe = if finish.is_some() { row.text.len() } else { safe_len(&row.text, &row.params.stop) };
+            let text = if safe > row.emitted { row.text[row.emitted..safe].to_string() } else { String::new() };
+            row.emitted = row.emitted.max(safe);
+            events.push(StepToken { row: r, token: t, text, finish });
+        }
+        if !self.is_done() {
+            let device = self.model.device();
+            let ids = Tensor::from_slice(&choices.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([b as i64, 1]).to_device(device);
+            self.mask = Tensor::cat(&[&self.mask, &Tensor::ones([b as i64, 1], (Kind::Int64, device))], 1);
+            if self.cache.len() >= self.cache.capacity() {
+                return Err(ModelError::Invalid("KV cache capacity exceeded".into()));
+            }
+            self.next_logits = tch::no_grad(|| {
+                self.model.forward(&ids, &self.mask, Some(&mut self.cache)).squeeze_dim(1).to_kind(Kind::Float)
+            });
+        }
+        Ok(events)
+    }
+
+    /// Runs to the end and returns every row.
+    pub fn run<'p>(mut self, mut processor: Option<&mut (dyn LogitsProcessor + 'p)>) -> Result<Vec<Generation>> {
+        while !self.is_done() {
+            self.step(processor.as_deref_mut())?;
+        }
+        Ok(self.finish())
+    }
+
+    /// The rows as they stand.
+    pub fn finish(self) -> Vec<Generation> {
+        self.rows
+            .into_iter()
+            .map(|r| Generation { tokens: r.tokens, text: r.text, finish: r.finish.unwrap_or(FinishReason::Length) })
+            .collect()
+    }
+}
+
+/// Generates for every request to the end.
+pub fn generate(
+    model: &Transformer,
+    tok: &Tokenizer,
+    requests: Vec<(Vec<u32>, SamplingParams)>,
+    processor: Option<&mut (dyn LogitsProcessor + '_)>,
+) -> Result<Vec<Generation>> {
+    Generator::new(model, tok, requests)?.run(processor)
+}
+
+/// The byte offset of the first stop string that ends after `from` - its length.
+fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let mut start = from.saturating_sub(s.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            text[start..].find(s.as_str()).map(|i| start + i)
+        })
+        .min()
+}
+
+/// The length of text that can be shown: all but a tail that is a prefix of some stop string.
+fn safe_len(text: &str, stops: &[String]) -> usize {
+    let mut safe = text.len();
+    for s in stops {
+        for k in (1..s.len()).rev() {
+            if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    safe
+}
+
+/// Picks a token from one row of logits: argmax at temperature 0, else temperature, top-k, top-p
+/// (as transformers' warpers, in that order) and a draw from `rng`.
+pub fn sample(logits: &mut [f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
+    if p.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let t = p.temperature as f32;
+    let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+    if idx.is_empty() {
+        return argmax(logits);
+    }
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    if p.top_k > 0 && p.top_k < idx.len() {
+        idx.truncate(p.top_k);
+    }
+    let max = logits[idx[0]] / t;
+    let mut probs: Vec<f64> = idx.iter().map(|&i| ((logits[i] / t - max) as f64).exp()).collect();
+    let sum: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= sum);
+    if p.top_p < 1.0 {
+        let mut cum = 0.0;
+        let mut keep = probs.len();
+        for (j, &q) in probs.iter().enumerate() {
+            cum += q;
+            if cum >= p.top_p {
+                keep = j + 1;
+                break;
+            }
+        }
+        idx.truncate(keep);
+        probs.truncate(keep);
+        let s: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= s);
+    }
+    let u = rng.uniform();
+    let mut cum = 0.0;
+    for (j, &q) in probs.iter().enumerate() {
+        cum += q;
+        if u < cum {
+            return idx[j] as u32;
+        }
+    }
+    idx[idx.len() - 1] as u32
+}
+
+fn argmax(l: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in l.iter().enumerate() {
+        if x > l[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

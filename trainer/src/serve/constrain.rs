@@ -1,0 +1,349 @@
+//! Tool calls that always parse: llguidance constrains the tokens of a tool call to the JSON schema
+//! of the tools offered, in the chat format Qwen-family templates use
+//! (`<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`).
+//!
+//! With `tool_choice` `required` (or a named function) the whole answer is constrained; with `auto`
+//! the model writes freely until it starts a tool call, and from there on it is constrained.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{InferenceCapabilities, TokEnv};
+use llguidance::{Matcher, ParserFactory};
+use serde_json::{Value, json};
+
+use super::engine::ToolChoice;
+use crate::model::LogitsProcessor;
+
+pub const CALL_OPEN: &str = "<tool_call>";
+pub const CALL_CLOSE: &str = "</tool_call>";
+
+/// A vocabulary indexed once per model.
+pub struct Constrainer {
+    factory: Arc<ParserFactory>,
+    env: TokEnv,
+    tags: Option<(u32, u32)>,
+}
+
+impl Constrainer {
+    /// Indexes the vocabulary of a `tokenizer.json`.
+    pub fn new(tokenizer_json: &std::path::Path, eos_ids: &[u32]) -> Result<Constrainer> {
+        let bytes = std::fs::read(tokenizer_json).with_context(|| format!("reading {}", tokenizer_json.display()))?;
+        let mut bt = toktrie_hf_tokenizers::ByteTokenizer::from_json_bytes(&bytes).map_err(|e| anyhow::anyhow!("indexing the vocabulary: {e}"))?;
+        let tags = {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let id = |name: &str| {
+                v.get("added_tokens").and_then(Value::as_array).and_then(|a| a.iter().find(|t| t["content"] == name)).and_then(|t| t["id"].as_u64()).map(|n| n as u32)
+            };
+            id(CALL_OPEN).zip(id(CALL_CLOSE))
+        };
+        if !eos_ids.is_empty() {
+            bt.set_eos_tokens(eos_ids);
+        }
+        let env = bt.into_tok_env(None).map_err(|e| anyhow::anyhow!("indexing the vocabulary: {e}"))?;
+        let mut factory = ParserFactory::new(&env, InferenceCapabilities::default(), &llguidance::earley::SlicedBiasComputer::general_slices())
+            .map_err(|e| anyhow::anyhow!("building the constraint parser: {e}"))?;
+        factory.set_stderr_log_level(0);
+        Ok(Constrainer { factory: Arc::new(factory), env, tags })
+    }
+
+    /// The grammar of one tool call among `tools` (OpenAI tool objects). `tags` are the token ids
+    /// of `<tool_call>` and `</tool_call>` when the vocabulary has them as single tokens (they must
+    /// then be matched as tokens, not spelled out).
+    pub fn grammar(tools: &[Value], only: Option<&str>, tags: Option<(u32, u32)>) -> Result<String> {
+        let alts: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| {
+                let f = t.get("function")?;
+                let name = f.get("name")?.as_str()?;
+                if only.is_some_and(|o| o != name) {
+                    return None;
+                }
+                let params = f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}));
+                Some(json!({
+                    "type": "object",
+                    "properties": {"name": {"const": name}, "arguments": params},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false
+                }))
+            })
+            .collect();
+        anyhow::ensure!(!alts.is_empty(), "no tool to call");
+        let schema = json!({"anyOf": alts, "x-guidance": {"whitespace_flexible": false}});
+        let (open, close) = match tags {
+            Some((o, c)) => (format!("<[{o}]>"), format!("<[{c}]>")),
+            None => (format!("\"{CALL_OPEN}\""), format!("\"{CALL_CLOSE}\"")),
+        };
+        Ok(format!("start: {open} \"\\n\" call \"\\n\" {close}\ncall: %json {schema}\n"))
+    }
+
+    fn matcher(&self, grammar: &str) -> Result<Matcher> {
+        let g = TopLevelGrammar::from_lark(grammar.to_string());
+        let parser = self.factory.create_parser(g).map_err(|e| anyhow::anyhow!("compiling the tool-call grammar: {e}"))?;
+        let m = Matcher::new(Ok(parser));
+        if let Some(e) = m.get_error() {
+            anyhow::bail!("compiling the tool-call grammar: {e}");
+        }
+        Ok(m)
+    }
+
+    /// The processor for one batch: `rows[i]` is `None` for a free row, or the tools and choice.
+    pub fn processor(&self, rows: Vec<Option<(Vec<Value>, ToolChoice)>>, eos: Vec<u32>) -> Result<ToolCallProcessor<'_>> {
+        let mut states = Vec::with_capacity(rows.len());
+        for r in rows {
+            states.push(match r {
+                None | Some((_, ToolChoice::None)) => RowState::Free,
+                Some((tools, choice)) => {
+                    let only = match &choice {
+                        ToolChoice::Function(n) => Some(n.as_str()),
+                        _ => None,
+                    };
+                    let grammar = Constrainer::grammar(&tools, only, self.tags).context("building the tool-call grammar")?;
+                    match choice {
+                        ToolChoice::Required | ToolChoice::Function(_) => RowState::Constrained(self.matcher(&grammar)?),
+                        _ => RowState::Watching { grammar, text: String::new() },
+                    }
+                }
+            });
+        }
+        Ok(ToolCallProcessor { c: self, rows: states, eos })
+    }
+}
+
+enum RowState {
+    Free,
+    /// Free text until the model opens a tool call.
+    Watching { grammar: String, text: String },
+    Constrained(Matcher),
+    Done,
+}
+
+pub struct ToolCallProcessor<'a> {
+    c: &'a Constrainer,
+    rows: Vec<RowState>,
+    eos: Vec<u32>,
+}
+
+impl ToolCallProcessor<'_> {
+    fn token_text(&self, tok: u32) -> String {
+        String::from_utf8_lossy(&self.c.env.tok_trie().decode_raw(&[tok])).into_owned()
+    }
+
+    /// Whether row `row`'s output is (or became) a constrained tool call.
+    pub fn is_call(&self, row: usize) -> bool {
+        matches!(self.rows.get(row), Some(RowState::Constrained(_) | RowState::Done))
+    }
+}
+
+impl LogitsProcessor for ToolCallProcessor<'_> {
+    fn process(&mut self, row: usize, _generated: &[u32], logits: &mut [f32]) {
+        let eos = self.eos.clone();
+        match self.rows.get_mut(row) {
+            Some(RowState::Constrained(m)) => match m.compute_mask() {
+                Ok(mask) => {
+                    let n = mask.len().min(logits.len());
+                    for (i, l) in logits.iter_mut().enumerate() {
+                        if i >= n || !mask.is_allowed(i as u32) {
+                            *l = f32::NEG_INFINITY;
+                        }
+                    }
+                    if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
+                        for &e in &eos {
+                            if let Some(l) = logits.get_mut(e as usize) {
+                                *l = 0.0;
+                            }
+                        }
+                    }
+                }
+                Err(_) => force(logits, &eos),
+            },
+            Some(RowState::Done) => force(logits, &eos),
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, row: usize, token: u32) -> bool {
+        let text = self.token_text(token);
+        let Some(state) = self.rows.get_mut(row) else { return true };
+        match state {
+            RowState::Free | RowState::Done => true,
+            RowState::Watching { grammar, text: seen } => {
+                let opened_by_token = self.c.tags.is_some_and(|(o, _)| o == token);
+                if opened_by_token {
+                    let grammar = grammar.clone();
+                    *state = match self.c.matcher(&grammar) {
+                        Ok(mut m) => {
+                            if m.consume_token(token).is_ok() { RowState::Constrained(m) } else { RowState::Done }
+                        }
+                        Err(_) => RowState::Done,
+                    };
+                    return true;
+                }
+                seen.push_str(&text);
+                if let Some(at) = seen.find(CALL_OPEN) {
+                    // The model opened a tool call: from here on the call is constrained. The
+                    // grammar starts at the opening tag, so feed it what was written since.
+                    let after = seen[at..].to_string();
+                    let grammar = grammar.clone();
+                    match self.c.matcher(&grammar) {
+                        Ok(mut m) => {
+                            let toks = self.c.env.tokenize_bytes(after.as_bytes());
+                            if m.consume_tokens(&toks).is_ok() {
+                                *state = RowState::Constrained(m);
+                            } else {
+                                *state = RowState::Done;
+                            }
+                        }
+                        Err(_) => *state = RowState::Done,
+                    }
+                }
+                true
+            }
+            RowState::Constrained(m) => {
+                if m.consume_token(token).is_err() || m.is_stopped() {
+                    *state = RowState::Done;
+                }
+                true
+            }
+        }
+    }
+}
+
+fn force(logits: &mut [f32], eos: &[u32]) {
+    for l in logits.iter_mut() {
+        *l = f32::NEG_INFINITY;
+    }
+    for &e in eos {
+        if let Some(l) = logits.get_mut(e as usize) {
+            *l = 0.0;
+        }
+    }
+}
+
+/// Splits a generated text into content and the tool calls it holds.
+pub fn parse_calls(text: &str) -> (String, Vec<(String, Value)>) {
+    let mut calls = Vec::new();
+    let mut content = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(CALL_OPEN) {
+        content.push_str(&rest[..i]);
+        let after = &rest[i + CALL_OPEN.len()..];
+        let (body, next) = match after.find(CALL_CLOSE) {
+            Some(j) => (&after[..j], &after[j + CALL_CLOSE.len()..]),
+            None => (after, ""),
+        };
+        match serde_json::from_str::<Value>(body.trim()) {
+            Ok(v) if v.get("name").and_then(Value::as_str).is_some() => {
+                calls.push((v["name"].as_str().unwrap_or("").to_string(), v.get("arguments").cloned().unwrap_or_else(|| json!({}))));
+            }
+            _ => content.push_str(&rest[i..rest.len() - next.len()]),
+        }
+        rest = next;
+    }
+    content.push_str(rest);
+    (content.trim().to_string(), calls)
+}
+
+/// Completes a tool call cut short (the token budget ran out inside it): closes the open string
+/// and containers, and fills the required arguments that are missing with empty values of their
+/// type, so the call still parses and validates against its tool's schema.
+pub fn repair(partial: &str, tools: &[Value]) -> Option<(String, Value)> {
+    let body = partial.trim_start();
+    let mut closed = String::from(body);
+    let mut stack = Vec::new();
+    let (mut in_str, mut esc) = (false, false);
+    for ch in body.chars() {
+        if in_str {
+            match (esc, ch) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match ch {
+            '"' => in_str = true,
+            '{' => stack.push('}'),
+            '[' => stack.push(']'),
+            '}' | ']' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    if esc {
+        closed.pop();
+    }
+    if in_str {
+        closed.push('"');
+    }
+    // A dangling key or separator: drop back to the last complete member.
+    let trimmed = closed.trim_end();
+    let mut closed = if trimmed.ends_with(',') || trimmed.ends_with(':') {
+        trimmed.trim_end_matches([',', ':']).to_string()
+    } else {
+        trimmed.to_string()
+    };
+    if closed.ends_with(':') {
+        closed.push_str("null");
+    }
+    for c in stack.iter().rev() {
+        closed.push(*c);
+    }
+    let v: Value = serde_json::from_str(&closed).ok().or_else(|| {
+        // A key without its value ("…, \"path\"}"): cut that member.
+        let cut = closed.rfind(',').map(|i| format!("{}{}", &closed[..i], stack.iter().rev().collect::<String>()))?;
+        serde_json::from_str(&cut).ok()
+    })?;
+    let name = v.get("name")?.as_str()?.to_string();
+    let tool = tools.iter().find(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(&name))?;
+    let params = tool.pointer("/function/parameters").cloned().unwrap_or(json!({}));
+    let mut args = match v.get("arguments") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => serde_json::Map::new(),
+    };
+    args.retain(|_, v| !v.is_null());
+    if let Some(req) = params.get("required").and_then(Value::as_array) {
+        for r in req.iter().filter_map(Value::as_str) {
+            if !args.contains_key(r) {
+                let ty = params.pointer(&format!("/properties/{r}/type")).and_then(Value::as_str).unwrap_or("string");
+                args.insert(r.to_string(), match ty {
+                    "integer" | "number" => json!(0),
+                    "boolean" => json!(false),
+                    "array" => json!([]),
+                    "object" => json!({}),
+                    _ => json!(""),
+                });
+            }
+        }
+    }
+    Some((name, Value::Object(args)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools() -> Vec<Value> {
+        vec![json!({"type": "function", "function": {"name": "edit", "parameters": {"type": "object",
+            "properties": {"path": {"type": "string"}, "old_text": {"type": "string"}, "new_text": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["path", "old_text", "new_text"]}}})]
+    }
+
+    #[test]
+    fn calls_are_parsed_and_cut_calls_repaired() {
+        let (c, calls) = parse_calls("let me see <tool_call>\n{\"name\": \"edit\", \"arguments\": {\"path\": \"a\"}}\n</tool_call>");
+        assert_eq!(c, "let me see");
+        assert_eq!(calls[0].0, "edit");
+        let r = repair(r#"{"name": "edit", "arguments": {"path": "a.py", "old_text": "x = \"1"#, &tools()).unwrap();
+        assert_eq!(r.1, json!({"path": "a.py", "old_text": "x = \"1", "new_text": ""}));
+        let r = repair(r#"{"name": "edit", "arguments": {"path": "a.py", "n": "#, &tools()).unwrap();
+        assert_eq!(r.1["path"], "a.py");
+        assert_eq!(r.1["new_text"], "");
+        let r = repair(r#"{"name": "edit", "arguments": {"path": "a.py", "old_te"#, &tools()).unwrap();
+        assert_eq!(r.1["old_text"], "");
+        assert!(repair(r#"{"name": "nope", "arguments": {}}"#, &tools()).is_none());
+    }
+}

@@ -1,0 +1,160 @@
+//! The real engine: a Hugging Face model folder in tch, with an optional LoRA adapter, batched
+//! KV-cache generation, and llguidance-constrained tool calls.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use keel_trajectory::{FunctionCall, ToolCall};
+use serde_json::Value;
+
+use super::constrain::{CALL_OPEN, Constrainer, parse_calls};
+use super::engine::{Engine, GenOutput, GenRequest, ToolChoice};
+use crate::model::{Generator, LoadOptions, Model, SamplingParams};
+
+pub struct TchEngine {
+    pub model: Model,
+    name: String,
+    adapter_hash: Option<String>,
+    constrainer: Option<Constrainer>,
+}
+
+impl TchEngine {
+    pub fn load(dir: &Path, adapter: Option<&Path>, device: &str, name: &str) -> Result<TchEngine> {
+        let device = crate::model::parse_device(device)?;
+        let mut model = Model::load(dir, &LoadOptions { device, kind: None }).with_context(|| format!("loading the model in {}", dir.display()))?;
+        let constrainer = match Constrainer::new(&dir.join("tokenizer.json"), &model.eos_ids) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("keel-train serve: tool calls will not be constrained: {e:#}");
+                None
+            }
+        };
+        let mut adapter_hash = None;
+        if let Some(a) = adapter {
+            model.load_adapter(a).with_context(|| format!("loading the adapter in {}", a.display()))?;
+            adapter_hash = Some(crate::models::adapter_hash(a)?);
+        }
+        Ok(TchEngine { model, name: name.to_string(), adapter_hash, constrainer })
+    }
+
+    fn prompt_ids(&self, r: &GenRequest) -> Result<Vec<u32>> {
+        let text = match &r.prompt {
+            Some(p) => p.clone(),
+            None => {
+                let msgs: Vec<Value> = r.messages.iter().map(crate::pairs::message_json).collect();
+                let tools = (!r.tools.is_empty()).then_some(r.tools.as_slice());
+                self.model.template()?.render(&msgs, tools, true)?
+            }
+        };
+        Ok(self.model.tokenizer.encode(&text)?)
+    }
+}
+
+impl Engine for TchEngine {
+    fn version(&self) -> String {
+        format!("{}@{}", self.name, self.adapter_hash.as_deref().unwrap_or("base"))
+    }
+
+    fn generate(&mut self, batch: &[GenRequest], on_text: &mut dyn FnMut(usize, &str)) -> Vec<Result<GenOutput>> {
+        let mut results: Vec<Option<Result<GenOutput>>> = (0..batch.len()).map(|_| None).collect();
+        let mut rows = Vec::new();
+        let mut index = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
+            match self.prompt_ids(r) {
+                Ok(ids) => {
+                    let max_pos = self.model.config.max_position_embeddings.max(1) as usize;
+                    if ids.len() >= max_pos {
+                        results[i] = Some(Err(anyhow::anyhow!("the prompt has {} tokens; this model takes at most {max_pos}", ids.len())));
+                        continue;
+                    }
+                    let params = SamplingParams {
+                        max_new_tokens: r.max_tokens.min(max_pos - ids.len()),
+                        temperature: r.temperature,
+                        top_p: r.top_p,
+                        top_k: r.top_k,
+                        stop: r.stop.clone(),
+                        eos_ids: self.model.eos_ids.clone(),
+                        seed: r.seed.unwrap_or(0),
+                    };
+                    rows.push((ids, params));
+                    index.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !rows.is_empty() {
+            let prompt_lens: Vec<usize> = rows.iter().map(|r| r.0.len()).collect();
+            let constraint_rows: Vec<Option<(Vec<Value>, ToolChoice)>> = index.iter().map(|&i| (!batch[i].tools.is_empty()).then(|| (batch[i].tools.clone(), batch[i].tool_choice.clone()))).collect();
+            let mut run = || -> Result<Vec<(String, String, usize)>> {
+                let mut processor = match &self.constrainer {
+                    Some(c) if constraint_rows.iter().any(Option::is_some) => Some(c.processor(constraint_rows.clone(), self.model.eos_ids.clone())?),
+                    _ => None,
+                };
+                let mut g = Generator::new(&self.model.transformer, &self.model.tokenizer, rows.clone())?;
+                let mut streamed: Vec<String> = vec![String::new(); index.len()];
+                while !g.is_done() {
+                    let toks = match processor.as_mut() {
+                        Some(p) => g.step(Some(p))?,
+                        None => g.step(None)?,
+                    };
+                    for t in toks {
+                        // Stream text, but never the raw tool-call markup.
+                        streamed[t.row].push_str(&t.text);
+                        let is_call = processor.as_ref().is_some_and(|p| p.is_call(t.row)) || streamed[t.row].contains(CALL_OPEN) || CALL_OPEN.starts_with(streamed[t.row].trim_start());
+                        if !is_call && !t.text.is_empty() {
+                            on_text(index[t.row], &t.text);
+                        }
+                    }
+                }
+                Ok(g.finish().into_iter().map(|o| (o.text, o.finish.openai().to_string(), o.tokens.len())).collect())
+            };
+            match run() {
+                Ok(outs) => {
+                    for (k, (text, finish, n)) in outs.into_iter().enumerate() {
+                        let i = index[k];
+                        let (mut content, mut calls) = if batch[i].tools.is_empty() { (text.clone(), vec![]) } else { parse_calls(&text) };
+                        if calls.is_empty() && !batch[i].tools.is_empty() && batch[i].tool_choice != ToolChoice::None {
+                            // A call cut short by the token budget still has to parse.
+                            if let Some(at) = text.find(CALL_OPEN) {
+                                let body = text[at + CALL_OPEN.len()..].replace(super::constrain::CALL_CLOSE, "");
+                                if let Some(call) = super::constrain::repair(&body, &batch[i].tools) {
+                                    content = text[..at].trim().to_string();
+                                    calls.push(call);
+                                }
+                            }
+                        }
+                        let tool_calls: Vec<ToolCall> = calls
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, (name, args))| ToolCall { id: format!("call_{j}"), kind: "function".into(), function: FunctionCall { name, arguments: args.to_string() } })
+                            .collect();
+                        let finish_reason = if tool_calls.is_empty() { finish } else { "tool_calls".to_string() };
+                        results[i] = Some(Ok(GenOutput { content, tool_calls, finish_reason, prompt_tokens: prompt_lens[k], completion_tokens: n }));
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    for &i in &index {
+                        results[i] = Some(Err(anyhow::anyhow!("{msg}")));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("no result")))).collect()
+    }
+
+    fn set_adapter(&mut self, adapter: Option<&Path>) -> Result<String> {
+        match adapter {
+            Some(a) => {
+                let hash = crate::models::adapter_hash(a)?;
+                self.model.load_adapter(a).with_context(|| format!("loading the adapter in {}", a.display()))?;
+                self.adapter_hash = Some(hash);
+            }
+            None => {
+                self.model.remove_adapter();
+                self.adapter_hash = None;
+            }
+        }
+        Ok(self.version())
+    }
+}

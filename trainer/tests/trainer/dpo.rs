@@ -1,0 +1,432 @@
+//! `keel-train dpo` and `keel-train sft` on a tiny model: the first step, the loss against TRL's
+//! DPOTrainer, learning a rule (and doing no worse than TRL), resuming a killed run exactly, SFT,
+//! and bad data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use keel_trainer::dpo::{DPO_STATS, DpoObjective};
+use keel_trainer::init_model::{InitOptions, init_model};
+use keel_trainer::model::rng::Rng;
+use keel_trainer::model::{Family, LoadOptions, LoraConfig, Model, Weights};
+use keel_trainer::score::{read_pairs, score_pairs};
+use keel_trainer::train::Objective;
+use keel_trainer::train::data::{self, load_pairs, write_pair_ids};
+use serde_json::{Map, Value, json};
+use tch::{Device, Kind, Tensor};
+
+const TRL_SCRIPT: &str = include_str!("../py/dpo_trl.py");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("KEEL_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keel-train")
+}
+
+/// The tiny model, made once per test run.
+fn tiny() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("tiny");
+        init_model(&m, &InitOptions { preset: "tiny".into(), family: Family::Qwen2, seed: 11 }).unwrap();
+        (d, m)
+    })
+    .1
+}
+
+const WORDS: [&str; 12] = ["alpha", "beta", "gamma", "delta", "omega", "zeta", "theta", "kappa", "sigma", "tau", "rho", "phi"];
+
+/// Pairs with a learnable rule: both completions share a random body; the chosen one ends with
+/// ` done.`, the rejected one with ` oops!`.
+fn rule_pairs(n: usize, seed: u64) -> Vec<Value> {
+    let mut rng = Rng::new(seed);
+    let word = |rng: &mut Rng| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize];
+    (0..n)
+        .map(|_| {
+            let prompt: Vec<&str> = (0..5).map(|_| word(&mut rng)).collect();
+            let body: Vec<&str> = (0..4).map(|_| word(&mut rng)).collect();
+            let body = body.join(" ");
+            json!({"prompt": format!("fix {}:", prompt.join(" ")), "chosen": format!(" {body} done."), "rejected": format!(" {body} oops!")})
+        })
+        .collect()
+}
+
+fn write_lines(path: &Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn run_bin(args: &[&str]) -> std::process::Output {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    out
+}
+
+fn steps(out: &Path) -> Vec<Map<String, Value>> {
+    keel_trainer::metrics::read_steps(&out.join("metrics.jsonl")).unwrap()
+}
+
+fn summary(out: &Path) -> Map<String, Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let v: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    v.as_object().unwrap().clone()
+}
+
+fn adapter_tensors(dir: &Path) -> Vec<(String, Tensor)> {
+    let w = Weights::open_files(&[dir.join("adapter_model.safetensors")]).unwrap();
+    let mut names: Vec<String> = w.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    names.into_iter().map(|n| (n.clone(), w.load(&n, Kind::Float, Device::Cpu).unwrap())).collect()
+}
+
+fn python_trl(args: &[&str], dir: &Path) -> Value {
+    let script = dir.join("dpo_trl.py");
+    std::fs::write(&script, TRL_SCRIPT).unwrap();
+    let out = Command::new(python()).arg(&script).args(args).env("TMPDIR", dir).output().expect("running python");
+    assert!(out.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn first_step_is_ln2_with_zero_rewards_and_bad_lines_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let mut rows = rule_pairs(12, 1);
+    let long_prompt = "alpha ".repeat(200);
+    let mut text: String = rows.drain(..6).map(|r| format!("{r}\n")).collect();
+    text.push_str("{not json\n"); // line 7
+    text.push_str(&format!("{}\n", json!({"prompt": "fix it:", "chosen": "", "rejected": " no"}))); // 8
+    text.push_str(&format!("{}\n", json!({"prompt": long_prompt, "chosen": " a", "rejected": " b"}))); // 9
+    text.push_str(&format!("{}\n", json!({"prompt": "fix it:", "chosen": " yes"}))); // 10
+    text.push_str("\n"); // blank lines are not data
+    text.push_str(&format!("{}\n", json!({"prompt": "fix:", "chosen": " a long long long long long long completion", "rejected": " b"}))); // 12
+    text.extend(rows.iter().map(|r| format!("{r}\n")));
+    std::fs::write(&pairs, text).unwrap();
+
+    let out = dir.path().join("out");
+    let o = run_bin(&[
+        "dpo", "--model", tiny().to_str().unwrap(), "--pairs", pairs.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--batch-size", "4", "--epochs", "2", "--lr", "1e-3", "--max-length", "64", "--save-steps", "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // The report names every skip and the truncation.
+    assert!(stderr.contains("17 lines: 13 used, 4 skipped"), "{stderr}");
+    assert!(stderr.contains("1 not JSON (line 7)"), "{stderr}");
+    assert!(stderr.contains("1 empty completion (line 8)"), "{stderr}");
+    assert!(stderr.contains("1 prompt fills --max-length (line 9)"), "{stderr}");
+    assert!(stderr.contains("1 missing `rejected` (line 10)"), "{stderr}");
+
+    let s = steps(&out);
+    assert_eq!(s.len(), 8, "13 pairs, batches of 4, 2 epochs");
+    let first = &s[0];
+    assert!((first["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{first:?}");
+    for k in ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"] {
+        assert_eq!(first[k].as_f64().unwrap(), 0.0, "{k}");
+    }
+    for k in DPO_STATS.iter().chain(&["learning_rate", "grad_norm", "epoch", "step"]) {
+        assert!(s.iter().all(|l| l[*k].is_number()), "every step has {k}");
+    }
+    assert!(first["logps/chosen"].as_f64().unwrap() < 0.0);
+    assert_eq!(first["learning_rate"].as_f64().unwrap(), 0.0, "warm-up starts at 0");
+    assert_eq!(s.last().unwrap()["epoch"].as_f64().unwrap(), 2.0);
+    let sum = summary(&out);
+    for k in ["train_runtime", "train_tokens_per_second", "train_loss"] {
+        assert!(sum[k].as_f64().unwrap() > 0.0, "{k} in {sum:?}");
+    }
+    // Adapter in PEFT's layout, the plot, the checkpoint.
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert!(adapter_tensors(&out).iter().any(|(n, _)| n == "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"));
+    assert!(std::fs::metadata(out.join("plot.png")).unwrap().len() > 1000);
+    assert!(out.join("checkpoint/state.json").exists());
+
+    // The truncated pair is reported.
+    let m = Model::load(tiny(), &LoadOptions::default()).unwrap();
+    let (_, report) = load_pairs(&pairs, &m, 12).unwrap();
+    assert!(report.truncated.contains(&12), "{report}");
+    assert!(report.to_string().contains("truncated to --max-length"), "{report}");
+
+    // Nothing usable: a clear error, not an empty run.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "nope\n{\"prompt\": \"x\", \"chosen\": \"\", \"rejected\": \"\"}\n").unwrap();
+    let o = run_bin(&["dpo", "--model", tiny().to_str().unwrap(), "--pairs", bad.to_str().unwrap(), "--out", dir.path().join("o2").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("no usable pairs") && stderr.contains("1 not JSON (line 1)") && stderr.contains("1 empty completion (line 2)"), "{stderr}");
+}
+
+#[test]
+fn conversational_pairs_with_tools_train() {
+    // The format `keel-train pairs` writes: message lists, tools, meta.
+    let dir = tempfile::tempdir().unwrap();
+    let tools = json!([{"type": "function", "function": {"name": "edit", "description": "Edit a file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}]);
+    let rows: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({
+                "prompt": [{"role": "system", "content": "You edit code."}, {"role": "user", "content": format!("fix bug {i}")}],
+                "chosen": [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "edit", "arguments": {"path": format!("src/{i}.rs")}}}]}],
+                "rejected": [{"role": "assistant", "content": "I cannot."}],
+                "tools": tools,
+                "meta": {"source": "human", "episode": format!("e{i}")},
+            })
+        })
+        .collect();
+    let pairs = dir.path().join("pairs.jsonl");
+    write_lines(&pairs, &rows);
+    let out = dir.path().join("out");
+    let o = run_bin(&["dpo", "--model", tiny().to_str().unwrap(), "--pairs", pairs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = steps(&out);
+    assert_eq!(s.len(), 2);
+    assert!((s[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
+}
+
+/// A non-trivial adapter: a fresh one with B drawn at random.
+fn random_adapter(model: &mut Model, dir: &Path) {
+    let lora = model.add_lora(LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() }, 3).unwrap();
+    tch::manual_seed(5);
+    tch::no_grad(|| {
+        for (name, mut t) in lora.vs.variables() {
+            if name.ends_with("lora_B") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.2));
+            }
+        }
+    });
+    model.save_adapter(dir).unwrap();
+}
+
+#[test]
+fn batch_loss_equals_trl_dpo_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = rule_pairs(5, 2);
+    // Conversational pairs with tools too.
+    rows.push(json!({
+        "prompt": [{"role": "user", "content": "rename x"}],
+        "chosen": [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "edit", "arguments": {"path": "a.rs"}}}]}],
+        "rejected": [{"role": "assistant", "content": "no"}],
+        "tools": [{"type": "function", "function": {"name": "edit", "description": "Edit", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}],
+    }));
+    let pairs_path = dir.path().join("pairs.jsonl");
+    write_lines(&pairs_path, &rows);
+    let mut model = Model::load(tiny(), &LoadOptions::default()).unwrap();
+    let (pairs, _) = load_pairs(&pairs_path, &model, 1024).unwrap();
+    let ids = dir.path().join("ids.jsonl");
+    write_pair_ids(&pairs, &ids).unwrap();
+    let beta = 0.3;
+    let obj = DpoObjective::new(&model, pairs, beta).unwrap();
+    let adapter = dir.path().join("adapter");
+    random_adapter(&mut model, &adapter);
+    model.transformer.set_train(false);
+    let all: Vec<usize> = (0..obj.len()).collect();
+    let (_, sums) = tch::no_grad(|| obj.micro(&model, &all)).unwrap();
+    let n = all.len() as f64;
+    let keel: Map<String, Value> = DPO_STATS.iter().zip(&sums).map(|(k, s)| (k.to_string(), json!(s / n))).collect();
+
+    let trl = python_trl(&["loss", tiny().to_str().unwrap(), adapter.to_str().unwrap(), ids.to_str().unwrap(), "--beta", &beta.to_string()], dir.path());
+    // Same reference log-probs, pair by pair.
+    for (i, (c, r)) in obj.ref_chosen.iter().zip(&obj.ref_rejected).enumerate() {
+        let (tc, tr) = (trl["ref_chosen_logps"][i].as_f64().unwrap(), trl["ref_rejected_logps"][i].as_f64().unwrap());
+        assert!((c - tc).abs() < 1e-3 && (r - tr).abs() < 1e-3, "pair {i}: keel ({c}, {r}) trl ({tc}, {tr})");
+    }
+    let loss = keel["loss"].as_f64().unwrap();
+    assert!((loss - std::f64::consts::LN_2).abs() > 1e-3, "the adapter must move the loss off ln 2: {loss}");
+    for k in DPO_STATS {
+        let (a, b) = (keel[k].as_f64().unwrap(), trl[k].as_f64().unwrap());
+        let tol = if k.starts_with("logps") { 1e-3 } else { 1e-5 };
+        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{k}: keel {a} vs trl {b}\nkeel {keel:?}\ntrl {trl}");
+    }
+}
+
+/// Held-out implicit-reward accuracy of `adapter` (ties count half): the reward of a completion is
+/// its log-prob with the adapter minus without.
+fn implicit_accuracy(pairs: &Path, adapter: Option<&Path>) -> f64 {
+    let mut model = Model::load(tiny(), &LoadOptions::default()).unwrap();
+    let p = read_pairs(pairs).unwrap();
+    let base = score_pairs(&model, &p, 16).unwrap();
+    let Some(a) = adapter else { return 0.5 };
+    model.load_adapter(a).unwrap();
+    let tuned = score_pairs(&model, &p, 16).unwrap();
+    let score: f64 = base
+        .iter()
+        .zip(&tuned)
+        .map(|((bc, br), (tc, tr))| {
+            let m = (tc - bc) - (tr - br);
+            if m > 0.0 { 1.0 } else if m == 0.0 { 0.5 } else { 0.0 }
+        })
+        .sum();
+    score / p.len() as f64
+}
+
+#[test]
+fn learns_a_rule_and_is_no_worse_than_trl() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.jsonl");
+    let held = dir.path().join("held.jsonl");
+    write_lines(&train, &rule_pairs(48, 10));
+    write_lines(&held, &rule_pairs(32, 20));
+    let (lr, epochs, bs, r, alpha) = ("2e-3", "3", "8", "8", "16");
+
+    // Before training: a fresh adapter gives every completion reward 0, chance.
+    let fresh = dir.path().join("fresh");
+    let mut m = Model::load(tiny(), &LoadOptions::default()).unwrap();
+    m.add_lora(LoraConfig { r: 8, alpha: 16.0, ..LoraConfig::default() }, 0).unwrap();
+    m.save_adapter(&fresh).unwrap();
+    let before = implicit_accuracy(&held, Some(&fresh));
+    assert_eq!(before, 0.5);
+
+    let out = dir.path().join("keel");
+    let o = run_bin(&[
+        "dpo", "--model", tiny().to_str().unwrap(), "--pairs", train.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--lr", lr, "--epochs", epochs, "--batch-size", bs, "--lora-r", r, "--lora-alpha", alpha, "--seed", "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let keel_acc = implicit_accuracy(&held, Some(&out));
+    let s = steps(&out);
+    let last = s.last().unwrap();
+    assert!(last["loss"].as_f64().unwrap() < 0.6 && last["rewards/margins"].as_f64().unwrap() > 0.0, "{last:?}");
+
+    // TRL's DPOTrainer on the same token ids and hyper-parameters.
+    let m = Model::load(tiny(), &LoadOptions::default()).unwrap();
+    let (pairs, _) = load_pairs(&train, &m, 1024).unwrap();
+    let ids = dir.path().join("ids.jsonl");
+    write_pair_ids(&pairs, &ids).unwrap();
+    let trl_out = dir.path().join("trl");
+    let trl = python_trl(
+        &[
+            "train", tiny().to_str().unwrap(), ids.to_str().unwrap(), trl_out.to_str().unwrap(), "--lr", lr, "--epochs", epochs,
+            "--batch-size", bs, "--lora-r", r, "--lora-alpha", alpha, "--seed", "1",
+        ],
+        dir.path(),
+    );
+    let trl_acc = implicit_accuracy(&held, Some(&trl_out));
+    eprintln!("held-out implicit-reward accuracy: before {before}, keel {keel_acc}, trl {trl_acc}; trl run {trl}");
+    assert!(keel_acc >= 0.9, "keel reached {keel_acc}");
+    assert!(keel_acc >= trl_acc, "keel {keel_acc} < trl {trl_acc}");
+    assert_eq!(trl["steps"].as_u64().unwrap(), s.len() as u64, "same number of optimizer steps");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    write_lines(&pairs, &rule_pairs(40, 4));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "dpo", "--model", tiny().to_str().unwrap(), "--pairs", pairs.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "--batch-size", "2", "--grad-accum", "2", "--epochs", "3", "--lr", "1e-3", "--save-steps", "4", "--seed", "9",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let full = dir.path().join("full");
+    let o = Command::new(bin()).args(args(&full)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let total = steps(&full).len();
+    assert_eq!(total, 30);
+
+    // Start again, kill it once its first checkpoint is there.
+    let cut = dir.path().join("cut");
+    let mut child = Command::new(bin()).args(args(&cut)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let state = cut.join("checkpoint/state.json");
+    loop {
+        if state.exists() {
+            child.kill().unwrap();
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before its first checkpoint was seen");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed");
+    let done_before = steps(&cut).len();
+    assert!(done_before < total, "the run was killed part-way ({done_before} of {total} steps)");
+    assert!(!cut.join("adapter_model.safetensors").exists(), "no final adapter yet");
+
+    let mut resume = args(&cut);
+    resume.push("--resume".into());
+    let o = Command::new(bin()).args(&resume).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from step"), "{stderr}");
+
+    let (a, b) = (adapter_tensors(&full), adapter_tensors(&cut));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = (ta - tb).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "{na}: max |diff| {d}");
+    }
+    // The metrics continue exactly: one line per step, the same losses.
+    let (sa, sb) = (steps(&full), steps(&cut));
+    assert_eq!(sb.len(), total);
+    for (x, y) in sa.iter().zip(&sb) {
+        assert_eq!(x["step"], y["step"]);
+        assert!((x["loss"].as_f64().unwrap() - y["loss"].as_f64().unwrap()).abs() < 1e-6, "step {}", x["step"]);
+    }
+
+    // A resume with other options is refused, naming what differs.
+    let mut other = args(&cut);
+    other.extend(["--resume".into(), "--beta".into(), "0.5".into()]);
+    let o = Command::new(bin()).args(&other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("beta"), "{stderr}");
+}
+
+#[test]
+fn sft_lowers_the_completion_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    // prompt/completion lines, and a pairs line (its chosen side).
+    let mut rows: Vec<Value> = rule_pairs(16, 7).into_iter().map(|p| json!({"prompt": p["prompt"], "completion": p["chosen"]})).collect();
+    rows.push(rule_pairs(1, 8)[0].clone());
+    rows.push(json!({"prompt": "x", "completion": "  "}));
+    let data_path = dir.path().join("sft.jsonl");
+    write_lines(&data_path, &rows);
+    let out = dir.path().join("sft");
+    let o = run_bin(&[
+        "sft", "--data", data_path.to_str().unwrap(), "--model", tiny().to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--lr", "3e-3", "--epochs", "4", "--batch-size", "4", "--warmup-ratio", "0", "--lora-dropout", "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("18 lines: 17 used, 1 skipped; 1 empty completion (line 18)"), "{stderr}");
+    let s = steps(&out);
+    assert_eq!(s.len(), 20);
+    let (first, last) = (s[0]["loss"].as_f64().unwrap(), s.last().unwrap()["loss"].as_f64().unwrap());
+    assert!(last < first * 0.8, "loss {first} → {last}");
+    assert!(s.iter().all(|l| l["learning_rate"].is_number() && l["grad_norm"].is_number()));
+    assert!(out.join("adapter_model.safetensors").exists() && out.join("plot.png").exists());
+
+    // The SFT adapter starts DPO, and is DPO's reference: the first loss is ln 2 again (the SFT
+    // adapter has no dropout, so the policy equals the reference exactly).
+    let pairs = dir.path().join("pairs.jsonl");
+    write_lines(&pairs, &rule_pairs(8, 9));
+    let dpo = dir.path().join("dpo");
+    let o = run_bin(&[
+        "dpo", "--model", tiny().to_str().unwrap(), "--pairs", pairs.to_str().unwrap(), "--out", dpo.to_str().unwrap(),
+        "--init-adapter", out.to_str().unwrap(), "--batch-size", "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = &steps(&dpo)[0];
+    assert!((first["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{first:?}");
+    assert_eq!(first["rewards/chosen"].as_f64().unwrap(), 0.0);
+}
+
+#[test]
+fn empty_completion_detection() {
+    assert!(data::is_empty_completion(&json!("  ")));
+    assert!(data::is_empty_completion(&json!([{"role": "assistant", "content": ""}])));
+    assert!(!data::is_empty_completion(&json!([{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "x"}}]}])));
+    assert!(!data::is_empty_completion(&json!({"role": "assistant", "content": "ok"})));
+}

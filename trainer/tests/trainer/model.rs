@@ -1,0 +1,455 @@
+//! The model layer against transformers, PEFT and the Python tokenizer, on tiny random models of
+//! both families made by transformers itself (see `model_fixtures.py`), and on `init-model`'s
+//! output.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use keel_trainer::init_model::{InitOptions, init_model};
+use keel_trainer::model::{
+    Family, IncrementalDecoder, LoadOptions, LogitsProcessor, LoraConfig, Model, ModelError, SamplingParams, Weights,
+    generate, weights,
+};
+use keel_trainer::score::{read_pairs, score_pairs};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+const SCRIPT: &str = include_str!("model_fixtures.py");
+
+struct Fixtures {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixtures {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn expect(&self, name: &str) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path(&format!("expect_{name}.json"))).unwrap()).unwrap()
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("KEEL_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+fn run_python(args: &[&str]) -> String {
+    let dir = fixtures_dir_for_script();
+    let out = Command::new(python()).arg(dir.join("model_fixtures.py")).args(args).output().expect("running python");
+    assert!(out.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fixtures_dir_for_script() -> &'static Path {
+    &fx().root
+}
+
+/// Built once per test run: `init-model` (its tokenizer is shared by the transformers models),
+/// then the Python fixtures.
+fn fx() -> &'static Fixtures {
+    static FX: OnceLock<Fixtures> = OnceLock::new();
+    FX.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("model_fixtures.py"), SCRIPT).unwrap();
+        let init = root.join("init");
+        init_model(&init, &InitOptions { preset: "tiny".into(), family: Family::Qwen2, seed: 7 }).unwrap();
+        let out = Command::new(python())
+            .arg(root.join("model_fixtures.py"))
+            .args(["fixtures", root.to_str().unwrap(), init.to_str().unwrap()])
+            .output()
+            .expect("running python");
+        assert!(out.status.success(), "fixtures failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        Fixtures { _dir: dir, root }
+    })
+}
+
+fn load(dir: &Path) -> Model {
+    Model::load(dir, &LoadOptions::default()).unwrap()
+}
+
+fn ids_tensor(rows: &[Vec<i64>]) -> Tensor {
+    let n = rows[0].len() as i64;
+    Tensor::from_slice(&rows.concat()).view([rows.len() as i64, n])
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn json_ids(v: &Value) -> Vec<Vec<i64>> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+const IDS: [[i64; 12]; 2] = [[5, 17, 42, 99, 100, 7, 3, 250, 31, 64, 11, 2], [300, 1, 2, 3, 400, 8, 9, 77, 66, 55, 44, 33]];
+
+fn check_logits(name: &str, dir: &str) {
+    let f = fx();
+    let exp = f.expect(name);
+    let m = load(&f.path(dir));
+    let ids = ids_tensor(&IDS.map(|r| r.to_vec()));
+    let logits = tch::no_grad(|| m.transformer.forward(&ids, &Tensor::ones([2, 12], (Kind::Int64, Device::Cpu)), None));
+    let shape: Vec<i64> = serde_json::from_value(exp["logits_shape"].clone()).unwrap();
+    assert_eq!(logits.size(), shape);
+    let want: Vec<f32> = serde_json::from_value(exp["logits"].clone()).unwrap();
+    let d = max_diff(&to_vec(&logits), &want);
+    assert!(d < 1e-4, "{name}: max |Δlogit| = {d}");
+    // Not trivially small: the models are random but their logits spread.
+    assert!(want.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.5);
+}
+
+#[test]
+fn logits_match_transformers_qwen2_sharded_tied_with_bias() {
+    check_logits("qwen2", "hf_qwen2");
+}
+
+#[test]
+fn logits_match_transformers_llama_bf16_llama3_rope() {
+    check_logits("llama", "hf_llama");
+}
+
+#[test]
+fn logits_of_init_model_match_transformers() {
+    check_logits("init", "init");
+}
+
+#[test]
+fn padded_batches_give_each_row_its_own_logits() {
+    let m = load(&fx().path("hf_qwen2"));
+    let a: Vec<i64> = IDS[0].to_vec();
+    let b: Vec<i64> = IDS[1][..7].to_vec();
+    let single = |r: &Vec<i64>| {
+        let n = r.len() as i64;
+        tch::no_grad(|| m.transformer.forward(&ids_tensor(&[r.clone()]), &Tensor::ones([1, n], (Kind::Int64, Device::Cpu)), None))
+    };
+    let (la, lb) = (single(&a), single(&b));
+    // Left padding.
+    let left = vec![a.clone(), [vec![0; 5], b.clone()].concat()];
+    let mask = ids_tensor(&[vec![1; 12], [vec![0; 5], vec![1; 7]].concat()]);
+    let l = tch::no_grad(|| m.transformer.forward(&ids_tensor(&left), &mask, None));
+    assert!(max_diff(&to_vec(&l.get(0)), &to_vec(&la.get(0))) < 1e-4);
+    assert!(max_diff(&to_vec(&l.get(1).narrow(0, 5, 7)), &to_vec(&lb.get(0))) < 1e-4);
+    // Right padding.
+    let right = vec![a.clone(), [b.clone(), vec![0; 5]].concat()];
+    let mask = ids_tensor(&[vec![1; 12], [vec![1; 7], vec![0; 5]].concat()]);
+    let r = tch::no_grad(|| m.transformer.forward(&ids_tensor(&right), &mask, None));
+    assert!(max_diff(&to_vec(&r.get(1).narrow(0, 0, 7)), &to_vec(&lb.get(0))) < 1e-4);
+    assert!(l.isnan().any().int64_value(&[]) == 0, "padding rows must not produce NaN");
+}
+
+#[test]
+fn kv_cache_steps_give_the_full_forward_logits() {
+    let m = load(&fx().path("hf_llama"));
+    let ids = ids_tensor(&[IDS[0].to_vec()]);
+    let full = tch::no_grad(|| m.transformer.forward(&ids, &Tensor::ones([1, 12], (Kind::Int64, Device::Cpu)), None));
+    let mut cache = m.transformer.new_cache(1, 16);
+    let first = tch::no_grad(|| {
+        m.transformer.forward(&ids.narrow(1, 0, 8), &Tensor::ones([1, 8], (Kind::Int64, Device::Cpu)), Some(&mut cache))
+    });
+    assert!(max_diff(&to_vec(&first), &to_vec(&full.narrow(1, 0, 8))) < 1e-4);
+    for t in 8..12 {
+        let step = tch::no_grad(|| {
+            m.transformer.forward(&ids.narrow(1, t, 1), &Tensor::ones([1, t + 1], (Kind::Int64, Device::Cpu)), Some(&mut cache))
+        });
+        assert!(max_diff(&to_vec(&step), &to_vec(&full.narrow(1, t, 1))) < 1e-4, "step {t}");
+    }
+    assert_eq!(cache.len(), 12);
+}
+
+fn check_greedy(name: &str, dir: &str) {
+    let f = fx();
+    let exp = f.expect(name);
+    let m = load(&f.path(dir));
+    let prompts: Vec<Vec<u32>> = vec![vec![10, 20, 30, 40, 50, 60, 70], vec![11, 22, 33]];
+    let params = SamplingParams { max_new_tokens: 12, ..Default::default() };
+    let out = generate(&m.transformer, &m.tokenizer, prompts.iter().map(|p| (p.clone(), params.clone())).collect(), None).unwrap();
+    let got: Vec<Vec<i64>> = out.iter().map(|g| g.tokens.iter().map(|&t| t as i64).collect()).collect();
+    assert_eq!(got, json_ids(&exp["greedy"]), "{name}: greedy generation differs from transformers");
+}
+
+#[test]
+fn greedy_generation_matches_transformers_both_families() {
+    check_greedy("qwen2", "hf_qwen2");
+    check_greedy("llama", "hf_llama");
+}
+
+#[test]
+fn tokenizer_and_chat_template_match_transformers() {
+    let f = fx();
+    let exp = f.expect("init");
+    let m = load(&f.path("init"));
+    assert!((1000..=2048).contains(&m.tokenizer.vocab_size()), "vocab {}", m.tokenizer.vocab_size());
+    for pair in exp["encode"].as_array().unwrap() {
+        let text = pair[0].as_str().unwrap();
+        let want: Vec<u32> = serde_json::from_value(pair[1].clone()).unwrap();
+        let ids = m.tokenizer.encode(text).unwrap();
+        assert_eq!(ids, want, "encoding {text:?}");
+        assert_eq!(m.tokenizer.decode(&ids, false).unwrap(), text);
+        // Streaming decode gives the same text, never a broken character.
+        let mut dec = IncrementalDecoder::new(false);
+        let mut s = String::new();
+        for &t in &ids {
+            let piece = dec.push(&m.tokenizer, t).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "{piece:?}");
+            s.push_str(&piece);
+        }
+        s.push_str(&dec.finish(&m.tokenizer).unwrap());
+        assert_eq!(s, text);
+    }
+    let pairs = read_pairs(&f.path("pairs.jsonl")).unwrap();
+    let t = m.template().unwrap();
+    let mut msgs = pairs[1].prompt.as_array().unwrap().clone();
+    msgs.extend(pairs[1].chosen.as_array().unwrap().iter().cloned());
+    assert_eq!(t.render(&msgs, pairs[1].tools.as_deref(), false).unwrap(), exp["chat"].as_str().unwrap());
+    assert_eq!(t.render(pairs[2].prompt.as_array().unwrap(), None, true).unwrap(), exp["chat_gen"].as_str().unwrap());
+    assert!(m.eos_ids.contains(&m.tokenizer.token_id("<|im_end|>").unwrap()));
+}
+
+fn assert_scores(got: &[(f64, f64)], want: &Value, what: &str) {
+    let want: Vec<(f64, f64)> = serde_json::from_value(want.clone()).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g.0 - w.0).abs() < 2e-3 && (g.1 - w.1).abs() < 2e-3, "{what}: keel {g:?} vs python {w:?}");
+    }
+}
+
+#[test]
+fn scores_match_the_trl_convention_in_python() {
+    let f = fx();
+    let pairs = read_pairs(&f.path("pairs.jsonl")).unwrap();
+    for (name, dir) in [("qwen2", "hf_qwen2"), ("llama", "hf_llama"), ("init", "init")] {
+        let m = load(&f.path(dir));
+        for bs in [1, 3] {
+            assert_scores(&score_pairs(&m, &pairs, bs).unwrap(), &f.expect(name)["scores"], name);
+        }
+    }
+}
+
+#[test]
+fn score_command_prints_one_line_per_pair() {
+    let f = fx();
+    let out = keel_e2e::command("keel-train")
+        .args(["score", "--model", f.path("hf_llama").to_str().unwrap(), "--pairs", f.path("pairs.jsonl").to_str().unwrap()])
+        .args(["--adapter", f.path("peft_llama").to_str().unwrap(), "--batch-size", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<(f64, f64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["chosen_logp"].as_f64().unwrap(), v["rejected_logp"].as_f64().unwrap())
+        })
+        .collect();
+    assert_scores(&got, &f.expect("llama")["peft_scores"], "score --adapter");
+}
+
+#[test]
+fn peft_adapters_load_in_keel() {
+    let f = fx();
+    let pairs = read_pairs(&f.path("pairs.jsonl")).unwrap();
+    for name in ["qwen2", "llama"] {
+        let mut m = load(&f.path(&format!("hf_{name}")));
+        m.load_adapter(&f.path(&format!("peft_{name}"))).unwrap();
+        assert_scores(&score_pairs(&m, &pairs, 2).unwrap(), &f.expect(name)["peft_scores"], name);
+        // Adapters off: the reference model, same weights.
+        m.transformer.set_lora_enabled(false);
+        assert_scores(&score_pairs(&m, &pairs, 2).unwrap(), &f.expect(name)["scores"], name);
+    }
+}
+
+#[test]
+fn keel_adapters_load_in_peft_with_the_same_logps() {
+    let f = fx();
+    let pairs = read_pairs(&f.path("pairs.jsonl")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["qwen2", "llama"] {
+        let model_dir = f.path(&format!("hf_{name}"));
+        let mut m = load(&model_dir);
+        let base = score_pairs(&m, &pairs, 4).unwrap();
+        let lora = m.add_lora(LoraConfig { r: 4, alpha: 16.0, dropout: 0.1, ..Default::default() }, 3).unwrap();
+        assert_eq!(lora.vs.trainable_variables().len(), 2 * 7 * 2);
+        // A fresh adapter (B = 0) changes nothing.
+        let fresh = score_pairs(&m, &pairs, 4).unwrap();
+        for (a, b) in fresh.iter().zip(&base) {
+            assert!((a.0 - b.0).abs() < 1e-4 && (a.1 - b.1).abs() < 1e-4);
+        }
+        // Give B non-zero values, as training would.
+        let mut g = keel_trainer::model::rng::Rng::new(11);
+        for (n, mut t) in m.lora.as_ref().unwrap().vs.variables() {
+            if n.ends_with("lora_B") {
+                let v = Tensor::from_slice(&g.normal_vec(t.numel(), 0.05)).view(t.size().as_slice());
+                tch::no_grad(|| t.copy_(&v));
+            }
+        }
+        let keel = score_pairs(&m, &pairs, 4).unwrap();
+        assert!((keel[1].0 - base[1].0).abs() > 1e-2, "the adapter must change the scores");
+        let out = dir.path().join(name);
+        m.save_adapter(&out).unwrap();
+        let cfg: Value = serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["peft_type"], "LORA");
+        assert_eq!(cfg["task_type"], "CAUSAL_LM");
+        let w = Weights::open_files(&[out.join("adapter_model.safetensors")]).unwrap();
+        assert_eq!(w.shape("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"), Some(&[4i64, 64][..]));
+        assert_eq!(w.shape("base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"), Some(&[64i64, 4][..]));
+        // PEFT reads it and gives the same log-probs.
+        let py = run_python(&["peft", model_dir.to_str().unwrap(), out.to_str().unwrap(), f.path("pairs.jsonl").to_str().unwrap()]);
+        let py: Value = serde_json::from_str(py.trim().lines().last().unwrap()).unwrap();
+        assert_scores(&keel, &py, name);
+        // And Keel reads it back.
+        let mut again = load(&model_dir);
+        again.load_adapter(&out).unwrap();
+        assert_scores(&score_pairs(&again, &pairs, 4).unwrap(), &serde_json::to_value(&keel).unwrap(), name);
+        assert_eq!(again.lora.as_ref().unwrap().digest(), m.lora.as_ref().unwrap().digest());
+    }
+}
+
+#[test]
+fn sampling_is_seeded_stops_and_can_be_constrained() {
+    let m = load(&fx().path("init"));
+    let prompt = m.tokenizer.encode("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n").unwrap();
+    let p = SamplingParams { max_new_tokens: 16, temperature: 1.0, top_p: 0.9, top_k: 50, seed: 5, ..Default::default() };
+    let run = |p: &SamplingParams, n: usize| generate(&m.transformer, &m.tokenizer, vec![(prompt.clone(), p.clone()); n], None).unwrap();
+    let a = run(&p, 1);
+    let b = run(&p, 3);
+    assert_eq!(a[0].tokens, b[0].tokens, "same seed, same tokens, alone or batched");
+    assert_eq!(b[0].tokens, b[2].tokens);
+    let c = run(&SamplingParams { seed: 6, ..p.clone() }, 1);
+    assert_ne!(a[0].tokens, c[0].tokens, "another seed samples differently");
+    // top_k = 1 is greedy.
+    let greedy = run(&SamplingParams { max_new_tokens: 16, ..Default::default() }, 1);
+    let k1 = run(&SamplingParams { top_k: 1, ..p.clone() }, 1);
+    assert_eq!(greedy[0].tokens, k1[0].tokens);
+    // A stop string cuts the text and ends the row.
+    let text = &a[0].text;
+    if let Some(stop) = text.get(2..4).filter(|s| !s.trim().is_empty()) {
+        let s = run(&SamplingParams { stop: vec![stop.to_string()], ..p.clone() }, 1);
+        assert_eq!(s[0].finish, keel_trainer::model::FinishReason::Stop);
+        assert!(!s[0].text.contains(stop) && text.starts_with(&s[0].text));
+    }
+    // An eos id ends the row.
+    let e = run(&SamplingParams { eos_ids: vec![a[0].tokens[3]], ..p.clone() }, 1);
+    assert_eq!(e[0].finish, keel_trainer::model::FinishReason::Eos);
+    assert!(e[0].tokens.len() <= 4);
+    // A processor that allows only digits.
+    struct Digits(Vec<bool>);
+    impl LogitsProcessor for Digits {
+        fn process(&mut self, _row: usize, _generated: &[u32], logits: &mut [f32]) {
+            for (l, ok) in logits.iter_mut().zip(&self.0) {
+                if !ok {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    let allowed: Vec<bool> = (0..m.config.vocab_size as u32)
+        .map(|i| m.tokenizer.decode(&[i], false).is_ok_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())))
+        .collect();
+    let mut d = Digits(allowed);
+    let out = generate(&m.transformer, &m.tokenizer, vec![(prompt.clone(), p.clone())], Some(&mut d)).unwrap();
+    assert!(!out[0].text.is_empty() && out[0].text.chars().all(|c| c.is_ascii_digit()), "{:?}", out[0].text);
+}
+
+// ----- errors: one clear message each -----
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn load_err(dir: &Path) -> String {
+    match Model::load(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn malformed_config_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("m");
+    copy_dir(&fx().path("init"), &d);
+    let cfg_path = d.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["num_attention_heads"] = "four".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("malformed config") && e.contains("`num_attention_heads` must be a positive integer"), "{e}");
+    std::fs::write(&cfg_path, "{not json").unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("malformed config") && e.contains("not JSON"), "{e}");
+}
+
+fn rewrite_weights(d: &Path, f: impl Fn(&str, Tensor) -> Option<Tensor>) {
+    let w = Weights::open(d).unwrap();
+    let tensors: Vec<(String, Tensor)> = w
+        .names()
+        .into_iter()
+        .filter_map(|n| f(n, w.load(n, Kind::Float, Device::Cpu).unwrap()).map(|t| (n.to_string(), t)))
+        .collect();
+    drop(w);
+    weights::save(&d.join("model.safetensors"), &tensors).unwrap();
+}
+
+#[test]
+fn missing_and_misshaped_tensors_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("missing");
+    copy_dir(&fx().path("init"), &d);
+    rewrite_weights(&d, |n, t| (n != "model.layers.1.self_attn.k_proj.weight").then_some(t));
+    let e = load_err(&d);
+    assert!(e.contains("missing tensor `model.layers.1.self_attn.k_proj.weight`"), "{e}");
+
+    let d = tmp.path().join("shape");
+    copy_dir(&fx().path("init"), &d);
+    rewrite_weights(&d, |n, t| Some(if n == "model.layers.0.mlp.up_proj.weight" { t.narrow(0, 0, 100) } else { t }));
+    let e = load_err(&d);
+    assert!(e.contains("`model.layers.0.mlp.up_proj.weight` has shape [100, 64] but the config wants [128, 64]"), "{e}");
+}
+
+#[test]
+fn tokenizer_that_does_not_fit_the_vocabulary_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("m");
+    copy_dir(&fx().path("init"), &d);
+    let cfg_path = d.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["vocab_size"] = 600.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("tokenizer does not match the model") && e.contains("vocab_size is 600"), "{e}");
+    assert!(matches!(Model::load(&d, &LoadOptions::default()), Err(ModelError::VocabMismatch(_))));
+}
+
+#[test]
+fn adapter_for_another_base_is_a_clear_error() {
+    let f = fx();
+    // The transformers Qwen2 fixture has intermediate size 96; init-model's tiny has 128.
+    let mut m = load(&f.path("init"));
+    let e = m.load_adapter(&f.path("peft_qwen2")).unwrap_err().to_string();
+    assert!(e.contains("was made for another base model") && e.contains("down_proj"), "{e}");
+    assert!(m.lora.is_none());
+    // A bad adapter_config.json.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("a");
+    copy_dir(&f.path("peft_qwen2"), &d);
+    std::fs::write(d.join("adapter_config.json"), r#"{"peft_type": "PREFIX_TUNING"}"#).unwrap();
+    let e = m.load_adapter(&d).unwrap_err().to_string();
+    assert!(e.contains("peft_type must be LORA"), "{e}");
+}
