@@ -17,6 +17,9 @@ pub struct Config {
     pub api_key_env: Option<String>,
     pub store: PathBuf,
     pub verify: Option<String>,
+    /// The container engine `run` steps execute in (`unix:///…/docker.sock`, Podman's socket
+    /// works); `None`: no sandbox, and `run` is never executed.
+    pub sandbox: Option<String>,
     pub limits: Limits,
 }
 
@@ -61,6 +64,7 @@ impl Default for Config {
             api_key_env: None,
             store: keel_trajectory::default_path(),
             verify: None,
+            sandbox: env("DOCKER_HOST"),
             limits: Limits::default(),
         }
     }
@@ -74,6 +78,9 @@ struct Raw {
     store: Option<String>,
     #[serde(default)]
     verify: Option<String>,
+    /// `"off"`, or the engine socket.
+    #[serde(default)]
+    sandbox: Option<String>,
     #[serde(default)]
     limits: Option<Value>,
 }
@@ -118,6 +125,12 @@ impl Config {
         }
         if let Some(s) = raw.store.filter(|s| !s.trim().is_empty()) {
             c.store = expand_home(&s);
+        }
+        if let Some(sb) = raw.sandbox {
+            c.sandbox = match sb.trim() {
+                "" | "off" | "none" => None,
+                s => Some(s.to_string()),
+            };
         }
         if raw.verify.is_some() {
             c.verify = raw.verify.filter(|s| !s.trim().is_empty());

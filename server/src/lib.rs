@@ -8,12 +8,14 @@
 //! [`syntax`] (tree-sitter context), [`model`] (the OpenAI-compatible client), [`episode`] (the
 //! agent loop), [`tools`] (read-only tools), [`watch`] (reverts and user edits after an accept),
 //! [`ui`] (lenses, diagnostics, status), [`server`] (the thin `LanguageServer` handlers).
-//! It never links libtorch and never runs a model-proposed command on the host.
+//! It never links libtorch and never runs a model-proposed command on the host: an accepted `run`
+//! executes in a container ([`sandbox`]).
 
 pub mod config;
 pub mod document;
 pub mod episode;
 pub mod model;
+pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod syntax;

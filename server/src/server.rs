@@ -174,11 +174,28 @@ impl Backend {
         };
         match p.kind.clone() {
             PendingKind::Run { command } => {
-                let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
-                let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
-                send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
-                self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
-                Ok(json!({"applied": false, "reason": msg}))
+                let Some(socket) = self.state.config().sandbox else {
+                    let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
+                    let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
+                    send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
+                    self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
+                    return Ok(json!({"applied": false, "reason": msg}));
+                };
+                // Accepted: it runs in a container made from a copy of the workspace, never here.
+                let _ = self.state.decide(step, Decision::Accepted);
+                let root = lock(&self.state.root).clone();
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let obs = match root {
+                        Some(root) => crate::sandbox::run(&socket, &root, &command).await,
+                        None => Observation { output: "no workspace root to copy into the sandbox".into(), exit_code: Some(1), ..Default::default() },
+                    };
+                    if obs.exit_code.is_none() || obs.output.starts_with("sandbox error") {
+                        client.show_message(MessageType::WARNING, format!("Keel: {}", obs.output.lines().next().unwrap_or(""))).await;
+                    }
+                    send(UserDecision::Accepted(obs));
+                });
+                Ok(json!({"applied": true, "sandbox": true}))
             }
             PendingKind::Edit { path, old_text, new_text } => {
                 // Locate the edit in the text as it is now (the user may have typed since).

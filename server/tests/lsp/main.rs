@@ -5,6 +5,7 @@ mod documents;
 mod episode;
 mod real_model;
 mod robustness;
+mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +40,7 @@ impl Fixture {
         json!({
             "model": {"endpoint": self.model.url, "name": "scripted"},
             "store": self.store,
+            "sandbox": "off",
             "limits": {"request_timeout_secs": 3, "watch_secs": 2}
         })
     }
