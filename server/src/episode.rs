@@ -20,6 +20,10 @@ use crate::model::{Completion, JSON_FALLBACK_INSTRUCTION, ModelClient, ModelErro
 use crate::state::{EpisodeHandle, Pending, PendingKind, State, UserDecision, lock};
 use crate::ui;
 
+/// Automatic rejections answered by sampling again at the same state before the model is shown
+/// the error.
+pub const AUTO_RESAMPLES: u32 = 2;
+
 pub const SYSTEM_PROMPT: &str = "You are Keel, a coding agent working inside the user's editor. \
 Complete the task by calling one tool at a time: view_file and search to read the code, edit to change a file \
 (old_text must occur exactly once in the file), run to run a command in a sandbox, and finish when the task is done. \
@@ -195,6 +199,7 @@ impl Ep {
         let mut parent: Option<uuid::Uuid> = None;
         let mut steps = 0u32;
         let mut auto_run = 0u32;
+        let mut same_state = 0u32;
         let mut seen: HashSet<String> = HashSet::new();
         let task_lines = req.range.map(|r| (r.start_line.saturating_sub(2), r.end_line + 2)).unwrap_or((0, u32::MAX));
         let mut reading: Vec<(String, u32, u32)> = vec![(req.uri.clone(), task_lines.0, task_lines.1)];
@@ -267,8 +272,15 @@ impl Ep {
                     self.auto_reject(&step, error.cause(), &msg);
                     let obs = Observation { output: format!("error: {msg}. Call exactly one of the tools with valid arguments."), exit_code: Some(2), ..Default::default() };
                     self.observe(&step, &obs);
-                    prompt = strip_fallback(advance(&obs), fallback);
-                    parent = Some(step.id);
+                    // An automatic rejection: sample again at the same state (a sibling, so the rejected
+                    // step and a valid one make a pair), then, if it keeps failing, show the model the error.
+                    if same_state < AUTO_RESAMPLES {
+                        same_state += 1;
+                    } else {
+                        prompt = strip_fallback(advance(&obs), fallback);
+                        parent = Some(step.id);
+                        same_state = 0;
+                    }
                     auto_run += 1;
                     continue;
                 }
@@ -279,8 +291,15 @@ impl Ep {
                 self.auto_reject(&step, RejectCause::Loop, "the same action as an earlier step");
                 let obs = Observation { output: "You already did exactly this. Do something different.".into(), exit_code: Some(2), ..Default::default() };
                 self.observe(&step, &obs);
-                prompt = strip_fallback(advance(&obs), fallback);
-                parent = Some(step.id);
+                // An automatic rejection: sample again at the same state (a sibling, so the rejected
+                // step and a valid one make a pair), then, if it keeps failing, show the model the error.
+                if same_state < AUTO_RESAMPLES {
+                    same_state += 1;
+                } else {
+                    prompt = strip_fallback(advance(&obs), fallback);
+                    parent = Some(step.id);
+                    same_state = 0;
+                }
                 auto_run += 1;
                 continue;
             }
@@ -290,8 +309,15 @@ impl Ep {
                     self.auto_reject(&step, RejectCause::OutsideWorkspace, &msg);
                     let obs = Observation { output: format!("refused: {msg}"), exit_code: Some(2), ..Default::default() };
                     self.observe(&step, &obs);
-                    prompt = strip_fallback(advance(&obs), fallback);
-                    parent = Some(step.id);
+                    // An automatic rejection: sample again at the same state (a sibling, so the rejected
+                    // step and a valid one make a pair), then, if it keeps failing, show the model the error.
+                    if same_state < AUTO_RESAMPLES {
+                        same_state += 1;
+                    } else {
+                        prompt = strip_fallback(advance(&obs), fallback);
+                        parent = Some(step.id);
+                        same_state = 0;
+                    }
                     auto_run += 1;
                     continue;
                 }
@@ -320,6 +346,7 @@ impl Ep {
                     self.observe(&step, &obs);
                     prompt = strip_fallback(advance(&obs), fallback);
                     parent = Some(step.id);
+                    same_state = 0;
                     auto_run += 1;
                 }
                 Action::Finish { summary } => {
@@ -333,8 +360,15 @@ impl Ep {
                             self.auto_reject(&step, cause, &msg);
                             let obs = Observation { output: format!("The edit was not proposed: {msg}"), exit_code: Some(1), ..Default::default() };
                             self.observe(&step, &obs);
-                            prompt = strip_fallback(advance(&obs), fallback);
-                            parent = Some(step.id);
+                            // An automatic rejection: sample again at the same state (a sibling, so the rejected
+                            // step and a valid one make a pair), then, if it keeps failing, show the model the error.
+                            if same_state < AUTO_RESAMPLES {
+                                same_state += 1;
+                            } else {
+                                prompt = strip_fallback(advance(&obs), fallback);
+                                parent = Some(step.id);
+                                same_state = 0;
+                            }
                             auto_run += 1;
                             continue;
                         }
@@ -345,6 +379,7 @@ impl Ep {
                             self.observe(&step, &obs);
                             prompt = strip_fallback(advance(&obs), fallback);
                             parent = Some(step.id);
+                            same_state = 0;
                         }
                         Next::Again => {} // a sibling at the same state
                         Next::Stop => return EpisodeEnd::Cancelled,
@@ -358,6 +393,7 @@ impl Ep {
                             self.observe(&step, &obs);
                             prompt = strip_fallback(advance(&obs), fallback);
                             parent = Some(step.id);
+                            same_state = 0;
                         }
                         Next::Again => {}
                         Next::Stop => return EpisodeEnd::Cancelled,
@@ -580,7 +616,7 @@ fn strip_fallback(mut p: Prompt, fallback: bool) -> Prompt {
 }
 
 /// Commit, uncommitted changes and untracked files, so a container can rebuild the workspace.
-async fn git_snapshot(root: &Path) -> Option<VcsState> {
+pub async fn git_snapshot(root: &Path) -> Option<VcsState> {
     async fn git(root: &Path, args: &[&str]) -> Option<Vec<u8>> {
         let out = tokio::time::timeout(
             Duration::from_secs(10),

@@ -14,7 +14,13 @@ pub async fn run(socket: &str, root: &Path, command: &str) -> Observation {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
-    let container = match sandbox.start(&WorkspaceSnapshot::from_dir(root)).await {
+    // In a git repository: the commit, the uncommitted changes and the untracked files that are
+    // not ignored (so build output and virtual environments stay out); else the directory.
+    let snapshot = match crate::episode::git_snapshot(root).await {
+        Some(vcs) => WorkspaceSnapshot::from_vcs(root, &vcs),
+        None => WorkspaceSnapshot::from_dir(root),
+    };
+    let container = match sandbox.start(&snapshot).await {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };

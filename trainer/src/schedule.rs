@@ -33,6 +33,10 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     #[serde(default = "cpu")]
     pub device: String,
+    /// The name the model is served under (`keel-train serve --name`, default `keel`): versions are
+    /// `<name>@<adapter hash>`, as the server reports them on every answer.
+    #[serde(default = "keel_name")]
+    pub model_name: String,
     #[serde(default)]
     pub trigger: Trigger,
     #[serde(default)]
@@ -47,6 +51,10 @@ pub struct Config {
 
 fn cpu() -> String {
     "cpu".into()
+}
+
+fn keel_name() -> String {
+    "keel".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -435,8 +443,7 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
             eprintln!("{}", report.table(live.as_ref().map(|v| v.id.as_str()).unwrap_or("base")));
             let adapter = dir.join("adapter");
             let hash = crate::models::adapter_hash(&adapter)?;
-            let base_name = cfg.base_model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-            let id = format!("{base_name}@{hash}");
+            let id = format!("{}@{hash}", cfg.model_name);
             let v = ModelVersion {
                 id: id.clone(),
                 created_at: now_ms(),

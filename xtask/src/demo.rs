@@ -1,22 +1,64 @@
-//! `cargo xtask demo`: the main job on the embedded defaults, from a fresh clone.
+//! `cargo xtask demo`: the whole loop on the embedded defaults, from a fresh clone.
 //!
-//! It starts the real language server (`keel-lsp`) on a sample workspace, speaks LSP to it as an
-//! editor would, and plays a user who follows a stated rule: ask for another proposal when an edit
-//! does not make `add` add, accept it when it does. The model is a scripted OpenAI-compatible
-//! endpoint on loopback (a trained model comes with `keel-train serve`). The server records the
-//! episode into a real store (SQLite under `.keel/demo/`); the demo prints what the store holds,
-//! read back from disk, and mines the preference pair with `keel-train pairs`.
+//! 1. `keel-train init-model` makes a tiny random model (Qwen2 layout, trained BPE tokenizer).
+//! 2. `keel-train serve` serves it (following the store's live version).
+//! 3. A real headless Neovim with Keel's plugin and `keel-lsp` works on a sample workspace; a
+//!    simulated user decides every proposal by a stated rule (`xtask/demo/user.lua`); accepted
+//!    `run` steps execute in the sandbox.
+//! 4. `keel-train schedule --once` mines the pairs, trains (SFT, then DPO), runs the evaluation
+//!    gate on held-out pairs, and promotes the candidate if it is better.
+//! 5. The server picks the new version up; a new proposal carries it.
 
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use keel_trajectory::action::observation_text;
-use keel_trajectory::*;
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
 use crate::env;
 
-const BUGGY: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
+const CALC: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
 const TEST: &str = "from calc import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n";
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn keel_train() -> Command {
+    let mut c = Command::new(env::root().join("target/debug/keel-train"));
+    c.envs(env::vars());
+    c
+}
+
+fn step(n: usize, what: &str) {
+    println!("\n── {n}. {what}");
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn http(method: &str, url: &str, body: Option<&Value>) -> Result<Value> {
+    // A tiny HTTP/1.1 client (std only): the demo talks to its own loopback server.
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(300)))?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}", payload.len())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    serde_json::from_str(body).with_context(|| format!("{url} answered: {}", resp.lines().next().unwrap_or("")))
+}
 
 pub fn run(_rest: &[String]) -> Result<()> {
     env::cargo(&["build", "--quiet", "-p", "keel-trainer", "--bin", "keel-train", "-p", "keel-server", "--bin", "keel-lsp"])?;
@@ -26,131 +68,161 @@ pub fn run(_rest: &[String]) -> Result<()> {
     }
     let ws = dir.join("workspace");
     std::fs::create_dir_all(&ws)?;
-    std::fs::write(ws.join("calc.py"), BUGGY)?;
+    std::fs::write(ws.join("calc.py"), CALC)?;
     std::fs::write(ws.join("test_calc.py"), TEST)?;
+    // Its own repository: the editor's root, and what the sandbox copies (commit + changes).
+    for args in [&["init", "-q"][..], &["add", "."], &["-c", "user.name=demo", "-c", "user.email=demo@keel.invalid", "commit", "-qm", "sample"]] {
+        let st = Command::new("git").args(args).current_dir(&ws).status().context("running git")?;
+        anyhow::ensure!(st.success(), "git {args:?} failed in {}", ws.display());
+    }
     let db = dir.join("keel.db");
+    let model = dir.join("model");
+    let t0 = Instant::now();
 
-    println!("== Keel demo ==");
-    println!("workspace: {}", ws.display());
-    println!("store:     {}\n", db.display());
-    let id = record_episode(&db, &ws)?;
-    print_store(&db, id)?;
+    println!("== Keel demo: the whole loop, on a tiny model ==");
+    println!("NOTE: the model here is a tiny RANDOM model, so its proposals are meaningless. The demo shows the");
+    println!("machinery end to end: editor → decisions → store → pairs → SFT/DPO → evaluation gate → promotion →");
+    println!("hot swap. To point Keel at a real model (Qwen2.5-Coder through keel-train serve, vLLM or Ollama),");
+    println!("see docs/real-setup.md.");
+    println!("workspace: {}\nstore:     {}", ws.display(), db.display());
 
-    let pairs = dir.join("pairs.jsonl");
-    let mut cmd = std::process::Command::new(env::root().join("target/debug/keel-train"));
-    cmd.args(["pairs", "--store"]).arg(&db).arg("--out").arg(&pairs).envs(env::vars());
-    env::run(&mut cmd)?;
-    let text = std::fs::read_to_string(&pairs)?;
-    println!("\nkeel-train pairs wrote {} pair(s) to {}", text.lines().count(), pairs.display());
-    if let Some(first) = text.lines().next() {
-        let v: serde_json::Value = serde_json::from_str(first)?;
-        let arg = |side: &str| v[side][0]["tool_calls"][0]["function"]["arguments"]["new_text"].clone();
-        println!("  chosen  edit new_text: {}", arg("chosen"));
-        println!("  rejected edit new_text: {}", arg("rejected"));
-    }
-    println!("\ncalc.py after the accepted edit:\n{}", std::fs::read_to_string(ws.join("calc.py"))?);
-    Ok(())
-}
+    step(1, "a tiny model (keel-train init-model --preset tiny)");
+    let st = keel_train().args(["init-model", "--preset", "tiny", "--seed", "7", "--out"]).arg(&model).stdout(Stdio::null()).status()?;
+    anyhow::ensure!(st.success(), "init-model failed");
+    println!("{}", model.display());
 
-/// Plays the editor and the user against the real `keel-lsp`, with a scripted model.
-fn record_episode(db: &Path, ws: &Path) -> Result<uuid::Uuid> {
-    use keel_e2e::{LspClient, Reply, ScriptedModel, apply_workspace_edit};
-    use serde_json::json;
-    use std::time::Duration;
-
-    let model = ScriptedModel::start();
-    let edit = |new: &str| Reply::tool("edit", json!({"path": "calc.py", "old_text": "return a - b", "new_text": new}));
-    model.push(Reply::tool("view_file", json!({"path": "calc.py"})), true);
-    model.push(edit("return a * b"), true);
-    model.push(edit("return a + b"), true);
-    model.push(Reply::tool("finish", json!({"summary": "add now adds"})), true);
-    println!("model:     a scripted OpenAI-compatible endpoint at {} (point keel-lsp at `keel-train serve` or any", model.url);
-    println!("           OpenAI-compatible server for real proposals)");
-    println!("user rule: ask for another proposal unless the edit makes `add` return a + b; then accept\n");
-
-    let mut c = LspClient::spawn(&env::root().join("target/debug/keel-lsp"), &[("KEEL_LOG", "error")]);
-    c.initialize(ws, json!({"model": {"endpoint": model.url, "name": "scripted"}, "store": db, "verify": "python3 -m pytest -q"}), &["utf-16"]);
-    let path = ws.join("calc.py");
-    let uri = format!("file://{}", path.display());
-    let mut text = std::fs::read_to_string(&path)?;
-    c.notify("textDocument/didOpen", json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}));
-    let range = json!({"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 16}});
-    let diag = json!({"range": range, "severity": 1, "source": "pytest", "message": "test_add: assert add(2, 3) == 5 (got -1)"});
-    let actions = c.request("textDocument/codeAction", json!({"textDocument": {"uri": uri}, "range": range, "context": {"diagnostics": [diag]}}));
-    let titles: Vec<&str> = actions.as_array().into_iter().flatten().filter_map(|a| a["title"].as_str()).collect();
-    println!("code actions offered at calc.py:2 → {}", titles.join(" | "));
-    let fix = actions.as_array().and_then(|a| a.iter().find(|x| x["title"] == "Keel: fix this diagnostic")).context("no Keel fix action")?;
-    let mut from = c.seen.len();
-    let r = c.request("workspace/executeCommand", json!({"command": fix["command"]["command"], "arguments": fix["command"]["arguments"]}));
-    let id: uuid::Uuid = r["episode"].as_str().and_then(|s| s.parse().ok()).context("no episode id")?;
-    println!("picked `Keel: fix this diagnostic` → episode {id}");
-    let mut version = 1;
-    loop {
-        let i = c
-            .wait_for(from, Duration::from_secs(60), |m| m["method"] == "keel/status" && matches!(m["params"]["state"].as_str(), Some("pending" | "finished" | "error" | "cancelled")))
-            .context("the server said nothing for 60 s")?;
-        from = i + 1;
-        let st = c.seen[i]["params"].clone();
-        match st["state"].as_str() {
-            Some("pending") => {
-                let pending = c.request("keel/pending", json!({"uri": uri}));
-                let p = &pending[0];
-                let proposed = p["proposed"].as_str().unwrap_or("");
-                let line = proposed.lines().nth(1).unwrap_or("").trim().to_string();
-                if proposed.contains("return a + b") {
-                    println!("  proposal `{line}` (model {}) → accept", st["model_version"]);
-                    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": p["step"]}]}));
-                    anyhow::ensure!(r["applied"] == true, "the edit was not applied: {r}");
-                    let edits = c.applied_edits.lock().unwrap().clone();
-                    text = apply_workspace_edit(&text, &edits.last().context("no edit")?["edit"]);
-                    std::fs::write(&path, &text)?;
-                    version += 1;
-                    c.notify("textDocument/didChange", json!({"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]}));
-                } else {
-                    println!("  proposal `{line}` → another");
-                    c.request("workspace/executeCommand", json!({"command": "keel.step.retry", "arguments": [{"step": p["step"]}]}));
-                }
-            }
-            Some(state) => {
-                println!("  episode {state}: {}\n", st["message"].as_str().unwrap_or(""));
-                break;
-            }
-            None => {}
-        }
-    }
-    anyhow::ensure!(c.shutdown().success(), "keel-lsp did not shut down cleanly");
-    Ok(id)
-}
-
-fn print_store(db: &Path, id: uuid::Uuid) -> Result<()> {
-    // A fresh connection: what is shown is what is on disk.
-    let store = Store::open(db)?;
-    let st = store.stats()?;
-    println!(
-        "the store holds {} episode(s), {} step(s), {} decision(s), {} observation(s), {} blob(s) ({} bytes compressed from {})",
-        st.episodes, st.steps, st.decisions, st.observations, st.blobs, st.blob_bytes, st.blob_bytes_uncompressed
+    step(2, "keel-train serve (OpenAI-compatible, follows the store's live version)");
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let log = std::fs::File::create(dir.join("serve.log"))?;
+    let _serve = Guard(
+        keel_train()
+            .args(["serve", "--model"])
+            .arg(&model)
+            .args(["--store"])
+            .arg(&db)
+            .args(["--port", &port.to_string(), "--max-tokens", "64"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?,
     );
-    let tree = store.tree(id)?.context("the episode is not in the store")?;
-    println!("\nepisode {} ({}): {}", tree.episode.id, tree.episode.task.kind.as_str(), tree.episode.task.instruction);
-    print_children(&tree, None, 1);
-    if let Some(end) = &tree.end {
-        println!("  end: {}", serde_json::to_string(&end.end)?);
-    }
-    Ok(())
-}
-
-fn print_children(tree: &EpisodeTree, parent: Option<uuid::Uuid>, depth: usize) {
-    for s in tree.children(parent) {
-        let what = match s.step.parsed.action() {
-            Some(a) => format!("{} {}", a.tool_name(), a.arguments()),
-            None => "(unparsable output)".to_string(),
-        };
-        let decision = s.decision().map(|d| serde_json::to_string(d).unwrap_or_default()).unwrap_or("pending".into());
-        println!("{}- state {}  {what}\n{}  decision: {decision}", "  ".repeat(depth), &s.step.state_hash[..12], "  ".repeat(depth));
-        if let Some(o) = &s.observation {
-            let first = observation_text(o).lines().next().unwrap_or("").to_string();
-            println!("{}  observed: {first}…", "  ".repeat(depth));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        if let Ok(h) = http("GET", &format!("http://127.0.0.1:{port}/health"), None) {
+            break h;
         }
-        print_children(tree, Some(s.step.id), depth + 1);
+        if Instant::now() > deadline {
+            bail!("keel-train serve did not start; see {}", dir.join("serve.log").display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("{url} — version {}", health["version"]);
+
+    step(3, "Neovim (headless, the real plugin and keel-lsp) with a simulated user");
+    println!("rule: accept a `run` whose command starts with a letter (it runs in the sandbox), else ask for");
+    println!("      another (three times at most), then reject; accept an edit only if calc.py still defines add()");
+    let nvim = env::venv().join("bin/nvim");
+    let out = dir.join("nvim.json");
+    let mut child = Command::new(&nvim)
+        .args(["--headless", "--clean", "-u"])
+        .arg(env::root().join("tests/e2e/nvim/init.lua"))
+        .envs(env::vars())
+        .env("KEEL_E2E_PLUGIN", env::root().join("editors/nvim"))
+        .env("KEEL_E2E_SCENARIO", env::root().join("xtask/demo/user.lua"))
+        .env("KEEL_E2E_OUT", &out)
+        .env("KEEL_DEMO_LSP", env::root().join("target/debug/keel-lsp"))
+        .env("KEEL_DEMO_ENDPOINT", &url)
+        .env("KEEL_DEMO_STORE", &db)
+        .env("KEEL_DEMO_ROOT", &ws)
+        .env("KEEL_DEMO_EPISODES", "40")
+        .current_dir(&ws)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", nvim.display()))?;
+    for line in BufReader::new(child.stdout.take().context("nvim stdout")?).lines().map_while(Result::ok) {
+        let line = line.trim_matches(|c: char| c.is_control() || c == '\u{1b}');
+        if line.starts_with("episode") {
+            println!("  {line}");
+        }
     }
+    let status = child.wait()?;
+    let res: Value = std::fs::read_to_string(&out).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null);
+    if let Some(e) = res.get("error").and_then(Value::as_str) {
+        bail!("the Neovim session failed: {e}");
+    }
+    anyhow::ensure!(status.success(), "nvim exited with {status}");
+
+    step(4, "what the store holds");
+    let store = keel_trajectory::Store::open(&db)?;
+    let s = store.stats()?;
+    println!("{} episodes, {} steps, {} decisions, {} observations", s.episodes, s.steps, s.decisions, s.observations);
+    println!("steps by their decision: {}", s.decisions_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
+    drop(store);
+
+    step(5, "keel-train schedule --once: pairs → sft → dpo → evaluation gate → promotion");
+    let cfg = dir.join("keel.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store = {:?}\nbase_model = {:?}\nwork_dir = {:?}\n\n[pairs]\nholdout = 0.3\n\n[train]\nsft = true\nmin_pairs = 2\nsft_args = [\"--epochs\", \"2\", \"--lr\", \"1e-3\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\ndpo_args = [\"--epochs\", \"4\", \"--lr\", \"1e-3\", \"--beta\", \"0.1\", \"--batch-size\", \"4\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\n\n[gate]\nmin_accuracy_gain = 0.0\nslice_tolerance = 0.1\n",
+            db.display().to_string(),
+            model.display().to_string(),
+            dir.join("runs").display().to_string()
+        ),
+    )?;
+    let sched = keel_train().args(["schedule", "--once", "--config"]).arg(&cfg).stdout(Stdio::inherit()).stderr(Stdio::piped()).output()?;
+    let text = String::from_utf8_lossy(&sched.stderr);
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        println!("  {l}");
+    }
+    anyhow::ensure!(sched.status.success(), "keel-train schedule failed");
+
+    step(6, "before / after on the held-out pairs");
+    let store = keel_trajectory::Store::open(&db)?;
+    let run = store.runs()?.into_iter().last().context("no run recorded")?;
+    let gate = &run.detail["gate"];
+    if gate.is_null() {
+        println!("the run ended `{}`: {}", run.status, run.detail.get("skipped").and_then(Value::as_str).unwrap_or(""));
+    } else {
+        println!("{:<34} {:>14} {:>14}", "", "before (live)", "after (cand.)");
+        println!("{:<34} {:>14.3} {:>14.3}", "preference accuracy", gate["live"]["accuracy"].as_f64().unwrap_or(0.0), gate["candidate"]["accuracy"].as_f64().unwrap_or(0.0));
+        println!("{:<34} {:>14.3} {:>14.3}", "mean log-prob margin (chosen − rej.)", gate["live"]["margin"].as_f64().unwrap_or(0.0), gate["candidate"]["margin"].as_f64().unwrap_or(0.0));
+        println!("held-out pairs: {}; decision: {} — {}", gate["candidate"]["n"], if gate["promote"] == true { "promote" } else { "refuse" }, gate["why"].as_str().unwrap_or(""));
+        let plot = dir.join("runs").join(&run.id).join("adapter/plot.png");
+        if plot.exists() {
+            println!("training curves (loss, reward margin): {}", plot.display());
+        }
+    }
+
+    step(7, "the served version");
+    let live = store.live_model_version()?;
+    match live {
+        Some(v) => {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut version = String::new();
+            while Instant::now() < deadline {
+                version = http("GET", &format!("http://127.0.0.1:{port}/health"), None)?["version"].as_str().unwrap_or("").to_string();
+                if version == v.id {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            if version != v.id {
+                println!("(the server still reports {version}; it polls the store every 2 s)");
+            }
+            let answer = http(
+                "POST",
+                &format!("{url}/chat/completions"),
+                Some(&json!({"messages": [{"role": "user", "content": "fix add"}], "tools": keel_trajectory::action::tools_schema().as_ref(), "tool_choice": "required", "max_tokens": 48})),
+            )?;
+            println!("live: {} — keel-train serve swapped to it without a restart; a new proposal carries {}", v.id, answer["system_fingerprint"]);
+            println!("roll back with: keel-train models --store {} rollback", db.display());
+        }
+        None => println!("nothing was promoted: the server still serves the base model ({})", health["version"]),
+    }
+    println!("\ndone in {:.0?}. Everything is under {}", t0.elapsed(), dir.display());
+    println!("Reminder: a tiny random model makes meaningless proposals; see docs/real-setup.md for a real one.");
+    Ok(())
 }

@@ -233,6 +233,12 @@ fn endpoint_without_tools_gets_json_actions_and_bad_actions_are_automatic_reject
         causes,
         [Some(RejectCause::InvalidToolCall), Some(RejectCause::OutsideWorkspace), Some(RejectCause::OldTextNotFound), Some(RejectCause::EmptyEdit), Some(RejectCause::NoSandbox), None]
     );
+    // Automatic rejections are answered by sampling again at the same state (siblings, so they pair
+    // with a valid action there), twice; then the model is shown the error and the state moves on.
+    let h: Vec<&str> = tree.steps.iter().map(|s| s.step.state_hash.as_str()).collect();
+    assert!(h[0] == h[1] && h[1] == h[2], "resampled at the same state");
+    assert_ne!(h[2], h[3], "after two resamples the error is shown");
+    assert!(tree.steps[3].step.prompt.messages.iter().any(|m| m.content.as_deref().is_some_and(|c| c.contains("old_text was not found"))));
     // The outside path was refused by the tool, not read.
     assert!(tree.steps[1].observation.as_ref().unwrap().output.contains("outside the workspace"));
     // The fallback prompt describes the tools in the system message; no `tools` were sent.

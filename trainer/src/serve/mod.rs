@@ -146,7 +146,8 @@ fn parse_common(body: &Value, default_max: usize) -> Result<GenRequest, String> 
         top_k: body.get("top_k").and_then(Value::as_u64).unwrap_or(0) as usize,
         max_tokens,
         stop,
-        seed: body.get("seed").and_then(Value::as_u64),
+        // No seed: a fresh one per request (OpenAI's semantics: sampling is not reproducible).
+        seed: Some(body.get("seed").and_then(Value::as_u64).unwrap_or_else(fresh_seed)),
     })
 }
 
@@ -203,6 +204,14 @@ fn parse_chat(body: &Value, default_max: usize) -> Result<(GenRequest, usize, bo
         return Err(format!("n must be in 1..=16, got {n}"));
     }
     Ok((req, n, body.get("stream").and_then(Value::as_bool).unwrap_or(false)))
+}
+
+fn fresh_seed() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let h = blake3::hash(&[t.to_le_bytes(), n.to_le_bytes()].concat());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
 }
 
 fn now() -> u64 {

@@ -128,14 +128,14 @@ fn openai_compatible_answers() {
     let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
     assert_eq!(*events.last().unwrap(), "[DONE]");
     let text: String = events.iter().filter_map(|e| serde_json::from_str::<Value>(e).ok()).filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string)).collect();
-    assert_eq!(text, "echo stream me seed None");
+    assert!(text.starts_with("echo stream me seed Some("), "{text}");
     let (_, body) = post(&format!("{}/v1/chat/completions", s.url), json!({"messages": [{"role": "user", "content": "use a tool"}], "tools": tools, "stream": true}));
     assert!(body.contains("\"tool_calls\"") && body.contains("view_file"), "{body}");
 
     // Completions.
     let (st, body) = post(&format!("{}/v1/completions", s.url), json!({"prompt": "def f(", "max_tokens": 5}));
     assert_eq!(st, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["text"], "echo def f( seed None");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["text"].as_str().unwrap().starts_with("echo def f( seed Some("));
 
     // Bad requests: 400 with a message that says what is wrong.
     for (bad, want) in [
