@@ -7,3 +7,4 @@ mod search;
 mod models;
 mod serve;
 mod schedule;
+mod schedule_e2e;

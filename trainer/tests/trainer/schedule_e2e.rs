@@ -1,0 +1,219 @@
+//! The retraining loop end to end, through the `keel-train` binary on a tiny model: a killed run
+//! resumes at the stage it was in and finishes; two schedulers started at once run one pass; a
+//! candidate trained on pairs that contradict the held-out rule is refused, one trained on
+//! consistent pairs is promoted — and the server's next answer carries the new version.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use keel_trainer::schedule::held_out;
+use keel_trajectory::action::Action;
+use keel_trajectory::*;
+use serde_json::{Value, json};
+
+fn tiny() -> &'static Path {
+    static DIR: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tiny");
+        let st = keel_e2e::command("keel-train").args(["init-model", "--preset", "tiny", "--seed", "11", "--out"]).arg(&p).stdout(Stdio::null()).status().unwrap();
+        assert!(st.success());
+        (d, p)
+    })
+    .1
+}
+
+const HOLDOUT: f64 = 0.3;
+
+/// Records `n` episodes, each a state where the user asked for another on one edit and accepted a
+/// sibling. The rule: the good edit writes `ok`, the bad one `no`. With `contradict`, states that
+/// land on the training side of the split are decided against the rule (held-out ones follow it).
+fn record(store: &Store, n: usize, contradict: bool) {
+    let w = store.writer().unwrap();
+    for i in 0..n {
+        let ep = Episode {
+            id: new_id(),
+            created_at: 1_000 + i as i64,
+            workspace: Workspace { root: "/w".into(), vcs: None },
+            task: Task { kind: if i % 2 == 0 { TaskKind::Implement } else { TaskKind::FixDiagnostic }, instruction: format!("task {i}"), uri: None, language: Some("python".into()), range: None, diagnostics: vec![], selected_text: None },
+            model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+            client: None,
+            verify: None,
+        };
+        let _ = w.append(Record::Episode(ep.clone()));
+        // A short prompt and no tools schema keep the sequences small for the tiny model.
+        let prompt = Prompt { messages: vec![Message::system("Answer with one edit."), Message::user(format!("Set v{i}."))], tools: Default::default() };
+        let h = state_hash(&prompt);
+        let pair_value = json!({"meta": {"state_hash": h}});
+        let against = contradict && !held_out(&pair_value, HOLDOUT);
+        let edit = |word: &str| Action::Edit { path: "a.py".into(), old_text: format!("v{i} = None"), new_text: format!("v{i} = {word}") };
+        let (rejected, accepted) = if against { (edit("ok"), edit("no")) } else { (edit("no"), edit("ok")) };
+        for (a, d) in [(rejected, Decision::Rejected { cause: RejectCause::Retry, reason: None }), (accepted, Decision::Accepted)] {
+            let step = Step {
+                id: new_id(),
+                episode_id: ep.id,
+                parent_id: None,
+                state_hash: h.clone(),
+                created_at: 2_000,
+                prompt: prompt.clone(),
+                output: ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] },
+                parsed: Parsed::Action { action: a, call_id: Some("c".into()) },
+                model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+                timings: Timings::default(),
+            };
+            let _ = w.append(Record::Step(step.clone()));
+            let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: d }));
+        }
+    }
+    w.flush().wait().unwrap();
+}
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("keel.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "store = \"k.db\"\nbase_model = {:?}\nwork_dir = \"runs\"\n\n[pairs]\nholdout = {HOLDOUT}\n\n[train]\nsft = true\nmin_pairs = 2\nsft_args = [\"--epochs\", \"1\", \"--lr\", \"1e-3\", \"--save-steps\", \"0\"]\ndpo_args = [\"--epochs\", \"6\", \"--lr\", \"5e-3\", \"--beta\", \"0.5\", \"--batch-size\", \"8\", \"--save-steps\", \"0\"]\n{extra}",
+            tiny().display().to_string()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn schedule(cfg: &Path, kill_at: Option<&str>) -> (Option<i32>, String) {
+    let mut c = keel_e2e::command("keel-train");
+    c.args(["schedule", "--once", "--config"]).arg(cfg);
+    match kill_at {
+        Some(s) => c.env("KEEL_FAULT_KILL_AT_STAGE", s),
+        None => c.env_remove("KEEL_FAULT_KILL_AT_STAGE"),
+    };
+    let out = c.output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_killed_run_resumes_at_each_stage_and_one_pass_runs_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    record(&store, 24, false);
+    drop(store);
+    let cfg = config(dir.path(), "");
+    // Killed (SIGKILL) at the start of every stage in turn: each time the next pass resumes the
+    // same run at that stage.
+    let mut run_id = None;
+    let mut prev: Option<&str> = None;
+    for stage in ["pairs", "search", "sft", "dpo", "eval", "promote"] {
+        let (code, err) = schedule(&cfg, Some(stage));
+        assert_eq!(code, None, "killed by a signal at `{stage}`: {err}");
+        let runs = Store::open(dir.path().join("k.db")).unwrap().runs().unwrap();
+        assert_eq!(runs.len(), 1, "one run, resumed, not a new one per pass");
+        assert_eq!(runs[0].stage, stage);
+        assert_eq!(runs[0].status, "running");
+        if let Some(id) = &run_id {
+            assert_eq!(&runs[0].id, id);
+        }
+        run_id = Some(runs[0].id.clone());
+        if let Some(p) = prev {
+            assert!(err.contains(&format!("resuming run {} at stage `{p}`", runs[0].id)), "{err}");
+        }
+        prev = Some(stage);
+    }
+    let (code, err) = schedule(&cfg, None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("at stage `promote`"), "{err}");
+    let s = Store::open(dir.path().join("k.db")).unwrap();
+    let runs = s.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].stage, "done");
+    assert!(runs[0].status == "promoted" || runs[0].status == "refused", "{:?}", runs[0]);
+    assert!(runs[0].detail["gate"]["candidate"]["n"].as_u64().unwrap() > 0);
+
+    // Two schedulers at once: the lock lets one run its pass; the other does nothing.
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    record(&store, 8, false);
+    drop(store);
+    let cfg2 = config(dir.path(), "");
+    let spawn = || keel_e2e::command("keel-train").args(["schedule", "--once", "--config"]).arg(&cfg2).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let outs: Vec<String> = [a, b].into_iter().map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stderr).into_owned()).collect();
+    let busy = outs.iter().filter(|o| o.contains("another scheduler is running")).count();
+    assert_eq!(busy, 1, "exactly one of the two found the other running: {outs:#?}");
+    assert_eq!(Store::open(dir.path().join("k.db")).unwrap().runs().unwrap().len(), 2, "one new pass, not two");
+}
+
+#[test]
+fn the_gate_refuses_contradicting_training_and_promotes_consistent_training() {
+    // Contradicting: the training side says `no`, the held-out side says `ok`.
+    let bad = tempfile::tempdir().unwrap();
+    let store = Store::open(bad.path().join("k.db")).unwrap();
+    record(&store, 40, true);
+    drop(store);
+    let (code, err) = schedule(&config(bad.path(), "[gate]\nmin_accuracy_gain = 0.0\n"), None);
+    assert_eq!(code, Some(0), "{err}");
+    let s = Store::open(bad.path().join("k.db")).unwrap();
+    let run = s.runs().unwrap().pop().unwrap();
+    assert_eq!(run.status, "refused", "{err}");
+    assert!(err.contains("REFUSE"), "the gate's table is printed: {err}");
+    assert!(s.live_model_version().unwrap().is_none());
+    let cand = s.model_versions().unwrap().pop().unwrap();
+    assert!(!cand.live && cand.eval["promote"] == false, "the refused candidate and its figures are recorded");
+
+    // Consistent: promoted.
+    let good = tempfile::tempdir().unwrap();
+    let store = Store::open(good.path().join("k.db")).unwrap();
+    record(&store, 40, false);
+    drop(store);
+    let (code, err) = schedule(&config(good.path(), ""), None);
+    assert_eq!(code, Some(0), "{err}");
+    let s = Store::open(good.path().join("k.db")).unwrap();
+    let run = s.runs().unwrap().pop().unwrap();
+    assert_eq!(run.status, "promoted", "{err}");
+    let live = s.live_model_version().unwrap().expect("a live version");
+    assert!(live.id.starts_with("keel@"));
+    let g = &run.detail["gate"];
+    assert!(g["candidate"]["accuracy"].as_f64().unwrap() >= g["live"]["accuracy"].as_f64().unwrap());
+
+    // The server follows the store: its next answer carries the new version.
+    let mut serve = keel_e2e::command("keel-train")
+        .args(["serve", "--model"])
+        .arg(tiny())
+        .args(["--port", "0", "--max-tokens", "8", "--store"])
+        .arg(good.path().join("k.db"))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = serve.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut url = None;
+    let mut swapped = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline && !(url.is_some() && swapped) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(u) = l.split_whitespace().find(|w| w.starts_with("http://")) {
+                url = Some(u.to_string());
+            }
+            swapped |= l.contains("now serving") && l.contains(&live.id);
+        }
+    }
+    let url = url.expect("serve started");
+    assert!(swapped, "the server loaded the live adapter");
+    let v: Value = reqwest::blocking::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "Set v1."}], "max_tokens": 4}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(v["system_fingerprint"], live.id);
+}
