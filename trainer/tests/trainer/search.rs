@@ -347,3 +347,48 @@ fn finds_the_decisive_steps_with_rollouts_in_containers() {
     assert!(r.recall >= 0.8, "recall {}", r.recall);
     assert_eq!(r.prefer_fix, r.pairs.len());
 }
+
+/// `keel-train search` from the command line: the policy is a tiny model run in the process (its
+/// samples are constrained tool calls), rollouts run in containers, the tree goes to a JSON file.
+#[test]
+fn the_search_command_on_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let store = Store::open(&db).unwrap();
+    for t in suite(2) {
+        record(&store, &t);
+    }
+    drop(store);
+    let model = dir.path().join("tiny");
+    let st = keel_e2e::command("keel-train").args(["init-model", "--preset", "tiny", "--out"]).arg(&model).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(st.success());
+    let (out, tree) = (dir.path().join("mcts.jsonl"), dir.path().join("tree.json"));
+    let run = || {
+        keel_e2e::command("keel-train")
+            .args(["search", "--store"])
+            .arg(&db)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .arg("--tree")
+            .arg(&tree)
+            .args(["--simulations", "4", "--expand", "2", "--parallel", "4", "--max-depth", "3", "--seed", "5"])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("rollouts") && err.contains("critical decision(s) in 2 episode(s)"), "{err}");
+    let trees: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&tree).unwrap()).unwrap();
+    assert_eq!(trees.len(), 2);
+    let nodes = trees[0]["nodes"].as_array().unwrap();
+    assert!(nodes.len() > 3, "recorded states plus expansions");
+    let sampled = nodes.iter().flat_map(|n| n["edges"].as_array().unwrap().iter()).filter(|e| e["origin"] == "sampled").count();
+    assert!(sampled > 0, "the model was sampled");
+    // The same seed gives the same tree.
+    let first = std::fs::read_to_string(&tree).unwrap();
+    assert!(run().status.success());
+    assert_eq!(std::fs::read_to_string(&tree).unwrap(), first);
+}
