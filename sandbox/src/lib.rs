@@ -356,23 +356,7 @@ impl Sandbox {
             )
             .await
             .map_err(engine("starting the container"))?;
-        container.upload(tar).await?;
-        if let Some(patch) = snapshot.patch() {
-            container
-                .upload(snapshot::files_tar(
-                    &[(".keel.patch".to_string(), patch.as_bytes().to_vec())].into(),
-                    None,
-                )?)
-                .await?;
-            let r = container
-                .exec("patch -p1 -i .keel.patch 2>&1; s=$?; rm -f .keel.patch; exit $s")
-                .await?;
-            if r.exit_code != Some(0) {
-                return Err(Error::Patch(
-                    format!("{}{}", r.stdout, r.stderr).trim().to_string(),
-                ));
-            }
-        }
+        container.populate(tar, snapshot.patch()).await?;
         Ok(container)
     }
 
@@ -686,6 +670,44 @@ impl Container {
             .await
             .map_err(engine("killing a command"))?;
         Ok(())
+    }
+
+    /// Copies a workspace into `/work` and applies its patch.
+    async fn populate(&self, tar: Vec<u8>, patch: Option<&str>) -> Result<()> {
+        self.upload(tar).await?;
+        if let Some(patch) = patch {
+            self.upload(snapshot::files_tar(
+                &[(".keel.patch".to_string(), patch.as_bytes().to_vec())].into(),
+                None,
+            )?)
+            .await?;
+            let r = self
+                .exec("patch -p1 -i .keel.patch 2>&1; s=$?; rm -f .keel.patch; exit $s")
+                .await?;
+            if r.exit_code != Some(0) {
+                return Err(Error::Patch(
+                    format!("{}{}", r.stdout, r.stderr).trim().to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a used container fresh for another workspace: every process of the sandbox user is
+    /// killed, `/work` and `/tmp` are emptied, and `snapshot` is copied in (much cheaper than a new
+    /// container; the limits stay as they were).
+    pub async fn reset(&self, snapshot: &WorkspaceSnapshot) -> Result<()> {
+        let tar = snapshot.to_tar()?;
+        // `kill -9 -1` ends the exec that runs it too; its result does not matter.
+        let _ = self.exec("kill -9 -1").await;
+        self.check()?;
+        let r = self
+            .exec("rm -rf /work/* /work/.[!.]* /work/..?* /tmp/* /tmp/.[!.]* 2>/dev/null; ls -A /work | wc -l")
+            .await?;
+        if r.stdout.trim() != "0" {
+            return Err(Error::Patch(format!("could not empty /work: {}{}", r.stdout, r.stderr)));
+        }
+        self.populate(tar, snapshot.patch()).await
     }
 
     async fn upload(&self, tar: Vec<u8>) -> Result<()> {

@@ -11,6 +11,9 @@ use super::{Environment, Session};
 pub struct SandboxEnv {
     sandbox: Sandbox,
     rt: tokio::runtime::Runtime,
+    /// Containers of finished rollouts, reset and reused by the next ones (a reset costs a few
+    /// execs; a new container costs a create, a start and a remove).
+    idle: std::sync::Mutex<Vec<Container>>,
 }
 
 impl SandboxEnv {
@@ -19,7 +22,7 @@ impl SandboxEnv {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let config = keel_sandbox::SandboxConfig { socket, ..Default::default() };
         let sandbox = rt.block_on(Sandbox::connect(config)).context("connecting to the container engine (run `cargo xtask setup`, or set DOCKER_HOST)")?;
-        Ok(SandboxEnv { sandbox, rt })
+        Ok(SandboxEnv { sandbox, rt, idle: Default::default() })
     }
 }
 
@@ -37,15 +40,29 @@ pub fn snapshot(episode: &Episode) -> WorkspaceSnapshot {
 
 pub struct SandboxSession<'a> {
     env: &'a SandboxEnv,
-    container: Container,
+    container: Option<Container>,
+}
+
+impl SandboxSession<'_> {
+    fn c(&self) -> &Container {
+        self.container.as_ref().expect("a session holds its container until it is dropped")
+    }
 }
 
 impl Environment for SandboxEnv {
     type Session<'a> = SandboxSession<'a>;
 
     fn start<'a>(&'a self, episode: &Episode) -> Result<SandboxSession<'a>> {
-        let container = self.rt.block_on(self.sandbox.start(&snapshot(episode))).context("starting a rollout container")?;
-        Ok(SandboxSession { env: self, container })
+        let snap = snapshot(episode);
+        let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(c) = reused {
+            if self.rt.block_on(c.reset(&snap)).is_ok() {
+                return Ok(SandboxSession { env: self, container: Some(c) });
+            }
+            let _ = self.rt.block_on(c.remove());
+        }
+        let container = self.rt.block_on(self.sandbox.start(&snap)).context("starting a rollout container")?;
+        Ok(SandboxSession { env: self, container: Some(container) })
     }
 }
 
@@ -54,15 +71,15 @@ impl Session for SandboxSession<'_> {
         let rt = &self.env.rt;
         let err = |e: &dyn std::fmt::Display| Observation { output: format!("error: {e}"), exit_code: Some(1), ..Default::default() };
         match action {
-            Action::Edit { path, old_text, new_text } => match rt.block_on(self.container.apply_edit(path, old_text, new_text)) {
+            Action::Edit { path, old_text, new_text } => match rt.block_on(self.c().apply_edit(path, old_text, new_text)) {
                 Ok(()) => Observation { output: format!("The edit to {path} was applied."), exit_code: Some(0), ..Default::default() },
                 Err(e) => err(&e),
             },
-            Action::Run { command } => match rt.block_on(self.container.exec(command)) {
+            Action::Run { command } => match rt.block_on(self.c().exec(command)) {
                 Ok(r) => r.to_observation(),
                 Err(e) => err(&e),
             },
-            Action::ViewFile { path, start_line, end_line } => match rt.block_on(self.container.read_file(path)) {
+            Action::ViewFile { path, start_line, end_line } => match rt.block_on(self.c().read_file(path)) {
                 Ok(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);
                     let s = start_line.unwrap_or(1).max(1) as usize;
@@ -75,7 +92,7 @@ impl Session for SandboxSession<'_> {
             Action::Search { pattern, path } => {
                 let quoted = pattern.replace('\'', "'\\''");
                 let where_ = path.as_deref().unwrap_or(".").replace('\'', "'\\''");
-                match rt.block_on(self.container.exec(&format!("grep -rnE '{quoted}' '{where_}' | head -100"))) {
+                match rt.block_on(self.c().exec(&format!("grep -rnE '{quoted}' '{where_}' | head -100"))) {
                     Ok(r) => r.to_observation(),
                     Err(e) => err(&e),
                 }
@@ -85,13 +102,27 @@ impl Session for SandboxSession<'_> {
     }
 
     fn verify(&mut self, command: &str) -> Result<bool> {
-        let r = self.env.rt.block_on(self.container.exec(command)).context("running the verification command")?;
+        let r = self.env.rt.block_on(self.c().exec(command)).context("running the verification command")?;
         Ok(r.success())
     }
 }
 
 impl Drop for SandboxSession<'_> {
     fn drop(&mut self) {
-        let _ = self.env.rt.block_on(self.container.remove());
+        if let Some(c) = self.container.take() {
+            if c.is_gone() {
+                return;
+            }
+            self.env.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        }
+    }
+}
+
+impl Drop for SandboxEnv {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in idle {
+            let _ = self.rt.block_on(c.remove());
+        }
     }
 }
