@@ -131,7 +131,9 @@ pub fn run(opts: &TrainOptions) -> Result<DpoReport> {
     let mut model = train::load_model(opts)?;
     let (pairs, data) = load_pairs(&opts.data, &model, opts.max_length)?;
     eprintln!("dpo: {}: {data}", opts.data.display());
+    let t = Instant::now();
     let obj = DpoObjective::new(&model, pairs, opts.beta)?;
+    eprintln!("dpo: reference log-probs of {} pairs in {:.2}s (data read in {:.2}s)", obj.pairs.len(), train::secs(t), (t - started).as_secs_f64());
     train::attach_trainable(&mut model, opts, resume.as_ref())?;
     if let Some(ck) = &resume {
         eprintln!("dpo: resuming from step {} of {}", ck.state.step, ck.state.total_steps);

@@ -334,12 +334,15 @@ impl Transformer {
                 }
                 None => (k, v),
             };
-            let k = repeat_kv(&k, nh / nkv);
-            let v = repeat_kv(&v, nh / nkv);
             let scale = 1.0 / (hd as f64).sqrt();
             let attn = match &attn_mask {
-                Some(m) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false),
-                None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, t > 1, scale, false),
+                // With a mask the fused kernels want equal head counts (as transformers' repeat_kv).
+                Some(m) => {
+                    let (k, v) = (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv));
+                    Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false)
+                }
+                // Without one, SDPA groups the heads itself (no copies of K and V).
+                None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, t > 1, scale, nh != nkv),
             };
             let attn = attn.transpose(1, 2).reshape([b, t, nh * hd]);
             x = residual + layer.o_proj.forward(&attn, &mode);

@@ -84,9 +84,16 @@ mod tests {
     fn steps_cover_the_epoch() {
         let lengths = vec![5usize; 21];
         assert_eq!(steps_per_epoch(21, 4, 2), 3);
-        let (e, mbs) = step_micro_batches(&lengths, 4, 2, 0, 2);
-        assert_eq!(e, 0);
-        assert_eq!(mbs.len(), 1); // the 6th batch (1 example) alone
+        // 6 batches (the last of one example), two per step: every example once per epoch.
+        let mut seen: Vec<usize> = Vec::new();
+        for step in 0..3 {
+            let (e, mbs) = step_micro_batches(&lengths, 4, 2, 0, step);
+            assert_eq!(e, 0);
+            assert_eq!(mbs.len(), 2);
+            seen.extend(mbs.into_iter().flatten());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..21).collect::<Vec<_>>());
         let (e, _) = step_micro_batches(&lengths, 4, 2, 0, 3);
         assert_eq!(e, 1);
     }

@@ -144,6 +144,9 @@ pub trait Objective {
     /// `dpo` or `sft`.
     fn kind(&self) -> &'static str;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The data file's line of example `i` (for messages).
     fn line(&self, i: usize) -> usize;
     /// Length used to group examples into batches.
@@ -274,6 +277,7 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
     let pb = progress(total, step, obj.kind());
     let mut tokens_here = 0u64;
     let mut last = Map::new();
+    let (mut t_fwd, mut t_bwd, mut t_opt) = (0f64, 0f64, 0f64);
 
     while step < total {
         let (epoch, micros) = batch::step_micro_batches(&lengths, opts.batch_size, opts.grad_accum, opts.seed, step);
@@ -284,33 +288,39 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
         let mut sums = vec![0f64; names.len()];
         for (mi, idx) in micros.iter().enumerate() {
             tch::manual_seed(torch_seed(opts.seed, step, mi));
+            let t = Instant::now();
             let (loss, stats) = tch::autocast(use_autocast, || obj.micro(model, idx))?;
+            t_fwd += secs(t);
             let v = stats.first().copied().unwrap_or(f64::NAN);
             if !v.is_finite() {
                 bail!(
-                    "step {}: the loss is not finite ({v}) on examples from lines {:?}; training stopped (the last checkpoint is in {}); try a lower --lr",
+                    "step {}: the loss is not finite ({v}) on examples from lines {:?}; training stopped{}; try a lower --lr",
                     step + 1,
                     idx.iter().map(|&i| obj.line(i)).collect::<Vec<_>>(),
-                    opts.out.join(checkpoint::DIR).display()
+                    checkpoint_note(&opts.out)
                 );
             }
+            let t = Instant::now();
             (loss / w).backward();
+            t_bwd += secs(t);
             for (s, x) in sums.iter_mut().zip(stats) {
                 *s += x;
             }
             tokens_here += idx.iter().map(|&i| obj.tokens(i) as u64).sum::<u64>();
         }
         model.transformer.set_train(false);
+        let t = Instant::now();
         let grad_norm = clip_grad_norm(opt.params(), opts.max_grad_norm);
         if !grad_norm.is_finite() {
             bail!(
-                "step {}: the gradient norm is not finite ({grad_norm}); training stopped before the update (the last checkpoint is in {}); try a lower --lr",
+                "step {}: the gradient norm is not finite ({grad_norm}); training stopped before the update{}; try a lower --lr",
                 step + 1,
-                opts.out.join(checkpoint::DIR).display()
+                checkpoint_note(&opts.out)
             );
         }
         let lr = sched.at(step);
         opt.step(lr);
+        t_opt += secs(t);
         step += 1;
 
         let mut line = Map::new();
@@ -345,6 +355,10 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
         }
     }
     pb.finish_and_clear();
+    tracing::info!(forward_s = t_fwd, backward_s = t_bwd, optimizer_s = t_opt, "{} loop", obj.kind());
+    if std::env::var_os("KEEL_TRAIN_TIMES").is_some() {
+        eprintln!("{}: loop times: forward {t_fwd:.2}s, backward {t_bwd:.2}s, clip+optimizer {t_opt:.2}s", obj.kind());
+    }
 
     model.save_adapter(&opts.out).with_context(|| format!("writing the adapter to {}", opts.out.display()))?;
     let runtime = elapsed_before + started.elapsed().as_secs_f64();
@@ -362,6 +376,13 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
     log.write(&summary)?;
     metrics::plot(&metrics_path(&opts.out), &opts.out.join("plot.png"), &format!("keel-train {}", obj.kind()))?;
     Ok(Summary { steps: total, train_loss, train_runtime: runtime, tokens_per_second: tps, last })
+}
+
+fn checkpoint_note(out: &Path) -> String {
+    match Checkpoint::find(out) {
+        Ok(Some(ck)) => format!(" (the last checkpoint, step {}, is in {})", ck.state.step, ck.dir.display()),
+        _ => " (no checkpoint was written yet)".into(),
+    }
 }
 
 /// Seconds since `t`, for the runtime of a stage.

@@ -13,8 +13,9 @@ optimizer, schedule), not two tokenizations.
                      --lora-alpha --lora-dropout --max-length --seed --threads]
         DPOTrainer with a PEFT LoRA adapter (all linear layers), sigmoid loss, precomputed reference,
         linear warm-up 10 % + linear decay, clipping 1.0, CPU. Saves the adapter to OUT and prints
-        a JSON summary with the training tokens per second (trainer construction, which tokenizes
-        nothing here but precomputes the reference log-probs, plus train()).
+        a JSON summary with the training tokens per second (timed: trainer construction, which
+        tokenizes nothing here but precomputes the reference log-probs, plus train(); not the
+        model's loading).
 """
 
 import argparse
@@ -55,11 +56,15 @@ def no_prepare(self, dataset, *args, **kwargs):
 DPOTrainer._prepare_dataset = no_prepare
 
 
-def make_trainer(model_dir, rows, out, a, lora):
+def load(model_dir):
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return tok, AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+
+def make_trainer(loaded, rows, out, a, lora):
+    tok, model = loaded
     cfg = DPOConfig(
         output_dir=out,
         learning_rate=a.lr,
@@ -94,7 +99,7 @@ def cmd_loss(a):
     a.batch_size = len(rows)
     with open(os.path.join(a.adapter, "adapter_config.json")) as f:
         acfg = json.load(f)
-    tr = make_trainer(a.model, rows, os.path.join(a.tmp, "trl_loss"), a, (acfg["r"], acfg["lora_alpha"], 0.0))
+    tr = make_trainer(load(a.model), rows, os.path.join(a.tmp, "trl_loss"), a, (acfg["r"], acfg["lora_alpha"], 0.0))
     # The reference was precomputed with the fresh adapter (B = 0: the base model); now the policy
     # gets Keel's adapter.
     res = set_peft_model_state_dict(tr.model, load_file(os.path.join(a.adapter, "adapter_model.safetensors")))
@@ -115,8 +120,9 @@ def cmd_train(a):
     if a.threads:
         torch.set_num_threads(a.threads)
     rows = read_ids(a.ids)
+    loaded = load(a.model)
     t0 = time.perf_counter()
-    tr = make_trainer(a.model, rows, a.out, a, (a.lora_r, a.lora_alpha, a.lora_dropout))
+    tr = make_trainer(loaded, rows, a.out, a, (a.lora_r, a.lora_alpha, a.lora_dropout))
     result = tr.train()
     runtime = time.perf_counter() - t0
     tr.model.save_pretrained(a.out)

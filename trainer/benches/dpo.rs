@@ -1,0 +1,192 @@
+//! DPO training throughput, Keel against TRL's DPOTrainer, side by side in one run.
+//!
+//! `cargo bench -p keel-trainer --bench dpo` (CPU): makes a model with `init-model` (preset from
+//! `KEEL_BENCH_PRESET`, default `small`) and synthetic pairs, tokenizes them once with Keel, then
+//! trains one epoch with Keel (`dpo::run`) and with TRL (`tests/py/dpo_trl.py train`: DPOTrainer,
+//! PEFT LoRA on all linear layers, precomputed reference) on the same token ids and
+//! hyper-parameters, and prints the training tokens per second of both. Tokens are prompt +
+//! completion of the chosen and the rejected sequence, no padding; the time covers the reference
+//! pass and the training loop on both sides (not loading the model).
+//!
+//! `cargo bench -p keel-trainer --bench dpo -- --gpu`: Keel alone on CUDA (bf16), a model of
+//! Qwen2.5-0.5B's shape with random weights; prints tokens/s and the model FLOPs utilization.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use keel_trainer::init_model::{InitOptions, init_model, random_weights};
+use keel_trainer::model::rng::Rng;
+use keel_trainer::model::{Config, Family, LoadOptions, Model, weights};
+use keel_trainer::train::TrainOptions;
+use keel_trainer::train::data::{load_pairs, write_pair_ids};
+use serde_json::{Value, json};
+
+const WORDS: [&str; 16] = [
+    "parse", "token", "buffer", "index", "return", "value", "error", "match", "iterator", "closure", "struct", "field",
+    "option", "result", "string", "vector",
+];
+
+/// `n` pairs; prompts of `prompt_words` words and completions of `completion_words` words, each
+/// length drawn uniformly from the range.
+fn pairs(n: usize, prompt_words: (usize, usize), completion_words: (usize, usize), seed: u64) -> Vec<Value> {
+    let mut rng = Rng::new(seed);
+    let mut words = |(lo, hi): (usize, usize)| -> String {
+        let k = lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize;
+        (0..k).map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize]).collect::<Vec<_>>().join(" ")
+    };
+    (0..n)
+        .map(|_| {
+            let p = words(prompt_words);
+            let c = words(completion_words);
+            let r = words(completion_words);
+            json!({"prompt": format!("fix: {p}\n"), "chosen": format!("{c} done."), "rejected": format!("{r} oops!")})
+        })
+        .collect()
+}
+
+fn write_lines(path: &Path, rows: &[Value]) {
+    std::fs::write(path, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+}
+
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    std::env::var_os("KEEL_PYTHON").map(PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/python"))
+}
+
+fn opts(model: &Path, data: &Path, out: &Path, device: &str) -> TrainOptions {
+    let mut o = TrainOptions::new(model.to_path_buf(), data.to_path_buf(), out.to_path_buf());
+    o.lr = 5e-5;
+    o.epochs = 1;
+    o.batch_size = 8;
+    o.save_steps = 0;
+    o.device = device.into();
+    o
+}
+
+fn cpu() {
+    let preset = std::env::var("KEEL_BENCH_PRESET").unwrap_or_else(|_| "small".into());
+    let n: usize = std::env::var("KEEL_BENCH_PAIRS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    init_model(&model, &InitOptions { preset: preset.clone(), family: Family::Qwen2, seed: 0 }).unwrap();
+    // Pairs of even length, then pairs whose prompts vary as recorded states do (a state grows
+    // along an episode) with one-action completions.
+    side_by_side(&model, &preset, n, "even lengths", (48, 48), (32, 32), &dir.path().join("even"));
+    side_by_side(&model, &preset, n, "varied lengths", (16, 160), (8, 64), &dir.path().join("varied"));
+}
+
+fn side_by_side(model: &Path, preset: &str, n: usize, what: &str, prompt: (usize, usize), completion: (usize, usize), dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let model = model.to_path_buf();
+    let data = dir.join("pairs.jsonl");
+    write_lines(&data, &pairs(n, prompt, completion, 1));
+    let m = Model::load(&model, &LoadOptions::default()).unwrap();
+    let (encoded, _) = load_pairs(&data, &m, 1024).unwrap();
+    let ids = dir.join("ids.jsonl");
+    write_pair_ids(&encoded, &ids).unwrap();
+    drop(m);
+    let mean_len = encoded.iter().map(|p| p.tokens()).sum::<usize>() as f64 / (2 * encoded.len()) as f64;
+    let threads = tch::get_num_threads();
+    println!(
+        "dpo bench (CPU, {threads} threads): preset {preset}, {n} pairs of {what}, mean sequence {mean_len:.0} tokens, batch 8, 1 epoch, LoRA r16 α32 on all linear layers"
+    );
+
+    let o = opts(&model, &data, &dir.join("keel"), "cpu");
+    let keel = keel_trainer::dpo::run(&o).unwrap().summary;
+    println!(
+        "  keel  {:>9.0} tokens/s  ({:.2} s, {} steps, train_loss {:.4})",
+        keel.tokens_per_second, keel.train_runtime, keel.steps, keel.train_loss
+    );
+
+    let script = dir.join("dpo_trl.py");
+    std::fs::write(&script, include_str!("../tests/py/dpo_trl.py")).unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .args(["train", model.to_str().unwrap(), ids.to_str().unwrap(), dir.join("trl").to_str().unwrap()])
+        .args(["--lr", "5e-5", "--epochs", "1", "--batch-size", "8", "--max-length", "1024", "--threads", &threads.to_string()])
+        .env("TMPDIR", dir)
+        .output()
+        .expect("running python");
+    if !out.status.success() {
+        println!("  trl   failed: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    let trl: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let tps = trl["tokens_per_second"].as_f64().unwrap();
+    println!(
+        "  trl   {:>9.0} tokens/s  ({:.2} s, {} steps, last loss {:.4})",
+        tps,
+        trl["runtime"].as_f64().unwrap(),
+        trl["steps"],
+        trl["last_loss"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!("  keel / trl = {:.2}x", keel.tokens_per_second / tps);
+}
+
+/// Qwen2.5-0.5B's shape (494M parameters with the tied embedding), random weights, bf16.
+fn gpu() {
+    if !tch::Cuda::is_available() {
+        println!("dpo bench --gpu: CUDA is not available here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    init_model(&model, &InitOptions { preset: "tiny".into(), family: Family::Qwen2, seed: 0 }).unwrap();
+    let mut cfg = Config::load(&model).unwrap();
+    cfg.vocab_size = 151_936;
+    cfg.hidden_size = 896;
+    cfg.intermediate_size = 4864;
+    cfg.num_hidden_layers = 24;
+    cfg.num_attention_heads = 14;
+    cfg.num_key_value_heads = 2;
+    cfg.head_dim = 64;
+    cfg.dtype = Some("bfloat16".into());
+    std::fs::write(model.join("config.json"), serde_json::to_string_pretty(&cfg.to_json()).unwrap()).unwrap();
+    let t: Vec<(String, tch::Tensor)> =
+        random_weights(&cfg, 0).into_iter().map(|(n, t)| (n, t.to_kind(tch::Kind::BFloat16))).collect();
+    let params: i64 = t.iter().map(|(_, t)| t.numel() as i64).sum();
+    weights::save(&model.join("model.safetensors"), &t).unwrap();
+    drop(t);
+
+    let n: usize = std::env::var("KEEL_BENCH_PAIRS").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
+    let bs: usize = std::env::var("KEEL_BENCH_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let data = dir.path().join("pairs.jsonl");
+    write_lines(&data, &pairs(n, (96, 288), (48, 144), 2));
+    let mut o = opts(&model, &data, &dir.path().join("keel"), "cuda");
+    o.batch_size = bs;
+    let m = Model::load(&model, &LoadOptions { device: tch::Device::Cpu, kind: Some(tch::Kind::Float) }).unwrap();
+    let (encoded, _) = load_pairs(&data, &m, 1024).unwrap();
+    drop(m);
+    let tokens: usize = encoded.iter().map(|p| p.tokens()).sum();
+    let mean_len = tokens as f64 / (2 * encoded.len()) as f64;
+    let s = keel_trainer::dpo::run(&o).unwrap().summary;
+    // Matmul FLOPs per token: 2·N forward; with frozen base weights the backward pass computes
+    // activation gradients only (another 2·N; LoRA's own are negligible). Attention scores and
+    // values add 4·L·T·d forward per token (causal: half of that is work), doubled in backward.
+    let (l, d) = (cfg.num_hidden_layers as f64, (cfg.num_attention_heads * cfg.head_dim) as f64);
+    let attn = 4.0 * l * mean_len * d * 0.5;
+    let fwd = 2.0 * params as f64 + attn;
+    let flops = tokens as f64 * (fwd /* reference pass */ + 2.0 * fwd /* policy forward + backward */);
+    let name = tch::Cuda::device_count();
+    let peak = 989e12; // H100 SXM dense bf16
+    println!(
+        "dpo bench (CUDA x{name}, bf16 autocast): Qwen2.5-0.5B shape ({:.0}M params), {n} pairs, mean sequence {mean_len:.0} tokens, batch {bs}",
+        params as f64 / 1e6
+    );
+    println!(
+        "  keel  {:>9.0} tokens/s  ({:.2} s incl. reference pass, {} steps); {:.1} TFLOP/s = MFU {:.1}% of 989 TFLOP/s",
+        s.tokens_per_second,
+        s.train_runtime,
+        s.steps,
+        flops / s.train_runtime / 1e12,
+        100.0 * flops / s.train_runtime / peak
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--gpu") {
+        gpu();
+    } else {
+        cpu();
+    }
+}
