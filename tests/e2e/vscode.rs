@@ -79,8 +79,9 @@ fn free_port() -> u16 {
 }
 
 /// Installs the .vsix into a fresh code-server, serves `ws` with `server_path` as `keel.serverPath`,
-/// runs the driver (`case`: "episode" or "no_binary"); returns what the driver saw.
-fn drive(ws: &Workspace, server_path: &Path, case: &str, shot: Option<&Path>) -> Value {
+/// runs the driver (`case`: "episode", "no_binary", "unreachable" or "crash"); returns what the driver
+/// saw. `endpoint` overrides the scripted model's URL.
+fn drive(ws: &Workspace, server_path: &Path, case: &str, shot: Option<&Path>, endpoint: Option<&str>) -> Value {
     let t = tools();
     let data = ws.dir.path().join("code-server");
     std::fs::create_dir_all(data.join("user/User")).unwrap();
@@ -110,7 +111,7 @@ fn drive(ws: &Workspace, server_path: &Path, case: &str, shot: Option<&Path>) ->
         ws.root.join(".vscode/settings.json"),
         json!({
             "keel.serverPath": server_path,
-            "keel.model.endpoint": ws.model.url,
+            "keel.model.endpoint": endpoint.unwrap_or(&ws.model.url),
             "keel.model.name": "scripted",
             "keel.store": ws.store,
         })
@@ -151,6 +152,7 @@ fn drive(ws: &Workspace, server_path: &Path, case: &str, shot: Option<&Path>) ->
             .env("KEEL_E2E_OUT", &out)
             .env("KEEL_E2E_SCREENSHOT", shot.unwrap_or(Path::new("")))
             .env("KEEL_E2E_CASE", case)
+            .env("KEEL_E2E_PIDFILE", ws.dir.path().join("server.pid"))
             .env("KEEL_E2E_CHROMIUM", &t.chromium)
             .env("KEEL_E2E_DEBUG_DIR", ws.dir.path()),
         Duration::from_secs(240),
@@ -173,7 +175,7 @@ fn code_action_then_accept_from_the_lens_in_code_server() {
     ws.model.push(edit("return a - b", "return a + b"), true);
     ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
     let shot = ws.dir.path().join("vscode-pending-step.png");
-    let r = drive(&ws, &bin("keel-lsp"), "episode", Some(&shot));
+    let r = drive(&ws, &bin("keel-lsp"), "episode", Some(&shot), None);
     let f = &r["facts"];
 
     assert!(f["status_at_start"].as_str().unwrap().contains("Keel"), "{f:#}");
@@ -210,11 +212,54 @@ fn code_action_then_accept_from_the_lens_in_code_server() {
 #[test]
 fn a_missing_binary_is_a_clear_message_in_code_server() {
     let ws = Workspace::new();
-    let r = drive(&ws, Path::new("/nonexistent/keel-lsp"), "no_binary", None);
+    let r = drive(&ws, Path::new("/nonexistent/keel-lsp"), "no_binary", None, None);
     let f = &r["facts"];
     let note = f["notification"].as_str().unwrap();
     assert!(note.contains("/nonexistent/keel-lsp") && note.contains("keel.serverPath"), "{note}");
     assert!(f["status"].as_str().unwrap().contains("no server"), "{f:#}");
     assert_eq!(f["editor_works"], true);
     assert!(ws.model.requests().is_empty());
+}
+
+#[test]
+fn an_unreachable_model_is_a_clear_message_in_code_server() {
+    let ws = Workspace::new();
+    // A port nobody listens on.
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}/v1");
+    let r = drive(&ws, &bin("keel-lsp"), "unreachable", None, Some(&endpoint));
+    let f = &r["facts"];
+    let note = f["notification"].as_str().unwrap();
+    assert!(note.contains(&format!("127.0.0.1:{port}")) && note.contains("unreachable"), "{note}");
+    assert!(f["status"].as_str().unwrap().contains("error"), "{f:#}");
+    // The workbench still answers: typing lands in the editor.
+    assert_eq!(f["editor_works"], true, "{f:#}");
+    let s = Store::open(&ws.store).unwrap();
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    assert_eq!(eps.len(), 1, "the failed episode is recorded: {eps:#?}");
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    assert!(matches!(tree.end.as_ref().unwrap().end, EpisodeEnd::Failed { .. }), "{:?}", tree.end);
+}
+
+#[test]
+fn a_crashing_server_is_a_clear_message_in_code_server() {
+    let ws = Workspace::new();
+    ws.model.push(edit("return a - b", "return a + b"), false);
+    // keel-lsp through a script that records its pid, so the driver can kill it like a crash would.
+    let wrapper = ws.dir.path().join("keel-lsp-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\necho $$ > '{}'\nexec '{}' \"$@\"\n", ws.dir.path().join("server.pid").display(), bin("keel-lsp").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = drive(&ws, &wrapper, "crash", None, None);
+    let f = &r["facts"];
+    let note = f["notification"].as_str().unwrap();
+    assert!(note.contains("keel-lsp stopped unexpectedly"), "{note}");
+    assert!(f["status_crashed"].as_str().unwrap().contains("server stopped"), "{f:#}");
+    // "Restart" on the message brings a new server up, and the workbench kept answering.
+    assert!(f["status_restarted"].as_str().unwrap().contains("Keel"), "{f:#}");
+    assert_ne!(f["pid_before"], f["pid_after"], "{f:#}");
+    assert_eq!(f["editor_works"], true, "{f:#}");
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{Model, Sequence, completion_logps};
+use crate::model::{Model, Sequence, completion_logps, pair_logps};
 use crate::optim::dpo_loss;
 use crate::train::data::{DataReport, EncodedPair, load_pairs, seq_len};
 use crate::train::{self, Objective, Summary, TrainOptions};
@@ -38,6 +38,26 @@ pub fn sequence_logps(model: &Model, seqs: &[&Sequence]) -> Result<Vec<f64>> {
     Ok(out)
 }
 
+/// Summed completion log-probs of each pair's chosen and rejected side under the model as it is,
+/// without grad, `REF_BATCH` pairs at a time in length order, each shared prompt run once.
+pub fn pair_sequence_logps(model: &Model, pairs: &[EncodedPair]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&i| seq_len(&pairs[i].chosen).max(seq_len(&pairs[i].rejected)));
+    let (mut chosen, mut rejected) = (vec![0f64; pairs.len()], vec![0f64; pairs.len()]);
+    let autocast = model.transformer.device().is_cuda();
+    for chunk in order.chunks(REF_BATCH) {
+        let batch: Vec<(&Sequence, &Sequence)> = chunk.iter().map(|&i| (&pairs[i].chosen, &pairs[i].rejected)).collect();
+        let t = tch::no_grad(|| tch::autocast(autocast, || pair_logps(&model.transformer, &batch)))?;
+        let v: Vec<f32> = Vec::try_from(t.to_device(Device::Cpu))?;
+        let b = chunk.len();
+        for (k, &i) in chunk.iter().enumerate() {
+            chosen[i] = v[k] as f64;
+            rejected[i] = v[b + k] as f64;
+        }
+    }
+    Ok((chosen, rejected))
+}
+
 /// DPO over tokenized pairs with their reference log-probs.
 pub struct DpoObjective {
     pub pairs: Vec<EncodedPair>,
@@ -53,10 +73,7 @@ impl DpoObjective {
     /// Computes the reference log-probs with the model as it is now (the caller has the adapter
     /// off or at its initial state) and in eval mode.
     pub fn new(model: &Model, pairs: Vec<EncodedPair>, beta: f64) -> Result<DpoObjective> {
-        let seqs: Vec<&Sequence> = pairs.iter().flat_map(|p| [&p.chosen, &p.rejected]).collect();
-        let logps = sequence_logps(model, &seqs).context("computing the reference log-probs")?;
-        let ref_chosen = logps.iter().step_by(2).copied().collect();
-        let ref_rejected = logps.iter().skip(1).step_by(2).copied().collect();
+        let (ref_chosen, ref_rejected) = pair_sequence_logps(model, &pairs).context("computing the reference log-probs")?;
         Ok(DpoObjective { pairs, ref_chosen, ref_rejected, beta })
     }
 }
@@ -92,9 +109,8 @@ impl Objective for DpoObjective {
 
     fn micro(&self, model: &Model, idx: &[usize]) -> Result<(Tensor, Vec<f64>)> {
         let b = idx.len() as i64;
-        let mut seqs: Vec<Sequence> = idx.iter().map(|&i| self.pairs[i].chosen.clone()).collect();
-        seqs.extend(idx.iter().map(|&i| self.pairs[i].rejected.clone()));
-        let logps = completion_logps(&model.transformer, &seqs)?.to_kind(Kind::Float);
+        let batch: Vec<(&Sequence, &Sequence)> = idx.iter().map(|&i| (&self.pairs[i].chosen, &self.pairs[i].rejected)).collect();
+        let logps = pair_logps(&model.transformer, &batch)?.to_kind(Kind::Float);
         let device = logps.device();
         let pc = logps.narrow(0, 0, b);
         let pr = logps.narrow(0, b, b);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::model::{LoadOptions, Model, Sequence, completion_logps, parse_device};
+use crate::model::{LoadOptions, Model, Sequence, pair_logps, parse_device};
 
 /// Options of `score`.
 #[derive(Debug, Clone)]
@@ -67,25 +67,29 @@ pub fn read_pairs(path: &Path) -> Result<Vec<PairInput>> {
 
 /// (chosen_logp, rejected_logp) of every pair, `batch_size` pairs per forward pass.
 pub fn score_pairs(model: &Model, pairs: &[PairInput], batch_size: usize) -> Result<Vec<(f64, f64)>> {
-    let mut seqs: Vec<Sequence> = Vec::with_capacity(pairs.len() * 2);
+    let mut seqs: Vec<(Sequence, Sequence)> = Vec::with_capacity(pairs.len());
     for (i, p) in pairs.iter().enumerate() {
         let tools = p.tools.as_deref();
-        seqs.push(model.encode_pair(&p.prompt, &p.chosen, tools).with_context(|| format!("pair {}: chosen", i + 1))?);
-        seqs.push(model.encode_pair(&p.prompt, &p.rejected, tools).with_context(|| format!("pair {}: rejected", i + 1))?);
+        let c = model.encode_pair(&p.prompt, &p.chosen, tools).with_context(|| format!("pair {}: chosen", i + 1))?;
+        let r = model.encode_pair(&p.prompt, &p.rejected, tools).with_context(|| format!("pair {}: rejected", i + 1))?;
+        seqs.push((c, r));
     }
-    // Sort by length so that each batch pads little; scores go back to their places.
+    // Sort by length so that each batch pads little; scores go back to their places. Each pair's
+    // prompt goes through the model once (`pair_logps`).
+    let len = |s: &Sequence| s.prompt.len() + s.completion.len();
     let mut order: Vec<usize> = (0..seqs.len()).collect();
-    order.sort_by_key(|&i| seqs[i].prompt.len() + seqs[i].completion.len());
-    let mut logps = vec![0f64; seqs.len()];
-    for chunk in order.chunks(batch_size.max(1) * 2) {
-        let batch: Vec<Sequence> = chunk.iter().map(|&i| seqs[i].clone()).collect();
-        let t = tch::no_grad(|| completion_logps(&model.transformer, &batch))?;
+    order.sort_by_key(|&i| len(&seqs[i].0).max(len(&seqs[i].1)));
+    let mut out = vec![(0f64, 0f64); seqs.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch: Vec<(&Sequence, &Sequence)> = chunk.iter().map(|&i| (&seqs[i].0, &seqs[i].1)).collect();
+        let t = tch::no_grad(|| pair_logps(&model.transformer, &batch))?;
         let v: Vec<f32> = Vec::try_from(t.to_device(tch::Device::Cpu))?;
-        for (&i, x) in chunk.iter().zip(v) {
-            logps[i] = x as f64;
+        let b = chunk.len();
+        for (k, &i) in chunk.iter().enumerate() {
+            out[i] = (v[k] as f64, v[b + k] as f64);
         }
     }
-    Ok(logps.chunks(2).map(|c| (c[0], c[1])).collect())
+    Ok(out)
 }
 
 /// Runs `score`, writing JSON lines to `out`.

@@ -5,7 +5,7 @@
 //
 // env: KEEL_E2E_URL (code-server URL with ?folder=), KEEL_E2E_OUT, KEEL_E2E_SCREENSHOT,
 //      KEEL_E2E_DEBUG_DIR (screenshots on failure), KEEL_E2E_CHROMIUM (default /usr/bin/chromium)
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const url = process.env.KEEL_E2E_URL;
@@ -26,6 +26,56 @@ const browser = await chromium.launch({
 });
 let page;
 let error;
+let editor;
+
+async function openCalc() {
+  await page.locator(".monaco-workbench").click({ position: { x: 640, y: 360 } });
+  await page.keyboard.press("Control+P");
+  await page.locator(".quick-input-widget input").waitFor();
+  await page.keyboard.type("calc.py");
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" }).first().waitFor();
+  await page.keyboard.press("Enter");
+  editor = page.locator(".editor-instance .monaco-editor").first();
+  await editor.locator(".view-line", { hasText: "return a - b" }).waitFor();
+  log("calc.py open");
+}
+
+// Cursor on line 2 (Go to Line), then Ctrl+. and pick the Keel action from the quick fix menu.
+async function pickImplement() {
+  await page.locator(".view-line", { hasText: "return a - b" }).click();
+  await page.keyboard.press("Control+G");
+  await page.locator(".quick-input-widget input").waitFor();
+  await page.keyboard.type("2:5");
+  await page.keyboard.press("Enter");
+  await page.waitForTimeout(300);
+  let item;
+  for (let attempt = 0; attempt < 10; attempt++) {
+    await page.keyboard.press("Control+.");
+    item = page.locator(".action-widget .monaco-list-row", { hasText: "Keel: implement" });
+    try {
+      await item.first().waitFor({ timeout: 3000 });
+      break;
+    } catch {
+      await page.keyboard.press("Escape");
+      await page.waitForTimeout(1000);
+    }
+  }
+  facts.menu = (await page.locator(".action-widget .monaco-list-row").allInnerTexts()).map((s) => s.trim());
+  log(`quick fix menu: ${JSON.stringify(facts.menu)}`);
+  await item.first().click();
+  log("picked Keel: implement");
+}
+
+// The editor still takes typing: a comment typed at the end of the file shows up.
+async function editorWorks() {
+  await editor.locator(".view-line", { hasText: "return a" }).first().click();
+  await page.keyboard.press("Control+End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type("# still here");
+  await editor.locator(".view-line", { hasText: "# still here" }).waitFor({ timeout: 10000 });
+  log("the editor still works");
+  return true;
+}
 try {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   page = await ctx.newPage();
@@ -59,40 +109,18 @@ try {
   }
 
   // Open calc.py through Quick Open.
-  await page.locator(".monaco-workbench").click({ position: { x: 640, y: 360 } });
-  await page.keyboard.press("Control+P");
-  await page.locator(".quick-input-widget input").waitFor();
-  await page.keyboard.type("calc.py");
-  await page.locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" }).first().waitFor();
-  await page.keyboard.press("Enter");
-  const editor = page.locator(".editor-instance .monaco-editor").first();
-  await editor.locator(".view-line", { hasText: "return a - b" }).waitFor();
-  log("calc.py open");
-
-  // Cursor on line 2 (Go to Line), then Ctrl+. and pick the Keel action from the quick fix menu.
-  await page.locator(".view-line", { hasText: "return a - b" }).click();
-  await page.keyboard.press("Control+G");
-  await page.locator(".quick-input-widget input").waitFor();
-  await page.keyboard.type("2:5");
-  await page.keyboard.press("Enter");
-  await page.waitForTimeout(300);
-  let item;
-  for (let attempt = 0; attempt < 10; attempt++) {
-    await page.keyboard.press("Control+.");
-    item = page.locator(".action-widget .monaco-list-row", { hasText: "Keel: implement" });
-    try {
-      await item.first().waitFor({ timeout: 3000 });
-      break;
-    } catch {
-      await page.keyboard.press("Escape");
-      await page.waitForTimeout(1000);
-    }
+  await openCalc();
+  await pickImplement();
+  if (process.env.KEEL_E2E_CASE === "unreachable") {
+    // The model endpoint does not answer: an error that names it, the status says so, the editor works.
+    const toast = page.locator(".notification-toast", { hasText: "unreachable" });
+    await toast.first().waitFor();
+    facts.notification = (await toast.first().innerText()).trim();
+    await page.locator(".statusbar-item", { hasText: "Keel: error" }).first().waitFor();
+    facts.status = (await status.first().innerText()).trim();
+    facts.editor_works = await editorWorks();
+    throw "done";
   }
-  facts.menu = (await page.locator(".action-widget .monaco-list-row").allInnerTexts()).map((s) => s.trim());
-  log(`quick fix menu: ${JSON.stringify(facts.menu)}`);
-  await item.first().click();
-  log("picked Keel: implement");
-
   // The pending step: lenses over the edited line.
   const accept = page.locator(".codelens-decoration a", { hasText: "Keel: Accept" });
   await accept.first().waitFor();
@@ -100,6 +128,35 @@ try {
   await page.locator(".statusbar-item", { hasText: "pending" }).first().waitFor();
   facts.status_pending = (await status.first().innerText()).trim();
   log(`lenses: ${JSON.stringify(facts.lenses)}, status: ${facts.status_pending}`);
+  if (process.env.KEEL_E2E_CASE === "crash") {
+    // keel-lsp dies (SIGKILL) with a step pending: a message that says so with a Restart button, the
+    // status bar says so, Restart brings up a new server, and the editor kept working throughout.
+    const pidfile = process.env.KEEL_E2E_PIDFILE;
+    facts.pid_before = Number(readFileSync(pidfile, "utf8").trim());
+    process.kill(facts.pid_before, "SIGKILL");
+    log(`killed keel-lsp ${facts.pid_before}`);
+    const toast = page.locator(".notification-toast", { hasText: "stopped unexpectedly" });
+    await toast.first().waitFor();
+    facts.notification = (await toast.first().innerText()).trim();
+    await page.locator(".statusbar-item", { hasText: "server stopped" }).first().waitFor();
+    facts.status_crashed = (await status.first().innerText()).trim();
+    facts.editor_works = await editorWorks();
+    await toast.first().locator(".monaco-button", { hasText: "Restart" }).first().click();
+    log("clicked Restart");
+    const deadline = Date.now() + 60000;
+    for (;;) {
+      const pid = Number(readFileSync(pidfile, "utf8").trim());
+      if (pid !== facts.pid_before) {
+        facts.pid_after = pid;
+        break;
+      }
+      if (Date.now() > deadline) throw new Error("keel-lsp did not restart");
+      await page.waitForTimeout(200);
+    }
+    await page.locator(".statusbar-item", { hasText: "Keel: idle" }).first().waitFor();
+    facts.status_restarted = (await status.first().innerText()).trim();
+    throw "done";
+  }
   await page.mouse.move(10, 700);
   await page.waitForTimeout(500);
   if (shot && shot !== "") {

@@ -59,3 +59,60 @@ pub fn completion_logps(model: &Transformer, seqs: &[Sequence]) -> Result<Tensor
     let logp = picked - logits.logsumexp([-1i64].as_slice(), false);
     Ok((logp * count).sum_dim_intlist([1i64].as_slice(), false, Kind::Float))
 }
+
+/// Summed completion log-probs of preference pairs, `(2n,)` f32: the `n` chosen completions, then
+/// the `n` rejected ones, each pair's shared prompt run through the model once
+/// ([`Transformer::forward_shared_prefix`]). The same values as [`completion_logps`] on the
+/// `2n` sequences; it falls back to that when a pair's prompts differ or a prompt is empty.
+pub fn pair_logps(model: &Transformer, pairs: &[(&Sequence, &Sequence)]) -> Result<Tensor> {
+    let shareable = pairs.iter().all(|(c, r)| c.prompt == r.prompt && !c.prompt.is_empty());
+    if !shareable || pairs.is_empty() {
+        let seqs: Vec<Sequence> = pairs.iter().map(|(c, _)| (*c).clone()).chain(pairs.iter().map(|(_, r)| (*r).clone())).collect();
+        return completion_logps(model, &seqs);
+    }
+    let vocab = model.cfg.vocab_size;
+    let n = pairs.len() as i64;
+    let tp = pairs.iter().map(|(c, _)| c.prompt.len()).max().unwrap_or(0) as i64;
+    let completions: Vec<&Vec<u32>> = pairs.iter().map(|(c, _)| &c.completion).chain(pairs.iter().map(|(_, r)| &r.completion)).collect();
+    let tc = completions.iter().map(|c| c.len()).max().unwrap_or(0).max(1) as i64;
+    let check = |t: u32, what: &str, i: usize| -> Result<i64> {
+        if t as i64 >= vocab {
+            return Err(ModelError::Invalid(format!("{what} {i} has token {t} outside the vocabulary ({vocab})")));
+        }
+        Ok(t as i64)
+    };
+    let mut pids = vec![0i64; (n * tp) as usize];
+    let mut pmask = vec![0i64; (n * tp) as usize];
+    for (i, (c, _)) in pairs.iter().enumerate() {
+        for (j, &t) in c.prompt.iter().enumerate() {
+            pids[i * tp as usize + j] = check(t, "prompt", i)?;
+            pmask[i * tp as usize + j] = 1;
+        }
+    }
+    let r = 2 * n;
+    let mut cids = vec![0i64; (r * tc) as usize];
+    let mut cmask = vec![0i64; (r * tc) as usize];
+    for (i, c) in completions.iter().enumerate() {
+        for (j, &t) in c.iter().enumerate() {
+            cids[i * tc as usize + j] = check(t, "completion", i)?;
+            cmask[i * tc as usize + j] = 1;
+        }
+    }
+    let device = model.device();
+    let prompt_of: Vec<i64> = (0..r).map(|i| i % n).collect();
+    let plast: Vec<i64> = pairs.iter().map(|(c, _)| c.prompt.len() as i64 - 1).collect();
+    let t = |v: &[i64], rows: i64, cols: i64| Tensor::from_slice(v).view([rows, cols]).to_device(device);
+    let (cids, cmask) = (t(&cids, r, tc), t(&cmask, r, tc));
+    let prompt_of = Tensor::from_slice(&prompt_of).to_device(device);
+    let (ph, ch) = model.forward_shared_prefix(&t(&pids, n, tp), &t(&pmask, n, tp), &cids, &cmask, &prompt_of);
+    // Completion token 0 is predicted from its prompt's last position, token j from completion
+    // position j - 1.
+    let h = ph.size()[2];
+    let last = ph.gather(1, &Tensor::from_slice(&plast).to_device(device).view([n, 1, 1]).expand([n, 1, h], false), false);
+    let first = last.index_select(0, &prompt_of);
+    let hidden = if tc > 1 { Tensor::cat(&[first, ch.narrow(1, 0, tc - 1)], 1) } else { first };
+    let logits = model.logits(&hidden).to_kind(Kind::Float);
+    let picked = logits.gather(-1, &cids.unsqueeze(-1), false).squeeze_dim(-1);
+    let logp = picked - logits.logsumexp([-1i64].as_slice(), false);
+    Ok((logp * cmask.to_kind(Kind::Float)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float))
+}

@@ -359,6 +359,95 @@ impl Transformer {
     }
 }
 
+impl Transformer {
+    /// cos and sin of the rotary embedding at `positions` `(b, t)`, shaped `(b, 1, t, head_dim)`.
+    fn rope(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        (emb.cos().to_kind(self.kind).unsqueeze(1), emb.sin().to_kind(self.kind).unsqueeze(1))
+    }
+
+    /// Final (normed) hidden states of prompts and of completions that continue them, with each
+    /// prompt run once however many completions share it (DPO's chosen and rejected do).
+    ///
+    /// `prompt_ids`/`prompt_mask` are `(p, tp)`, right-padded; `completion_ids`/`completion_mask`
+    /// are `(r, tc)`, right-padded; `prompt_of` `(r,)` names the prompt row each completion
+    /// continues. Completion `i` sits at positions `len(prompt) ..` and attends to its prompt's
+    /// real tokens and to its own earlier tokens: the same arithmetic as running every
+    /// prompt + completion on its own, with the prompt's share done once. Returns
+    /// `(prompt hidden (p, tp, h), completion hidden (r, tc, h))`. Runs with grad when the caller
+    /// has it on: the prompt's keys and values get gradient from every completion that reads them.
+    pub fn forward_shared_prefix(&self, prompt_ids: &Tensor, prompt_mask: &Tensor, completion_ids: &Tensor, completion_mask: &Tensor, prompt_of: &Tensor) -> (Tensor, Tensor) {
+        let dev = self.device;
+        let (p, tp) = prompt_ids.size2().expect("prompt_ids must be (prompts, seq)");
+        let (r, tc) = completion_ids.size2().expect("completion_ids must be (completions, seq)");
+        let pmask = prompt_mask.to_device(dev).to_kind(Kind::Int64);
+        let cmask = completion_mask.to_device(dev).to_kind(Kind::Int64);
+        let prompt_of = prompt_of.to_device(dev);
+        assert_eq!(pmask.size(), [p, tp], "prompt_mask must be (prompts, seq)");
+        assert_eq!(cmask.size(), [r, tc], "completion_mask must be (completions, seq)");
+        let mode = Mode { lora: self.lora_enabled, train: self.train };
+
+        let plen = pmask.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64);
+        let (cos_p, sin_p) = self.rope(&Tensor::arange(tp, (Kind::Int64, dev)).view([1, tp]).expand([p, tp], false));
+        let c_pos = plen.index_select(0, &prompt_of).view([r, 1]) + Tensor::arange(tc, (Kind::Int64, dev)).view([1, tc]);
+        let (cos_c, sin_c) = self.rope(&c_pos);
+
+        // Prompt rows: causal, padding keys hidden (the diagonal stays visible, so a padding row
+        // never attends to nothing).
+        let qp_pos = Tensor::arange(tp, (Kind::Int64, dev)).view([1, 1, tp, 1]);
+        let kp_pos = Tensor::arange(tp, (Kind::Int64, dev)).view([1, 1, 1, tp]);
+        let p_padded = i64::try_from(pmask.min()).unwrap_or(0) == 0;
+        let p_attn = p_padded.then(|| kp_pos.le_tensor(&qp_pos).logical_and(&pmask.to_kind(Kind::Bool).view([p, 1, 1, tp])).logical_or(&kp_pos.eq_tensor(&qp_pos)));
+        // Completion rows: their prompt's real tokens, then causal over their own.
+        let qc_pos = Tensor::arange(tc, (Kind::Int64, dev)).view([1, 1, tc, 1]);
+        let kc_pos = Tensor::arange(tc, (Kind::Int64, dev)).view([1, 1, 1, tc]);
+        let own = kc_pos.le_tensor(&qc_pos).logical_and(&cmask.to_kind(Kind::Bool).view([r, 1, 1, tc])).logical_or(&kc_pos.eq_tensor(&qc_pos));
+        let prefix = pmask.index_select(0, &prompt_of).to_kind(Kind::Bool).view([r, 1, 1, tp]).expand([r, 1, tc, tp], false);
+        let c_attn = Tensor::cat(&[prefix, own.expand([r, 1, tc, tc], false)], 3);
+
+        let (np, nc) = (p * tp, r * tc);
+        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let ids = Tensor::cat(&[prompt_ids.to_device(dev).reshape([np]), completion_ids.to_device(dev).reshape([nc])], 0);
+        // Both streams as one matrix of tokens for every projection and the MLP; only attention
+        // tells them apart.
+        let mut x = Tensor::embedding(&self.embed_tokens, &ids, -1, false, false);
+        for layer in &self.layers {
+            let residual = x.shallow_clone();
+            let hs = layer.input_layernorm.forward(&x);
+            let q = layer.q_proj.forward(&hs, &mode);
+            let k = layer.k_proj.forward(&hs, &mode);
+            let v = layer.v_proj.forward(&hs, &mode);
+            let split = |t: &Tensor, heads: i64| {
+                (t.narrow(0, 0, np).view([p, tp, heads, hd]).transpose(1, 2), t.narrow(0, np, nc).view([r, tc, heads, hd]).transpose(1, 2))
+            };
+            let (qp, qc) = split(&q, nh);
+            let (kp, kc) = split(&k, nkv);
+            let (vp, vc) = split(&v, nkv);
+            let (qp, kp) = (apply_rope(&qp, &cos_p, &sin_p), apply_rope(&kp, &cos_p, &sin_p));
+            let (qc, kc) = (apply_rope(&qc, &cos_c, &sin_c), apply_rope(&kc, &cos_c, &sin_c));
+            let ap = match &p_attn {
+                Some(m) => Tensor::scaled_dot_product_attention(&qp, &repeat_kv(&kp, nh / nkv), &repeat_kv(&vp, nh / nkv), Some(m), 0.0, false, scale, false),
+                None => Tensor::scaled_dot_product_attention::<Tensor>(&qp, &kp, &vp, None, 0.0, tp > 1, scale, nh != nkv),
+            };
+            let kc = Tensor::cat(&[kp.index_select(0, &prompt_of), kc], 2);
+            let vc = Tensor::cat(&[vp.index_select(0, &prompt_of), vc], 2);
+            let ac = Tensor::scaled_dot_product_attention(&qc, &repeat_kv(&kc, nh / nkv), &repeat_kv(&vc, nh / nkv), Some(&c_attn), 0.0, false, scale, false);
+            let attn = Tensor::cat(&[ap.transpose(1, 2).reshape([np, nh * hd]), ac.transpose(1, 2).reshape([nc, nh * hd])], 0);
+            x = residual + layer.o_proj.forward(&attn, &mode);
+            let residual = x.shallow_clone();
+            let hs = layer.post_attention_layernorm.forward(&x);
+            let gate = layer.gate_proj.forward(&hs, &mode).silu();
+            let up = layer.up_proj.forward(&hs, &mode);
+            x = residual + layer.down_proj.forward(&(gate * up), &mode);
+        }
+        let x = self.norm.forward(&x);
+        let h = x.size()[1];
+        (x.narrow(0, 0, np).view([p, tp, h]), x.narrow(0, np, nc).view([r, tc, h]))
+    }
+}
+
 fn rotate_half(x: &Tensor) -> Tensor {
     let d = x.size()[x.dim() - 1];
     let x1 = x.narrow(-1, 0, d / 2);
