@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use keel_trainer::init_model::{InitOptions, init_model};
 use keel_trainer::model::rng::Rng;
-use keel_trainer::model::{Family, LoadOptions, Model, SamplingParams, Sequence, completion_logps, generate, parse_device};
+use keel_trainer::model::{Family, LoadOptions, Model, SamplingParams, Sequence, completion_logps, generate, pair_logps, parse_device};
 use serde_json::{Value, json};
 
 struct Args {
@@ -92,8 +92,14 @@ fn main() {
     let vocab = model.config.vocab_size as u64;
     let mut rng = Rng::new(42);
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
-    let seqs: Vec<Sequence> =
-        (0..a.pairs * 2).map(|_| Sequence { prompt: ids(a.prompt_len), completion: ids(a.completion_len) }).collect();
+    // Pairs: sequences 2i and 2i + 1 share their prompt, as a preference pair's chosen and rejected
+    // sides do.
+    let seqs: Vec<Sequence> = (0..a.pairs)
+        .flat_map(|_| {
+            let prompt = ids(a.prompt_len);
+            [Sequence { prompt: prompt.clone(), completion: ids(a.completion_len) }, Sequence { prompt, completion: ids(a.completion_len) }]
+        })
+        .collect();
     let prompts: Vec<Vec<u32>> = (0..a.gen_batch).map(|i| ids(a.gen_prompt - (i % 4) * 4)).collect();
 
     // Keel.
@@ -102,6 +108,20 @@ fn main() {
         for chunk in seqs.chunks(a.batch_size) {
             let t = tch::no_grad(|| completion_logps(&model.transformer, chunk)).unwrap();
             out.extend(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu)).unwrap());
+        }
+        out
+    };
+    // What `keel-train score` does with pairs: each shared prompt once (`pair_logps`).
+    let score_pairs = || -> Vec<f32> {
+        let mut out = Vec::new();
+        for chunk in seqs.chunks(a.batch_size) {
+            let pairs: Vec<(&Sequence, &Sequence)> = chunk.chunks(2).map(|p| (&p[0], &p[1])).collect();
+            let t = tch::no_grad(|| pair_logps(&model.transformer, &pairs)).unwrap();
+            let v = Vec::<f32>::try_from(t.to_device(tch::Device::Cpu)).unwrap();
+            let b = pairs.len();
+            for k in 0..b {
+                out.extend([v[k], v[b + k]]);
+            }
         }
         out
     };
@@ -128,7 +148,8 @@ fn main() {
     // busy machine slows both alike.
     score_all();
     gen_all();
-    let (mut keel_score_s, mut keel_gen_s) = (f64::INFINITY, f64::INFINITY);
+    let (mut keel_score_s, mut keel_gen_s, mut keel_pairs_s) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let mut pair_scores = vec![];
     let (mut py_score_s, mut py_gen_s) = (f64::INFINITY, f64::INFINITY);
     let mut scores = vec![];
     let mut generated = vec![];
@@ -138,6 +159,9 @@ fn main() {
             let t = Instant::now();
             scores = score_all();
             keel_score_s = keel_score_s.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            pair_scores = score_pairs();
+            keel_pairs_s = keel_pairs_s.min(t.elapsed().as_secs_f64());
             let t = Instant::now();
             generated = gen_all();
             keel_gen_s = keel_gen_s.min(t.elapsed().as_secs_f64());
@@ -151,6 +175,9 @@ fn main() {
     let py_scores: Vec<f64> = serde_json::from_value(py["scores"].clone()).unwrap();
     for (k, p) in scores.iter().zip(&py_scores) {
         assert!((*k as f64 - p).abs() < 1e-2 * p.abs().max(1.0), "scores differ: keel {k} python {p}");
+    }
+    for (i, (a, b)) in scores.iter().zip(&pair_scores).enumerate() {
+        assert!((a - b).abs() < 1e-3 * a.abs().max(1.0), "sequence {i}: the shared-prompt path gives {b}, the plain one {a}");
     }
     let py_gen: Vec<Vec<u32>> = serde_json::from_value(py["generated"].clone()).unwrap();
     let same_gen = py_gen.iter().zip(&generated).all(|(p, k)| *p == k.tokens);
@@ -183,6 +210,12 @@ fn main() {
         py_score_s / keel_score_s
     );
     println!("| scoring, tokens/s | {:.0} | {:.0} | |", score_tokens / keel_score_s, score_tokens / py_score_s);
+    println!(
+        "| scoring as pairs (`score`: each shared prompt once), sequences/s | {:.1} | {:.1} | {:.2}x |",
+        seqs.len() as f64 / keel_pairs_s,
+        seqs.len() as f64 / py_score_s,
+        py_score_s / keel_pairs_s
+    );
     println!(
         "| generation (batch {}, {} new tokens), tokens/s | {:.0} | {:.0} | {:.2}x |",
         a.gen_batch,
