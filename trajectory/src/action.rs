@@ -139,6 +139,11 @@ impl Action {
         {
             return Err(ActionError::new(ActionErrorKind::InvalidArguments, "search: empty pattern").with_tool(name));
         }
+        if let Action::Run { command } = &action
+            && command.trim().is_empty()
+        {
+            return Err(ActionError::new(ActionErrorKind::InvalidArguments, "run: empty command").with_tool(name));
+        }
         Ok(action)
     }
 }
@@ -571,6 +576,11 @@ mod tests {
         assert_eq!(e.kind, ActionErrorKind::InvalidArguments);
         let e = Action::from_call("view_file", "{not json").unwrap_err();
         assert_eq!(e.kind, ActionErrorKind::InvalidJson);
+        // Nothing to run, nothing to search for: invalid calls, rejected automatically.
+        let e = Action::from_call("run", r#"{"command":"  "}"#).unwrap_err();
+        assert_eq!((e.kind, e.message.as_str()), (ActionErrorKind::InvalidArguments, "run: empty command"));
+        let e = Action::from_call("search", r#"{"pattern":""}"#).unwrap_err();
+        assert_eq!(e.kind, ActionErrorKind::InvalidArguments);
 
         let c = "Sure.\n```json\n{\"name\": \"view_file\", \"arguments\": {\"path\": \"src/{x}.rs\", \"start_line\": \"3\"}}\n```";
         assert_eq!(

@@ -1,9 +1,9 @@
 -- The demo's simulated user, in a real headless Neovim with Keel's plugin (run through the e2e
--- harness, tests/e2e/nvim/init.lua). It starts `Keel: implement` on calc.py several times and
--- decides every proposal by a stated rule:
+-- harness, tests/e2e/nvim/init.lua). It starts episodes on calc.py (implement, write a test, or an
+-- instruction, on add() or mul()) and decides every proposal by a stated rule:
 --
---   run  — accept a command that starts with a letter (it runs in the sandbox); otherwise ask for
---          another, three times at most, then reject it.
+--   run  — accept a command a person can read: at most 60 characters, all plain ASCII (it runs in
+--          the sandbox); otherwise ask for another, three times at most, then reject it.
 --   edit — accept it if calc.py still defines add() afterwards; otherwise reject it.
 --
 -- Each decision is logged for the demo to print.
@@ -32,12 +32,24 @@ return function(t)
   end
   local episodes = tonumber(vim.env.KEEL_DEMO_EPISODES or "6")
   local ends = {}
+  local tasks = {
+    { kind = "implement", line = 1 },
+    { kind = "instruction", line = 1, instruction = "run the tests" },
+    { kind = "implement", line = 5 },
+    { kind = "instruction", line = 5, instruction = "show me what mul does" },
+    { kind = "instruction", line = 1, instruction = "make add pass its test" },
+    { kind = "write_test", line = 5 },
+  }
   for e = 1, episodes do
     local started = nil
+    -- Tasks vary (the function, the kind, the instruction), so episodes start from different
+    -- states and the scheduler's held-out split (by state) has something to split.
+    local task = tasks[(e - 1) % #tasks + 1]
     keel.execute("keel.episode.start", {
       uri = vim.uri_from_bufnr(buf),
-      range = { start = { line = 1, character = 4 }, ["end"] = { line = 1, character = 16 } },
-      kind = "implement",
+      range = { start = { line = task.line, character = 4 }, ["end"] = { line = task.line, character = 16 } },
+      kind = task.kind,
+      instruction = task.instruction,
     }, function(err, r)
       started = (not err and r and r.episode) or false
     end, buf)
@@ -82,16 +94,16 @@ return function(t)
         if p.tool == "run" then
           local cmd = p.command or ""
           local shown = vim.fn.strcharpart(cmd, 0, 30)
-          if cmd:match("^%a") then
+          if vim.fn.strchars(cmd) <= 60 and not cmd:find("[\128-\255]") then
             say(string.format("episode %d: run %q → accept (it runs in the sandbox)", e, shown))
             keel.execute("keel.step.accept", { step = p.step })
           elseif retries < 3 then
             retries = retries + 1
-            say(string.format("episode %d: run %q → another (does not start with a letter)", e, shown))
+            say(string.format("episode %d: run %q → another (too long, or not plain ASCII)", e, shown))
             keel.execute("keel.step.retry", { step = p.step })
           else
             say(string.format("episode %d: run %q → reject", e, shown))
-            keel.execute("keel.step.reject", { step = p.step, reason = "a command starts with a letter" })
+            keel.execute("keel.step.reject", { step = p.step, reason = "a command should be short plain ASCII" })
           end
         else
           local ok = (p.proposed or ""):find("def add", 1, true) ~= nil

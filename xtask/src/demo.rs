@@ -119,7 +119,7 @@ pub fn run(_rest: &[String]) -> Result<()> {
     println!("{url} — version {}", health["version"]);
 
     step(3, "Neovim (headless, the real plugin and keel-lsp) with a simulated user");
-    println!("rule: accept a `run` whose command starts with a letter (it runs in the sandbox), else ask for");
+    println!("rule: accept a `run` of at most 60 characters, all plain ASCII (it runs in the sandbox), else ask for");
     println!("      another (three times at most), then reject; accept an edit only if calc.py still defines add()");
     let nvim = env::venv().join("bin/nvim");
     let out = dir.join("nvim.json");
@@ -134,7 +134,7 @@ pub fn run(_rest: &[String]) -> Result<()> {
         .env("KEEL_DEMO_ENDPOINT", &url)
         .env("KEEL_DEMO_STORE", &db)
         .env("KEEL_DEMO_ROOT", &ws)
-        .env("KEEL_DEMO_EPISODES", "40")
+        .env("KEEL_DEMO_EPISODES", "60")
         .current_dir(&ws)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
