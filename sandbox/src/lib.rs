@@ -51,6 +51,9 @@ pub const LABEL_SESSION: &str = "keel.sandbox.session";
 pub const WORKDIR: &str = "/work";
 /// The user commands run as (`nobody`).
 pub const USER: &str = "65534:65534";
+/// [`Container::reset`] refuses a container with more processes than this left after it (init,
+/// its own shell and pipeline, and zombies).
+pub const RESET_MAX_PROCESSES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,6 +79,8 @@ pub enum Error {
     Snapshot(String),
     #[error("the workspace patch does not apply: {0}")]
     Patch(String),
+    #[error("the container cannot be reused: {0}")]
+    Reset(String),
     #[error("`{0}` is outside the workspace (/work)")]
     OutsideWorkspace(String),
     #[error("the container is gone: {0}")]
@@ -696,16 +701,27 @@ impl Container {
     /// Makes a used container fresh for another workspace: every process of the sandbox user is
     /// killed, `/work` and `/tmp` are emptied, and `snapshot` is copied in (much cheaper than a new
     /// container; the limits stay as they were).
+    ///
+    /// Fails — and the caller should [`Container::remove`] it and start a new one — when `/work`
+    /// cannot be emptied or more than [`RESET_MAX_PROCESSES`] processes are left. The container's
+    /// init does not reap, so a killed orphan (a command's background child) stays as a zombie
+    /// that counts towards the pids cap until the container goes.
     pub async fn reset(&self, snapshot: &WorkspaceSnapshot) -> Result<()> {
         let tar = snapshot.to_tar()?;
-        // `kill -9 -1` ends the exec that runs it too; its result does not matter.
-        let _ = self.exec("kill -9 -1").await;
-        self.check()?;
+        // One exec. `kill -9 -1` spares init and the caller (Linux never signals the caller with
+        // -1); a process forked before the first kill returned gets the second. Then it prints
+        // the entries left in /work and the processes (including its own few).
         let r = self
-            .exec("rm -rf /work/* /work/.[!.]* /work/..?* /tmp/* /tmp/.[!.]* 2>/dev/null; ls -A /work | wc -l")
+            .exec(
+                "kill -9 -1; kill -9 -1; rm -rf /work/* /work/.[!.]* /work/..?* /tmp/* /tmp/.[!.]* 2>/dev/null; \
+                 echo $(ls -A /work | wc -l) $(ls -d /proc/[0-9]* | wc -l)",
+            )
             .await?;
-        if r.stdout.trim() != "0" {
-            return Err(Error::Patch(format!("could not empty /work: {}{}", r.stdout, r.stderr)));
+        let counts: Vec<usize> = r.stdout.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        match counts[..] {
+            [0, procs] if procs <= RESET_MAX_PROCESSES => {}
+            [0, procs] => return Err(Error::Reset(format!("{procs} processes are left (killed orphans stay as zombies)"))),
+            _ => return Err(Error::Reset(format!("could not empty /work: {}{}", r.stdout, r.stderr))),
         }
         self.populate(tar, snapshot.patch()).await
     }

@@ -1,7 +1,7 @@
 //! Keel's model layer side by side with transformers, in one run, on the same model folder, ids and
 //! machine: scoring throughput (the `score` / DPO reference pass) and batched greedy generation.
 //!
-//! `cargo bench -p keel-trainer --bench model [-- --preset small --device cpu --rounds 3 --reps 2]`
+//! `cargo bench -p keel-trainer --bench model [-- --preset small --device cpu --rounds 3 --reps 2 --vocab N]`
 //!
 //! The model is `init-model --preset small` (hidden 256, 4 layers, GQA 8/2, vocab 2048) unless
 //! `--model DIR` names another folder. The Python side is `benches/model_reference.py`, run with
@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use keel_trainer::init_model::{InitOptions, init_model};
+use keel_trainer::init_model::{InitOptions, init_model, random_weights};
 use keel_trainer::model::rng::Rng;
-use keel_trainer::model::{Family, LoadOptions, Model, SamplingParams, Sequence, completion_logps, generate, pair_logps, parse_device};
+use keel_trainer::model::{Config, Family, LoadOptions, Model, SamplingParams, Sequence, completion_logps, generate, pair_logps, parse_device, weights};
 use serde_json::{Value, json};
 
 struct Args {
@@ -29,6 +29,9 @@ struct Args {
     gen_batch: usize,
     gen_prompt: usize,
     gen_new: usize,
+    /// Widen the made model's vocabulary to this many ids (new weights drawn at random), e.g.
+    /// 151936 for Qwen2.5's; the tokenizer stays the small one (its ids are a subset).
+    vocab: Option<i64>,
 }
 
 fn args() -> Args {
@@ -45,6 +48,7 @@ fn args() -> Args {
         gen_batch: 8,
         gen_prompt: 64,
         gen_new: 64,
+        vocab: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -60,6 +64,7 @@ fn args() -> Args {
             "--batch-size" => a.batch_size = next().parse().unwrap_or(8),
             "--gen-batch" => a.gen_batch = next().parse().unwrap_or(8),
             "--gen-new" => a.gen_new = next().parse().unwrap_or(64),
+            "--vocab" => a.vocab = next().parse().ok(),
             _ => {
                 i += 1;
                 continue; // cargo's own flags (--bench)
@@ -84,6 +89,12 @@ fn main() {
         None => {
             let d = tmp.path().join("model");
             init_model(&d, &InitOptions { preset: a.preset.clone(), family: Family::Qwen2, seed: 1 }).unwrap();
+            if let Some(v) = a.vocab {
+                let mut cfg = Config::load(&d).unwrap();
+                cfg.vocab_size = v;
+                std::fs::write(d.join("config.json"), serde_json::to_string_pretty(&cfg.to_json()).unwrap()).unwrap();
+                weights::save(&d.join("model.safetensors"), &random_weights(&cfg, 1)).unwrap();
+            }
             d
         }
     };

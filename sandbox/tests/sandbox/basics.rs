@@ -360,3 +360,44 @@ async fn containers_never_outlive_their_lifetime_and_leftovers_are_cleaned() {
     assert!(long.own_containers().await.unwrap().is_empty());
     h.assert_no_leftovers().await;
 }
+
+/// A used container made fresh for another workspace: the old files in /work and /tmp are gone,
+/// the new snapshot (with its patch) is there, a command's leftover background process is dead;
+/// one whose killed orphans would keep eating the pids cap is refused instead.
+#[tokio::test]
+async fn reset_gives_a_fresh_workspace_or_refuses() {
+    let h = harness(small_limits()).await;
+    let c = h
+        .sandbox
+        .start(&WorkspaceSnapshot::from_files([("a.txt", "alpha\n")]))
+        .await
+        .unwrap();
+    let r = c
+        .exec("echo junk > /work/junk; mkdir -p .hidden; echo t > /tmp/t; (sleep 300 &); echo started")
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "started\n", "{r:?}");
+    assert!(c.exec("ps").await.unwrap().stdout.contains("sleep 300"));
+
+    let b = WorkspaceSnapshot::from_files([("b.txt", "beta\n")])
+        .with_patch("--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-beta\n+beta patched\n");
+    c.reset(&b).await.unwrap();
+    let r = c.exec("ls -A /work; echo --; ls -A /tmp; echo --; cat b.txt; ps").await.unwrap();
+    let (files, rest) = r.stdout.split_once("--\n").unwrap();
+    let (tmp, rest) = rest.split_once("--\n").unwrap();
+    assert_eq!((files, tmp), ("b.txt\n", ""), "{r:?}");
+    assert!(rest.starts_with("beta patched\n"), "{r:?}");
+    assert!(!rest.contains("sleep 300"), "the old background process survived the reset: {rest}");
+
+    // Thirty orphans, killed, stay zombies under an init that does not reap: refused.
+    let r = c
+        .exec("for i in $(seq 30); do (sleep 300 &); done; echo ok")
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "ok\n", "{r:?}");
+    let e = c.reset(&b).await.unwrap_err();
+    assert!(matches!(e, Error::Reset(_)), "{e}");
+    assert!(e.to_string().contains("processes are left"), "{e}");
+    c.remove().await.unwrap();
+    h.assert_no_leftovers().await;
+}

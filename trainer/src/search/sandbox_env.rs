@@ -11,8 +11,9 @@ use super::{Environment, Session};
 pub struct SandboxEnv {
     sandbox: Sandbox,
     rt: tokio::runtime::Runtime,
-    /// Containers of finished rollouts, reset and reused by the next ones (a reset costs a few
-    /// execs; a new container costs a create, a start and a remove).
+    /// Containers of finished rollouts, reset and reused by the next ones (a reset costs one exec
+    /// and an upload; a new container costs a create, a start, an upload and a remove). A container
+    /// that cannot be reset is removed and a new one started.
     idle: std::sync::Mutex<Vec<Container>>,
 }
 
