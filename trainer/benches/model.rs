@@ -137,6 +137,11 @@ fn main() {
         out
     };
     let params = SamplingParams { max_new_tokens: a.gen_new, ..Default::default() };
+    // n samples of one long prompt, as a search expansion asks for (Keel prefills it once).
+    let same: Vec<Vec<u32>> = vec![ids(a.prompt_len); a.gen_batch];
+    let same_new = a.gen_new / 2;
+    let same_params = SamplingParams { max_new_tokens: same_new, ..Default::default() };
+    let gen_same = || generate(&model.transformer, &model.tokenizer, same.iter().map(|p| (p.clone(), same_params.clone())).collect(), None).unwrap();
     let gen_all = || generate(&model.transformer, &model.tokenizer, prompts.iter().map(|p| (p.clone(), params.clone())).collect(), None).unwrap();
     // transformers gets the same ids.
     let spec = json!({
@@ -145,6 +150,7 @@ fn main() {
         "reps": a.reps,
         "score": seqs.iter().map(|s| json!([s.prompt, s.completion])).collect::<Vec<_>>(),
         "generate": {"prompts": prompts, "max_new_tokens": a.gen_new},
+        "generate_same": {"prompts": same, "max_new_tokens": same_new},
     });
     let spec_path = tmp.path().join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
@@ -160,6 +166,7 @@ fn main() {
     score_all();
     gen_all();
     let (mut keel_score_s, mut keel_gen_s, mut keel_pairs_s) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let (mut keel_same_s, mut py_same_s) = (f64::INFINITY, f64::INFINITY);
     let mut pair_scores = vec![];
     let (mut py_score_s, mut py_gen_s) = (f64::INFINITY, f64::INFINITY);
     let mut scores = vec![];
@@ -176,10 +183,14 @@ fn main() {
             let t = Instant::now();
             generated = gen_all();
             keel_gen_s = keel_gen_s.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            gen_same();
+            keel_same_s = keel_same_s.min(t.elapsed().as_secs_f64());
         }
         py = python_round();
         py_score_s = py_score_s.min(py["score_s"].as_f64().unwrap());
         py_gen_s = py_gen_s.min(py["generate_s"].as_f64().unwrap());
+        py_same_s = py_same_s.min(py["generate_same_s"].as_f64().unwrap());
     }
 
     // The two agree before their speeds are compared.
@@ -234,6 +245,16 @@ fn main() {
         gen_tokens / keel_gen_s,
         gen_tokens / py_gen_s,
         py_gen_s / keel_gen_s
+    );
+    let same_tokens = (a.gen_batch * same_new) as f64;
+    println!(
+        "| generation, {} samples of one {}-token prompt ({} new tokens each), tokens/s | {:.0} | {:.0} | {:.2}x |",
+        a.gen_batch,
+        a.prompt_len,
+        same_new,
+        same_tokens / keel_same_s,
+        same_tokens / py_same_s,
+        py_same_s / keel_same_s
     );
     println!("greedy tokens identical to transformers: {same_gen}");
 }

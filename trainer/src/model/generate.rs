@@ -130,6 +130,21 @@ impl<'m> Generator<'m> {
             }
         }
         let b = requests.len() as i64;
+        // Identical prompts (n samples of one request, K expansions of one search state) are
+        // prefilled once; their rows share the keys and values by copy afterwards.
+        let mut uniq: Vec<&[u32]> = Vec::new();
+        let mut row_of: Vec<i64> = Vec::with_capacity(requests.len());
+        for (p, _) in &requests {
+            let i = match uniq.iter().position(|u| *u == p.as_slice()) {
+                Some(i) => i,
+                None => {
+                    uniq.push(p);
+                    uniq.len() - 1
+                }
+            };
+            row_of.push(i as i64);
+        }
+        let u = uniq.len() as i64;
         let plen = requests.iter().map(|(p, _)| p.len()).max().unwrap_or(0) as i64;
         let max_new = requests.iter().map(|(_, s)| s.max_new_tokens).max().unwrap_or(0) as i64;
         let capacity = plen + max_new.max(1);
@@ -137,9 +152,9 @@ impl<'m> Generator<'m> {
             tracing::warn!(capacity, max = model.cfg.max_position_embeddings, "generation runs past max_position_embeddings");
         }
         let pad = 0i64;
-        let mut ids = vec![pad; (b * plen) as usize];
-        let mut mask = vec![0i64; (b * plen) as usize];
-        for (r, (p, _)) in requests.iter().enumerate() {
+        let mut ids = vec![pad; (u * plen) as usize];
+        let mut mask = vec![0i64; (u * plen) as usize];
+        for (r, p) in uniq.iter().enumerate() {
             let off = r * plen as usize + (plen as usize - p.len());
             for (j, &t) in p.iter().enumerate() {
                 ids[off + j] = t as i64;
@@ -147,13 +162,19 @@ impl<'m> Generator<'m> {
             }
         }
         let device = model.device();
-        let ids = Tensor::from_slice(&ids).view([b, plen]).to_device(device);
-        let mask = Tensor::from_slice(&mask).view([b, plen]).to_device(device);
-        let mut cache = model.new_cache(b, capacity);
-        let next_logits = tch::no_grad(|| {
+        let ids = Tensor::from_slice(&ids).view([u, plen]).to_device(device);
+        let mut mask = Tensor::from_slice(&mask).view([u, plen]).to_device(device);
+        let mut cache = model.new_cache(u, capacity);
+        let mut next_logits = tch::no_grad(|| {
             let h = model.forward_hidden(&ids, &mask, Some(&mut cache));
             model.logits(&h.narrow(1, plen - 1, 1)).squeeze_dim(1).to_kind(Kind::Float)
         });
+        if u < b {
+            let rows = Tensor::from_slice(&row_of).to_device(device);
+            cache.select_rows(&rows);
+            mask = mask.index_select(0, &rows);
+            next_logits = next_logits.index_select(0, &rows);
+        }
         let rows = requests
             .into_iter()
             .map(|(_, params)| Row {

@@ -174,7 +174,8 @@ impl KvCache {
         self.capacity
     }
 
-    /// Keeps only the given batch rows (e.g. to drop finished sequences).
+    /// Keeps the given batch rows, in that order; a row may repeat (rows that share a prefilled
+    /// prompt).
     pub fn select_rows(&mut self, rows: &Tensor) {
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {
             *t = t.index_select(0, rows);

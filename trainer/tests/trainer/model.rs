@@ -177,6 +177,11 @@ fn check_greedy(name: &str, dir: &str) {
     let out = generate(&m.transformer, &m.tokenizer, prompts.iter().map(|p| (p.clone(), params.clone())).collect(), None).unwrap();
     let got: Vec<Vec<i64>> = out.iter().map(|g| g.tokens.iter().map(|&t| t as i64).collect()).collect();
     assert_eq!(got, json_ids(&exp["greedy"]), "{name}: greedy generation differs from transformers");
+    // Repeated prompts (prefilled once, their keys and values shared by the rows): the same tokens.
+    let repeated = [&prompts[0], &prompts[1], &prompts[0], &prompts[0], &prompts[1]];
+    let out = generate(&m.transformer, &m.tokenizer, repeated.iter().map(|p| ((*p).clone(), params.clone())).collect(), None).unwrap();
+    let again: Vec<Vec<i64>> = out.iter().map(|g| g.tokens.iter().map(|&t| t as i64).collect()).collect();
+    assert_eq!(again, [0, 1, 0, 0, 1].map(|i| got[i].clone()), "{name}: repeated prompts");
 }
 
 #[test]
