@@ -17,6 +17,10 @@ struct Cli {
 enum Command {
     /// Export human preference pairs from the store as TRL-format JSONL.
     Pairs(PairsArgs),
+    /// Dump episodes (steps, decisions, observations, end) as full-fidelity JSONL.
+    Export(ExportArgs),
+    /// Load a JSONL dump made by `export` into a store (episodes already there are skipped).
+    Import(ImportArgs),
     /// Write a small random model (Hugging Face layout, trained BPE tokenizer, chat template).
     InitModel(InitModelArgs),
     /// Log-probabilities of each pair's chosen and rejected completions (JSONL).
@@ -320,6 +324,31 @@ struct PairsArgs {
     since: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Where to write the dump (JSONL, one episode per line); `-` for standard output.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only episodes created at or after this time (milliseconds, or a date like 2026-11-24T10:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only episodes with a step from this model version.
+    #[arg(long)]
+    model_version: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The trajectory store to load into (created if missing).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// The dump (JSONL from `keel-train export`); `-` for standard input.
+    file: PathBuf,
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -327,6 +356,8 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Pairs(a) => pairs(a),
+        Command::Export(a) => export(a),
+        Command::Import(a) => import(a),
         Command::InitModel(a) => init_model(a),
         Command::Score(a) => score(a),
         Command::Sft(a) => keel_trainer::sft::run(&a.train.options(a.data, 0.1)).map(|_| ()),
@@ -435,6 +466,48 @@ fn models(a: ModelsArgs) -> Result<()> {
             println!("rolled back; live: {}", v.id);
         }
     }
+    Ok(())
+}
+
+fn export(a: ExportArgs) -> Result<()> {
+    use std::io::Write;
+    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
+    let store = keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
+    let filter = keel_trajectory::EpisodeFilter { since, model_version: a.model_version, limit: None };
+    let n = if a.out.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        let n = store.export_jsonl(&filter, &mut out)?;
+        out.flush()?;
+        n
+    } else {
+        // Written beside the target and renamed, so a failed export never leaves half a file.
+        let tmp = a.out.with_extension("jsonl.partial");
+        // 0600, as the store itself: a dump holds the same trajectories.
+        let file = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create(true).truncate(true), 0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let n = store.export_jsonl(&filter, &mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+        n
+    };
+    eprintln!("exported {n} episodes");
+    Ok(())
+}
+
+fn import(a: ImportArgs) -> Result<()> {
+    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
+    let store = keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    let stats = if a.file.as_os_str() == "-" {
+        store.import_jsonl(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+        store.import_jsonl(std::io::BufReader::new(f))
+    }
+    .with_context(|| format!("importing {}", a.file.display()))?;
+    eprintln!("imported {} episodes ({} steps); {} already there, skipped", stats.episodes, stats.steps, stats.skipped);
     Ok(())
 }
 

@@ -130,12 +130,14 @@ pub fn export(store: &Store, since: Option<Millis>, out: &Path) -> Result<Stats>
 }
 
 /// Write a file through a temporary sibling, fsync and rename, so a reader never sees half of it.
+/// The file is 0600, as the store: pairs and trees hold the same (redacted) trajectories.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -154,6 +154,8 @@ fn the_four_rules() {
     let lines: Vec<Value> =
         std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 4);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600, "pairs are as private as the store");
     for l in &lines {
         assert_eq!(l["prompt"][0]["role"], "system");
         assert_eq!(l["chosen"][0]["role"], "assistant");
@@ -179,4 +181,25 @@ fn the_four_rules() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a time"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // export → import into a new store → export: the same bytes; importing again skips it all;
+    // a broken dump is a clear error naming the line.
+    let run = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    let dump = dir.path().join("dump.jsonl");
+    let o = run(&["export", "--store", db.to_str().unwrap(), "--out", dump.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exported 1 episodes"));
+    assert_eq!(std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777, 0o600, "a dump is as private as the store");
+    let db2 = dir.path().join("copy.db");
+    let o = run(&["import", "--store", db2.to_str().unwrap(), dump.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["export", "--store", db2.to_str().unwrap(), "--out", "-"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), std::fs::read_to_string(&dump).unwrap());
+    let o = run(&["import", "--store", db2.to_str().unwrap(), dump.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("imported 0 episodes (0 steps); 1 already there"), "{}", String::from_utf8_lossy(&o.stderr));
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"keel_dump\": 1, \"episode\": 3}\n").unwrap();
+    let o = run(&["import", "--store", db2.to_str().unwrap(), broken.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line 1"), "{}", String::from_utf8_lossy(&o.stderr));
 }
