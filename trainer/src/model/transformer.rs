@@ -98,6 +98,14 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// The second half of a decoder layer: `x + down(silu(gate(norm x)) * up(norm x))`.
+    fn mlp_block(&self, x: Tensor, mode: &Mode) -> Tensor {
+        let hs = self.post_attention_layernorm.forward(&x);
+        let gate = self.gate_proj.forward(&hs, mode).silu();
+        let up = self.up_proj.forward(&hs, mode);
+        x + self.down_proj.forward(&(gate * up), mode)
+    }
+
     /// A linear layer by its Hugging Face name (`q_proj`, ..., `down_proj`).
     pub fn linear(&self, name: &str) -> Option<&Linear> {
         Some(match name {
@@ -299,10 +307,7 @@ impl Transformer {
 
         // Positions from the mask, as transformers' generate does.
         let positions = (mask.to_kind(Kind::Int64).cumsum(-1, Kind::Int64) - 1).clamp_min(0).narrow(1, past, t);
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
-        let emb = Tensor::cat(&[&freqs, &freqs], -1);
-        let cos = emb.cos().to_kind(self.kind).unsqueeze(1);
-        let sin = emb.sin().to_kind(self.kind).unsqueeze(1);
+        let (cos, sin) = self.rope(&positions);
 
         // A padding mask only when something is padded; else plain causal attention.
         let padded = i64::try_from(mask.min()).unwrap_or(0) == 0;
@@ -347,11 +352,7 @@ impl Transformer {
             };
             let attn = attn.transpose(1, 2).reshape([b, t, nh * hd]);
             x = residual + layer.o_proj.forward(&attn, &mode);
-            let residual = x.shallow_clone();
-            let hs = layer.post_attention_layernorm.forward(&x);
-            let gate = layer.gate_proj.forward(&hs, &mode).silu();
-            let up = layer.up_proj.forward(&hs, &mode);
-            x = residual + layer.down_proj.forward(&(gate * up), &mode);
+            x = layer.mlp_block(x, &mode);
         }
         if let Some(c) = cache {
             c.len = total;
@@ -437,11 +438,7 @@ impl Transformer {
             let ac = Tensor::scaled_dot_product_attention(&qc, &repeat_kv(&kc, nh / nkv), &repeat_kv(&vc, nh / nkv), Some(&c_attn), 0.0, false, scale, false);
             let attn = Tensor::cat(&[ap.transpose(1, 2).reshape([np, nh * hd]), ac.transpose(1, 2).reshape([nc, nh * hd])], 0);
             x = residual + layer.o_proj.forward(&attn, &mode);
-            let residual = x.shallow_clone();
-            let hs = layer.post_attention_layernorm.forward(&x);
-            let gate = layer.gate_proj.forward(&hs, &mode).silu();
-            let up = layer.up_proj.forward(&hs, &mode);
-            x = residual + layer.down_proj.forward(&(gate * up), &mode);
+            x = layer.mlp_block(x, &mode);
         }
         let x = self.norm.forward(&x);
         let h = x.size()[1];
