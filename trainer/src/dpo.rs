@@ -12,31 +12,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{Model, Sequence, completion_logps, pair_logps};
+use crate::model::{Model, Sequence, pair_logps};
 use crate::optim::dpo_loss;
 use crate::train::data::{DataReport, EncodedPair, load_pairs, seq_len};
 use crate::train::{self, Objective, Summary, TrainOptions};
 
 /// Pairs per forward pass when computing the reference log-probs.
 const REF_BATCH: usize = 16;
-
-/// Summed completion log-probs of `seqs` under the model as it is, without grad, `REF_BATCH`
-/// sequences at a time in length order.
-pub fn sequence_logps(model: &Model, seqs: &[&Sequence]) -> Result<Vec<f64>> {
-    let mut order: Vec<usize> = (0..seqs.len()).collect();
-    order.sort_by_key(|&i| seq_len(seqs[i]));
-    let mut out = vec![0f64; seqs.len()];
-    let autocast = model.transformer.device().is_cuda();
-    for chunk in order.chunks(REF_BATCH * 2) {
-        let batch: Vec<Sequence> = chunk.iter().map(|&i| seqs[i].clone()).collect();
-        let t = tch::no_grad(|| tch::autocast(autocast, || completion_logps(&model.transformer, &batch)))?;
-        let v: Vec<f32> = Vec::try_from(t.to_device(Device::Cpu))?;
-        for (&i, x) in chunk.iter().zip(v) {
-            out[i] = x as f64;
-        }
-    }
-    Ok(out)
-}
 
 /// Summed completion log-probs of each pair's chosen and rejected side under the model as it is,
 /// without grad, `REF_BATCH` pairs at a time in length order, each shared prompt run once.
