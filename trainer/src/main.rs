@@ -316,7 +316,7 @@ struct PairsArgs {
     /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Where to write the pairs (JSONL); `-` for standard output.
+    /// The output file (JSONL: the pairs, or for `export` the episodes); `-` for standard output.
     #[arg(long)]
     out: PathBuf,
     /// Only episodes created at or after this time (milliseconds, or a date like 2026-11-24T10:00:00Z).
@@ -326,15 +326,8 @@ struct PairsArgs {
 
 #[derive(clap::Args)]
 struct ExportArgs {
-    /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
-    #[arg(long)]
-    store: Option<PathBuf>,
-    /// Where to write the dump (JSONL, one episode per line); `-` for standard output.
-    #[arg(long)]
-    out: PathBuf,
-    /// Only episodes created at or after this time (milliseconds, or a date like 2026-11-24T10:00:00Z).
-    #[arg(long)]
-    since: Option<String>,
+    #[command(flatten)]
+    base: PairsArgs,
     /// Only episodes with a step from this model version.
     #[arg(long)]
     model_version: Option<String>,
@@ -471,18 +464,19 @@ fn models(a: ModelsArgs) -> Result<()> {
 
 fn export(a: ExportArgs) -> Result<()> {
     use std::io::Write;
-    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
-    let store = keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
-    let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
-    let filter = keel_trajectory::EpisodeFilter { since, model_version: a.model_version, limit: None };
-    let n = if a.out.as_os_str() == "-" {
+    let (base, model_version) = (a.base, a.model_version);
+    let store = open_store(base.store)?;
+    let since = base.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
+    let filter = keel_trajectory::EpisodeFilter { since, model_version, limit: None };
+    let out_path = base.out;
+    let n = if out_path.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
         let n = store.export_jsonl(&filter, &mut out)?;
         out.flush()?;
         n
     } else {
         // Written beside the target and renamed, so a failed export never leaves half a file.
-        let tmp = a.out.with_extension("jsonl.partial");
+        let tmp = out_path.with_extension("jsonl.partial");
         // 0600, as the store itself: a dump holds the same trajectories.
         let file = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create(true).truncate(true), 0o600)
             .open(&tmp)
@@ -490,7 +484,7 @@ fn export(a: ExportArgs) -> Result<()> {
         let mut out = std::io::BufWriter::new(file);
         let n = store.export_jsonl(&filter, &mut out)?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+        std::fs::rename(&tmp, &out_path).with_context(|| format!("writing {}", out_path.display()))?;
         n
     };
     eprintln!("exported {n} episodes");
@@ -498,8 +492,7 @@ fn export(a: ExportArgs) -> Result<()> {
 }
 
 fn import(a: ImportArgs) -> Result<()> {
-    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
-    let store = keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    let store = open_store(a.store)?;
     let stats = if a.file.as_os_str() == "-" {
         store.import_jsonl(std::io::stdin().lock())
     } else {
@@ -512,8 +505,7 @@ fn import(a: ImportArgs) -> Result<()> {
 }
 
 fn pairs(a: PairsArgs) -> Result<()> {
-    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
-    let store = keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    let store = open_store(a.store)?;
     let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
     let stats = keel_trainer::pairs::export(&store, since, &a.out)?;
     eprintln!("{stats}");
