@@ -302,6 +302,9 @@ pub struct LspClient {
     pub apply_answer: Arc<Mutex<ApplyAnswer>>,
     /// Edits the server asked the editor to apply.
     pub applied_edits: Arc<Mutex<Vec<Value>>>,
+    /// Documents the fake editor keeps (uri → version, text): an applied edit changes the buffer
+    /// and is sent as `didChange` before the answer, as real editors do; nothing is saved.
+    pub buffers: Arc<Mutex<std::collections::HashMap<String, (i64, String)>>>,
 }
 
 impl LspClient {
@@ -318,7 +321,8 @@ impl LspClient {
         let responses = Arc::new(Mutex::new(Vec::new()));
         let apply_answer = Arc::new(Mutex::new(ApplyAnswer::Applied));
         let applied_edits = Arc::new(Mutex::new(Vec::new()));
-        let (stdin2, resp2, ans2, edits2) = (stdin.clone(), responses.clone(), apply_answer.clone(), applied_edits.clone());
+        let buffers: Arc<Mutex<std::collections::HashMap<String, (i64, String)>>> = Arc::default();
+        let (stdin2, resp2, ans2, edits2, bufs2) = (stdin.clone(), responses.clone(), apply_answer.clone(), applied_edits.clone(), buffers.clone());
         std::thread::spawn(move || {
             let mut r = BufReader::new(stdout);
             while let Some(msg) = read_frame(&mut r) {
@@ -328,7 +332,21 @@ impl LspClient {
                     let result = match method {
                         "workspace/applyEdit" => {
                             edits2.lock().unwrap().push(msg["params"].clone());
-                            json!({"applied": *ans2.lock().unwrap() == ApplyAnswer::Applied})
+                            let applied = *ans2.lock().unwrap() == ApplyAnswer::Applied;
+                            let edit = &msg["params"]["edit"];
+                            let uris: Vec<String> = edit["documentChanges"].as_array().map(|d| d.iter().filter_map(|c| c["textDocument"]["uri"].as_str().map(str::to_string)).collect()).unwrap_or_else(|| edit["changes"].as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default());
+                            if applied {
+                                let mut bufs = bufs2.lock().unwrap();
+                                for uri in uris {
+                                    if let Some((version, text)) = bufs.get_mut(&uri) {
+                                        *text = apply_workspace_edit(text, edit);
+                                        *version += 1;
+                                        let change = json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": *version}, "contentChanges": [{"text": text.clone()}]}});
+                                        let _ = write_frame(&mut *stdin2.lock().unwrap(), &change);
+                                    }
+                                }
+                            }
+                            json!({"applied": applied})
                         }
                         _ => Value::Null,
                     };
@@ -341,7 +359,13 @@ impl LspClient {
                 }
             }
         });
-        LspClient { child, stdin, next_id: AtomicI64::new(1), responses, incoming: rx, seen: Vec::new(), apply_answer, applied_edits }
+        LspClient { child, stdin, next_id: AtomicI64::new(1), responses, incoming: rx, seen: Vec::new(), apply_answer, applied_edits, buffers }
+    }
+
+    /// Opens a document and keeps its buffer: accepted edits change it (unsaved).
+    pub fn open_buffer(&self, uri: &str, language: &str, text: &str) {
+        self.buffers.lock().unwrap().insert(uri.to_string(), (1, text.to_string()));
+        self.notify("textDocument/didOpen", json!({"textDocument": {"uri": uri, "languageId": language, "version": 1, "text": text}}));
     }
 
     pub fn send_raw(&self, bytes: &[u8]) {

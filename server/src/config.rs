@@ -20,6 +20,9 @@ pub struct Config {
     /// The container engine `run` steps execute in (`unix:///…/docker.sock`, Podman's socket
     /// works); `None`: no sandbox, and `run` is never executed.
     pub sandbox: Option<String>,
+    /// The image `run` steps execute in (e.g. `localhost/keel-python:<version>`, or a project's
+    /// own toolchain image); `None`: the sandbox's busybox base image.
+    pub sandbox_image: Option<String>,
     pub limits: Limits,
 }
 
@@ -49,7 +52,7 @@ impl Default for Limits {
             request_timeout_secs: 120,
             watch_secs: 300,
             context_tokens: 3000,
-            max_observation_bytes: 16 * 1024,
+            max_observation_bytes: keel_agent::DEFAULT_OBSERVATION_BYTES,
             temperature: 0.7,
         }
     }
@@ -65,6 +68,7 @@ impl Default for Config {
             store: keel_trajectory::default_path(),
             verify: None,
             sandbox: env("DOCKER_HOST"),
+            sandbox_image: env("KEEL_SANDBOX_IMAGE"),
             limits: Limits::default(),
         }
     }
@@ -81,6 +85,9 @@ struct Raw {
     /// `"off"`, or the engine socket.
     #[serde(default)]
     sandbox: Option<String>,
+    /// The image name; `""`: the base image.
+    #[serde(default)]
+    sandbox_image: Option<String>,
     #[serde(default)]
     limits: Option<Value>,
 }
@@ -131,6 +138,10 @@ impl Config {
                 "" | "off" | "none" => None,
                 s => Some(s.to_string()),
             };
+        }
+        if let Some(image) = raw.sandbox_image {
+            let image = image.trim();
+            c.sandbox_image = (!image.is_empty()).then(|| image.to_string());
         }
         if raw.verify.is_some() {
             c.verify = raw.verify.filter(|s| !s.trim().is_empty());
@@ -201,5 +212,17 @@ mod tests {
         let e = c.merged(&json!({"model": {"endpoint": "ftp://x"}})).unwrap_err();
         assert!(e.contains("http"), "{e}");
         assert_eq!(c.merged(&Value::Null).unwrap(), c);
+    }
+
+    #[test]
+    fn the_sandbox_image_is_an_option() {
+        let c = Config { sandbox_image: None, ..Config::default() };
+        let m = c.merged(&json!({"keel": {"sandbox_image": " localhost/keel-python:1 "}})).unwrap();
+        assert_eq!(m.sandbox_image.as_deref(), Some("localhost/keel-python:1"));
+        // Empty: back to the base image; absent: unchanged.
+        assert_eq!(m.merged(&json!({"sandbox_image": ""})).unwrap().sandbox_image, None);
+        assert_eq!(m.merged(&json!({"verify": "pytest"})).unwrap().sandbox_image, m.sandbox_image);
+        let e = c.merged(&json!({"sandbox_image": 3})).unwrap_err();
+        assert!(e.contains("sandbox_image") || e.contains("invalid type"), "{e}");
     }
 }

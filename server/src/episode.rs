@@ -6,11 +6,11 @@
 //! another, not applied) the moment they are made; this loop records the steps, the automatic
 //! decisions (auto, invalid tool call, loop, empty edit, ...), the observations and the end.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keel_trajectory::action::{locate_edit, next_messages, parse_output, tools_schema, workspace_path};
+use keel_agent::{AfterRejection, Verdict};
+use keel_trajectory::action::{parse_output, workspace_path};
 use keel_trajectory::*;
 use tokio::sync::{oneshot, watch};
 use tower_lsp::Client;
@@ -20,15 +20,6 @@ use crate::model::{Completion, JSON_FALLBACK_INSTRUCTION, ModelClient, ModelErro
 use crate::state::{EpisodeHandle, Pending, PendingKind, State, UserDecision, lock};
 use crate::ui;
 
-/// Automatic rejections answered by sampling again at the same state before the model is shown
-/// the error.
-pub const AUTO_RESAMPLES: u32 = 2;
-
-pub const SYSTEM_PROMPT: &str = "You are Keel, a coding agent working inside the user's editor. \
-Complete the task by calling one tool at a time: view_file and search to read the code, edit to change a file \
-(old_text must occur exactly once in the file), run to run a command in a sandbox, and finish when the task is done. \
-Paths are relative to the workspace root. The user reviews every edit and command; keep edits small and focused.";
-
 /// What a code action asked for.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
@@ -37,16 +28,6 @@ pub struct StartRequest {
     pub kind: TaskKind,
     pub instruction: Option<String>,
     pub diagnostics: Vec<TaskDiagnostic>,
-}
-
-fn default_instruction(kind: TaskKind) -> &'static str {
-    match kind {
-        TaskKind::FixDiagnostic => "Fix the diagnostics in the selected range.",
-        TaskKind::Implement => "Implement the code at the selected range.",
-        TaskKind::Refactor => "Refactor the selected code without changing its behaviour.",
-        TaskKind::WriteTest => "Write a test for the selected code.",
-        TaskKind::Instruction => "Follow the user's instruction.",
-    }
 }
 
 pub fn uri_to_path(uri: &str) -> Option<PathBuf> {
@@ -167,11 +148,14 @@ impl Ep {
                 }
             }
         }
-        let vcs = git_snapshot(&self.root).await;
+        let vcs = {
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || keel_agent::git_snapshot(&root)).await.ok().flatten()
+        };
         let file_rel = uri_to_path(&req.uri)
             .and_then(|p| p.strip_prefix(&self.root).ok().map(|r| r.display().to_string()))
             .unwrap_or_else(|| req.uri.clone());
-        let instruction = req.instruction.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default_instruction(req.kind).to_string());
+        let instruction = req.instruction.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| keel_agent::default_instruction(req.kind).to_string());
         let task = Task {
             kind: req.kind,
             instruction: instruction.clone(),
@@ -194,14 +178,12 @@ impl Ep {
             ui::error(&self.client, "cannot write to the Keel store; see the server log").await;
             return EpisodeEnd::Failed { error: "store unavailable".into() };
         }
-        let user = task_message(&task, &file_rel, &ctx);
-        let mut prompt = Prompt { messages: vec![Message::system(SYSTEM_PROMPT), Message::user(user)], tools: tools_schema() };
+        let agent_ctx = keel_agent::TaskContext { imports: ctx.imports, enclosing: ctx.enclosing, nearby: ctx.nearby };
+        let mut agent = keel_agent::Agent::new(keel_agent::initial_prompt(&task, &file_rel, &agent_ctx), cfg.limits.max_observation_bytes);
         let mut parent: Option<uuid::Uuid> = None;
         let mut steps = 0u32;
         let mut auto_run = 0u32;
-        let mut same_state = 0u32;
-        let mut seen: HashSet<String> = HashSet::new();
-        let task_lines = req.range.map(|r| (r.start_line.saturating_sub(2), r.end_line + 2)).unwrap_or((0, u32::MAX));
+        let task_lines = req.range.map(|r| (r.start_line.saturating_sub(2), r.end_line.saturating_add(2))).unwrap_or((0, u32::MAX));
         let mut reading: Vec<(String, u32, u32)> = vec![(req.uri.clone(), task_lines.0, task_lines.1)];
         let model_client = ModelClient::new(&self.endpoint, &self.model, cfg.api_key(), Duration::from_secs(cfg.limits.request_timeout_secs.max(1)));
         loop {
@@ -217,7 +199,7 @@ impl Ep {
             }
             // Ask the model.
             let fallback = lock(&self.state.no_tools).contains(&self.endpoint);
-            let sent = if fallback { fallback_prompt(&prompt) } else { prompt.clone() };
+            let sent = if fallback { fallback_prompt(agent.prompt()) } else { agent.prompt().clone() };
             if let Some(h) = lock(&self.state.inner).episodes.get_mut(&self.id) {
                 h.reading = reading.clone();
             }
@@ -262,112 +244,65 @@ impl Ep {
                 timings: completion.timings,
             };
             self.record(Record::Step(step.clone()));
-            let advance = |obs: &Observation| Prompt {
-                messages: next_messages(&sent.messages, &parsed, &completion.output, &format!("call_{}", steps), obs),
-                tools: sent.tools.clone(),
+            // The rules and the read-only tools run off the main loop, over the editor's workspace
+            // (the disk overlaid by the open buffers).
+            let ws = self.workspace();
+            let t0 = std::time::Instant::now();
+            let judged = {
+                let mut a = agent.clone();
+                let p = parsed.clone();
+                tokio::task::spawn_blocking(move || {
+                    let v = a.judge(&p, &ws);
+                    (a, v, ws)
+                })
+                .await
             };
-            let action = match &parsed {
-                Parsed::Error { error } => {
-                    let msg = error.message.clone();
-                    self.auto_reject(&step, error.cause(), &msg);
-                    let obs = Observation { output: format!("error: {msg}. Call exactly one of the tools with valid arguments."), exit_code: Some(2), ..Default::default() };
-                    self.observe(&step, &obs);
+            let (judged_agent, verdict, ws) = match judged {
+                Ok(x) => x,
+                Err(e) => {
+                    let msg = format!("the agent's tools failed: {e}");
+                    ui::error(&self.client, &msg).await;
+                    return EpisodeEnd::Failed { error: msg };
+                }
+            };
+            agent = judged_agent;
+            match verdict {
+                Verdict::Rejected { cause, message } => {
+                    self.auto_reject(&step, cause, &message);
+                    self.observe(&step, &keel_agent::tools::rejected(cause, &message));
                     // An automatic rejection: sample again at the same state (a sibling, so the rejected
                     // step and a valid one make a pair), then, if it keeps failing, show the model the error.
-                    if same_state < AUTO_RESAMPLES {
-                        same_state += 1;
-                    } else {
-                        prompt = strip_fallback(advance(&obs), fallback);
+                    if let AfterRejection::Advanced(_) = agent.rejected(&parsed, &completion.output, cause, &message) {
                         parent = Some(step.id);
-                        same_state = 0;
                     }
                     auto_run += 1;
-                    continue;
                 }
-                Parsed::Action { action, .. } => action.clone(),
-            };
-            let key = format!("{}:{}", action.tool_name(), action.arguments());
-            if !seen.insert(key) {
-                self.auto_reject(&step, RejectCause::Loop, "the same action as an earlier step");
-                let obs = Observation { output: "You already did exactly this. Do something different.".into(), exit_code: Some(2), ..Default::default() };
-                self.observe(&step, &obs);
-                // An automatic rejection: sample again at the same state (a sibling, so the rejected
-                // step and a valid one make a pair), then, if it keeps failing, show the model the error.
-                if same_state < AUTO_RESAMPLES {
-                    same_state += 1;
-                } else {
-                    prompt = strip_fallback(advance(&obs), fallback);
-                    parent = Some(step.id);
-                    same_state = 0;
-                }
-                auto_run += 1;
-                continue;
-            }
-            if let Some(p) = action.path().filter(|_| !matches!(action, Action::Edit { .. })) {
-                if let Err(e) = workspace_path(&self.root, p) {
-                    let msg = e.to_string();
-                    self.auto_reject(&step, RejectCause::OutsideWorkspace, &msg);
-                    let obs = Observation { output: format!("refused: {msg}"), exit_code: Some(2), ..Default::default() };
-                    self.observe(&step, &obs);
-                    // An automatic rejection: sample again at the same state (a sibling, so the rejected
-                    // step and a valid one make a pair), then, if it keeps failing, show the model the error.
-                    if same_state < AUTO_RESAMPLES {
-                        same_state += 1;
-                    } else {
-                        prompt = strip_fallback(advance(&obs), fallback);
-                        parent = Some(step.id);
-                        same_state = 0;
-                    }
-                    auto_run += 1;
-                    continue;
-                }
-            }
-            match action {
-                Action::ViewFile { .. } | Action::Search { .. } => {
-                    let open = self.open_texts();
-                    let root = self.root.clone();
-                    let cap = cfg.limits.max_observation_bytes;
-                    let a = action.clone();
-                    let t0 = std::time::Instant::now();
-                    let mut obs = tokio::task::spawn_blocking(move || match a {
-                        Action::ViewFile { path, start_line, end_line } => crate::tools::view_file(&root, &path, start_line, end_line, &open, cap),
-                        Action::Search { pattern, path } => crate::tools::search(&root, &pattern, path.as_deref(), &open, cap),
-                        _ => Observation::default(),
-                    })
-                    .await
-                    .unwrap_or_else(|e| Observation { output: format!("the tool failed: {e}"), exit_code: Some(1), ..Default::default() });
+                Verdict::Observed(mut obs) => {
                     obs.duration_ms = Some(t0.elapsed().as_millis() as u64);
-                    if let Action::ViewFile { path, start_line, end_line } = &action {
+                    if let Parsed::Action { action: Action::ViewFile { path, start_line, end_line }, .. } = &parsed {
                         if let Ok(p) = workspace_path(&self.root, path) {
                             reading.push((path_to_uri(&p), start_line.unwrap_or(1).saturating_sub(1), end_line.unwrap_or(u32::MAX)));
                         }
                     }
-                    let _ = self.state.decide(step.id, Decision::Auto);
+                    self.decide(step.id, Decision::Auto);
                     self.observe(&step, &obs);
-                    prompt = strip_fallback(advance(&obs), fallback);
+                    agent.advance(&parsed, &completion.output, &obs);
                     parent = Some(step.id);
-                    same_state = 0;
                     auto_run += 1;
                 }
-                Action::Finish { summary } => {
-                    let _ = self.state.decide(step.id, Decision::Auto);
+                Verdict::Finish { summary } => {
+                    self.decide(step.id, Decision::Auto);
                     return EpisodeEnd::Finished { summary: Some(summary) };
                 }
-                Action::Edit { path, old_text, new_text } => {
-                    let pending = match self.prepare_edit(&step, &path, &old_text, &new_text, version.clone()) {
+                Verdict::Edit { path, prepared } => {
+                    let pending = match self.prepare_edit(&step, &ws, &path, &prepared, version.clone()) {
                         Ok(p) => p,
-                        Err((cause, msg)) => {
+                        Err(msg) => {
+                            let cause = RejectCause::OutsideWorkspace;
                             self.auto_reject(&step, cause, &msg);
-                            let obs = Observation { output: format!("The edit was not proposed: {msg}"), exit_code: Some(1), ..Default::default() };
-                            self.observe(&step, &obs);
-                            // An automatic rejection: sample again at the same state (a sibling, so the rejected
-                            // step and a valid one make a pair), then, if it keeps failing, show the model the error.
-                            if same_state < AUTO_RESAMPLES {
-                                same_state += 1;
-                            } else {
-                                prompt = strip_fallback(advance(&obs), fallback);
+                            self.observe(&step, &keel_agent::tools::rejected(cause, &msg));
+                            if let AfterRejection::Advanced(_) = agent.rejected(&parsed, &completion.output, cause, &msg) {
                                 parent = Some(step.id);
-                                same_state = 0;
                             }
                             auto_run += 1;
                             continue;
@@ -375,27 +310,28 @@ impl Ep {
                     };
                     auto_run = 0;
                     match self.wait(pending).await {
-                        Next::Advance(obs) => {
+                        Next::Advance(obs, applied) => {
+                            if applied {
+                                agent.edit_applied();
+                            }
                             self.observe(&step, &obs);
-                            prompt = strip_fallback(advance(&obs), fallback);
+                            agent.advance(&parsed, &completion.output, &obs);
                             parent = Some(step.id);
-                            same_state = 0;
                         }
-                        Next::Again => {} // a sibling at the same state
+                        Next::Again => agent.again(), // a sibling at the same state
                         Next::Stop => return EpisodeEnd::Cancelled,
                     }
                 }
-                Action::Run { command } => {
+                Verdict::Run { command } => {
                     let pending = self.prepare_run(&step, &command, &req.uri, (start_char, end_char), version.clone());
                     auto_run = 0;
                     match self.wait(pending).await {
-                        Next::Advance(obs) => {
+                        Next::Advance(obs, _) => {
                             self.observe(&step, &obs);
-                            prompt = strip_fallback(advance(&obs), fallback);
+                            agent.advance(&parsed, &completion.output, &obs);
                             parent = Some(step.id);
-                            same_state = 0;
                         }
-                        Next::Again => {}
+                        Next::Again => agent.again(),
                         Next::Stop => return EpisodeEnd::Cancelled,
                     }
                 }
@@ -418,34 +354,31 @@ impl Ep {
     }
 
     fn auto_reject(&self, step: &Step, cause: RejectCause, msg: &str) {
-        let _ = self.state.decide(step.id, Decision::Rejected { cause, reason: Some(msg.to_string()) });
+        self.decide(step.id, Decision::Rejected { cause, reason: Some(msg.to_string()) });
     }
 
     fn observe(&self, step: &Step, obs: &Observation) {
         self.record(Record::Observation { step_id: step.id, at: now_ms(), observation: obs.clone() });
     }
 
-    fn open_texts(&self) -> crate::tools::OpenTexts {
-        let inner = lock(&self.state.inner);
-        inner.docs.values().filter_map(|e| Some((uri_to_path(&e.doc.uri)?, e.doc.text.to_string()))).collect()
+    /// The editor's workspace as it is now: the disk overlaid by the open documents, `run` in the
+    /// configured sandbox.
+    fn workspace(&self) -> keel_agent::EditorWorkspace {
+        editor_workspace(&self.state, &self.root)
     }
 
-    fn prepare_edit(&self, step: &Step, path: &str, old_text: &str, new_text: &str, version: Option<String>) -> Result<(Pending, oneshot::Receiver<UserDecision>), (RejectCause, String)> {
-        let abs = workspace_path(&self.root, path).map_err(|e| (RejectCause::OutsideWorkspace, e.to_string()))?;
+    fn decide(&self, step: uuid::Uuid, decision: Decision) {
+        if let Err(e) = self.state.decide(step, decision) {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn prepare_edit(&self, step: &Step, ws: &keel_agent::EditorWorkspace, path: &str, prepared: &keel_agent::tools::PreparedEdit, version: Option<String>) -> Result<(Pending, oneshot::Receiver<UserDecision>), String> {
+        let abs = ws.abs(path)?;
         let uri = path_to_uri(&abs);
-        let current = {
-            let inner = lock(&self.state.inner);
-            inner.docs.get(&uri).map(|e| e.doc.text.to_string())
-        };
-        let text = match current {
-            Some(t) => t,
-            None if abs.exists() => std::fs::read_to_string(&abs).map_err(|e| (RejectCause::OldTextNotFound, format!("cannot read `{path}`: {e}")))?,
-            None if old_text.is_empty() => String::new(),
-            None => return Err((RejectCause::OldTextNotFound, format!("`{path}` does not exist"))),
-        };
-        let edit = locate_edit(&text, old_text, new_text).map_err(|e| (e.cause(), e.to_string()))?;
-        let proposed = edit.apply(&text);
-        let rope = ropey::Rope::from_str(&text);
+        let text = &prepared.original;
+        let edit = &prepared.edit;
+        let rope = ropey::Rope::from_str(text);
         let a = rope.byte_to_char(edit.start);
         let b = rope.byte_to_char(edit.end);
         let (tx, rx) = oneshot::channel();
@@ -454,12 +387,12 @@ impl Ep {
             Pending {
                 step: step.clone(),
                 episode: self.id,
-                kind: PendingKind::Edit { path: abs, old_text: text[edit.start..edit.end].to_string(), new_text: edit.new_text.clone() },
+                kind: PendingKind::Edit { path: abs, rel: path.to_string(), old_text: text[edit.start..edit.end].to_string(), new_text: edit.new_text.clone() },
                 uri,
                 range_chars: (a, b),
                 title,
-                original: Some(text),
-                proposed: Some(proposed),
+                original: Some(text.clone()),
+                proposed: Some(prepared.proposed()),
                 model_version: version,
                 created: std::time::Instant::now(),
                 tx: Some(tx),
@@ -512,20 +445,13 @@ impl Ep {
         };
         ui::refresh(&self.client, &self.state, &uri).await;
         match decision {
-            UserDecision::Accepted(obs) => Next::Advance(obs),
-            UserDecision::AutoRejected { message, .. } => Next::Advance(Observation { output: message, exit_code: Some(1), ..Default::default() }),
-            UserDecision::Rejected { reason } => Next::Advance(Observation {
-                output: match reason {
-                    Some(r) if !r.trim().is_empty() => format!("The user rejected this. Reason: {r}"),
-                    _ => "The user rejected this.".to_string(),
-                },
-                exit_code: Some(1),
-                ..Default::default()
-            }),
+            UserDecision::Accepted(obs) => Next::Advance(obs, true),
+            UserDecision::AutoRejected { cause, message } => Next::Advance(keel_agent::tools::rejected(cause, &message), false),
+            UserDecision::Rejected { reason } => Next::Advance(keel_agent::tools::user_rejected(reason.as_deref()), false),
             UserDecision::Retry => Next::Again,
             UserDecision::Cancelled => {
                 if leftover {
-                    let _ = self.state.decide(step, Decision::Superseded { reason: Some("the episode was cancelled".into()) });
+                    self.decide(step, Decision::Superseded { reason: Some("the episode was cancelled".into()) });
                 }
                 Next::Stop
             }
@@ -541,7 +467,7 @@ impl Ep {
             mine.into_iter().unzip()
         };
         for s in leftovers {
-            let _ = self.state.decide(s, Decision::Superseded { reason: Some("the episode ended".into()) });
+            self.decide(s, Decision::Superseded { reason: Some("the episode ended".into()) });
         }
         for u in uris {
             ui::refresh(&self.client, &self.state, &u).await;
@@ -558,34 +484,10 @@ impl Ep {
 }
 
 enum Next {
-    Advance(Observation),
+    /// The state moves on; `true` when the step was carried out (an applied edit changes the workspace).
+    Advance(Observation, bool),
     Again,
     Stop,
-}
-
-fn task_message(task: &Task, file: &str, ctx: &crate::syntax::Context) -> String {
-    let mut s = format!("Task ({}): {}\nFile: {file}\n", task.kind.as_str(), task.instruction);
-    if let Some(r) = task.range {
-        s.push_str(&format!("Range: lines {}-{}\n", r.start_line + 1, r.end_line + 1));
-    }
-    for d in &task.diagnostics {
-        let line = d.range.map(|r| format!(" (line {})", r.start_line + 1)).unwrap_or_default();
-        s.push_str(&format!("Diagnostic{line}: {} {}\n", d.severity.as_deref().unwrap_or(""), d.message));
-    }
-    if let Some(sel) = &task.selected_text {
-        if sel.len() < 4000 {
-            s.push_str(&format!("Selected text:\n```\n{sel}\n```\n"));
-        }
-    }
-    if !ctx.imports.is_empty() {
-        s.push_str(&format!("Imports:\n```\n{}\n```\n", ctx.imports.join("\n")));
-    }
-    if let Some((kind, line, body)) = &ctx.enclosing {
-        s.push_str(&format!("Enclosing {kind} (from line {line}):\n```\n{body}\n```\n"));
-    } else if let Some((line, body)) = &ctx.nearby {
-        s.push_str(&format!("Code around it (from line {line}):\n```\n{body}\n```\n"));
-    }
-    s
 }
 
 /// The prompt for endpoints without tool support: the tools described in the system message.
@@ -601,45 +503,14 @@ fn fallback_prompt(p: &Prompt) -> Prompt {
     p
 }
 
-/// Keeps the next state's system message free of the fallback text (it is added per call).
-fn strip_fallback(mut p: Prompt, fallback: bool) -> Prompt {
-    if fallback {
-        if let Some(m) = p.messages.first_mut() {
-            if let Some(c) = m.content.as_mut() {
-                if let Some(i) = c.find("\n\nTools: ") {
-                    c.truncate(i);
-                }
-            }
-        }
-    }
-    p
-}
-
-/// Commit, uncommitted changes and untracked files, so a container can rebuild the workspace.
-pub async fn git_snapshot(root: &Path) -> Option<VcsState> {
-    async fn git(root: &Path, args: &[&str]) -> Option<Vec<u8>> {
-        let out = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::process::Command::new("git").arg("-C").arg(root).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output(),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        out.status.success().then_some(out.stdout)
-    }
-    let commit = String::from_utf8(git(root, &["rev-parse", "HEAD"]).await?).ok()?.trim().to_string();
-    let patch = git(root, &["diff", "--binary", "HEAD"]).await.unwrap_or_default();
-    let patch = if patch.len() > 2 * 1024 * 1024 { String::new() } else { String::from_utf8_lossy(&patch).into_owned() };
-    let list = git(root, &["ls-files", "--others", "--exclude-standard", "-z"]).await.unwrap_or_default();
-    let mut untracked = Vec::new();
-    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()).take(64) {
-        let name = String::from_utf8_lossy(name).into_owned();
-        let p = root.join(&name);
-        if std::fs::metadata(&p).is_ok_and(|m| m.len() <= 256 * 1024) {
-            if let Ok(content) = std::fs::read_to_string(&p) {
-                untracked.push(FileSnapshot { path: name, content });
-            }
-        }
-    }
-    Some(VcsState { kind: "git".into(), commit, patch, untracked })
+/// The editor's workspace for `root`: the disk overlaid by the open documents, `run` in the
+/// configured sandbox and image.
+pub fn editor_workspace(state: &State, root: &Path) -> keel_agent::EditorWorkspace {
+    let open: Vec<(PathBuf, String)> = {
+        let inner = lock(&state.inner);
+        inner.docs.values().filter_map(|e| Some((uri_to_path(&e.doc.uri)?, e.doc.text.to_string()))).collect()
+    };
+    let cfg = state.config();
+    let sandbox = cfg.sandbox.map(|socket| keel_agent::SandboxSpec { socket, image: cfg.sandbox_image.clone() });
+    keel_agent::EditorWorkspace::new(root, open).with_sandbox(sandbox)
 }

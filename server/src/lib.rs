@@ -6,20 +6,19 @@
 //!
 //! Layout, in the order data flows: [`config`] (options), [`document`] (text and positions),
 //! [`syntax`] (tree-sitter context), [`model`] (the OpenAI-compatible client), [`episode`] (the
-//! agent loop), [`tools`] (read-only tools), [`watch`] (reverts and user edits after an accept),
+//! editor's driver of the shared agent, `keel-agent`: its prompt, tools and rules live there),
+//! [`watch`] (reverts and user edits after an accept),
 //! [`ui`] (lenses, diagnostics, status), [`server`] (the thin `LanguageServer` handlers).
 //! It never links libtorch and never runs a model-proposed command on the host: an accepted `run`
-//! executes in a container ([`sandbox`]).
+//! executes in a container (`keel_agent::EditorWorkspace::run`).
 
 pub mod config;
 pub mod document;
 pub mod episode;
 pub mod model;
-pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod syntax;
-pub mod tools;
 pub mod transport;
 pub mod ui;
 pub mod watch;

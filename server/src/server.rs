@@ -174,20 +174,29 @@ impl Backend {
         };
         match p.kind.clone() {
             PendingKind::Run { command } => {
-                let Some(socket) = self.state.config().sandbox else {
+                if self.state.config().sandbox.is_none() {
                     let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
                     let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
                     send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
                     self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
                     return Ok(json!({"applied": false, "reason": msg}));
-                };
-                // Accepted: it runs in a container made from a copy of the workspace, never here.
-                let _ = self.state.decide(step, Decision::Accepted);
+                }
+                // Accepted: it runs in a container made from a copy of the workspace as the editor
+                // shows it (unsaved buffers included), never here.
+                if let Err(e) = self.state.decide(step, Decision::Accepted) {
+                    ui::error(&self.client, &e).await;
+                }
                 let root = lock(&self.state.root).clone();
+                let state = self.state.clone();
                 let client = self.client.clone();
                 tokio::spawn(async move {
                     let obs = match root {
-                        Some(root) => crate::sandbox::run(&socket, &root, &command).await,
+                        Some(root) => {
+                            let ws = crate::episode::editor_workspace(&state, &root);
+                            tokio::task::spawn_blocking(move || keel_agent::Workspace::run(&ws, &command))
+                                .await
+                                .unwrap_or_else(|e| Observation { output: format!("sandbox error: {e}"), exit_code: None, ..Default::default() })
+                        }
                         None => Observation { output: "no workspace root to copy into the sandbox".into(), exit_code: Some(1), ..Default::default() },
                     };
                     if obs.exit_code.is_none() || obs.output.starts_with("sandbox error") {
@@ -197,7 +206,7 @@ impl Backend {
                 });
                 Ok(json!({"applied": true, "sandbox": true}))
             }
-            PendingKind::Edit { path, old_text, new_text } => {
+            PendingKind::Edit { path, rel, old_text, new_text } => {
                 // Locate the edit in the text as it is now (the user may have typed since).
                 let uri = p.uri.clone();
                 let (text, version) = {
@@ -214,7 +223,7 @@ impl Backend {
                     Err(e) => {
                         let msg = format!("the edit no longer applies: {e}");
                         let _ = self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
-                        send(UserDecision::AutoRejected { cause: e.cause(), message: format!("The edit could not be applied: {e}") });
+                        send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: e.to_string() });
                         ui::error(&self.client, &msg).await;
                         return Ok(json!({"applied": false, "reason": msg}));
                     }
@@ -245,16 +254,15 @@ impl Backend {
                     Err(e) => (false, Some(e.to_string())),
                 };
                 if applied {
-                    let _ = self.state.decide(step, Decision::Accepted);
-                    let root = lock(&self.state.root).clone();
-                    let shown = root.as_deref().and_then(|r| path.strip_prefix(r).ok()).unwrap_or(&path).display().to_string();
-                    let obs = Observation { output: format!("The edit to {shown} was applied."), exit_code: Some(0), ..Default::default() };
-                    send(UserDecision::Accepted(obs));
+                    if let Err(e) = self.state.decide(step, Decision::Accepted) {
+                        ui::error(&self.client, &e).await;
+                    }
+                    send(UserDecision::Accepted(keel_agent::tools::edit_applied(&rel)));
                 } else {
                     lock(&self.state.inner).watches.retain(|w| w.step != step);
                     let why = reason.unwrap_or_else(|| "the editor did not apply it".into());
                     let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
-                    send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: format!("The editor did not apply the edit: {why}") });
+                    send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: format!("the editor did not apply it: {why}") });
                 }
                 Ok(json!({"applied": applied}))
             }

@@ -33,7 +33,8 @@ pub enum UserDecision {
 
 #[derive(Debug, Clone)]
 pub enum PendingKind {
-    Edit { path: PathBuf, old_text: String, new_text: String },
+    /// `rel`: the path as the agent normalised it (relative to the root), which the observation names.
+    Edit { path: PathBuf, rel: String, old_text: String, new_text: String },
     Run { command: String },
 }
 

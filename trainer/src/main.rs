@@ -87,6 +87,10 @@ struct SearchArgs {
     /// The container engine: `docker` (DOCKER_HOST, Podman's socket works too).
     #[arg(long, default_value = "docker")]
     sandbox: String,
+    /// The image rollouts run in (e.g. the Python image `cargo xtask setup` builds, or one with the
+    /// project's toolchain); default: the sandbox's busybox base image.
+    #[arg(long)]
+    image: Option<String>,
     /// Only episodes created at or after this time.
     #[arg(long)]
     since: Option<String>,
@@ -380,9 +384,9 @@ fn search(a: SearchArgs) -> Result<()> {
         seed: a.seed,
         min_visits: a.min_visits.max(1),
         verify: a.verify,
-        values: Default::default(),
+        ..Default::default()
     };
-    let env = SandboxEnv::connect(None)?;
+    let env = SandboxEnv::connect(None, a.image.clone())?;
     let policy: Box<dyn search::Policy> = match (&a.model, &a.endpoint) {
         (Some(m), _) => Box::new(policy::ModelPolicy::new(keel_trainer::serve::tch_engine::TchEngine::load(m, a.adapter.as_deref(), &a.device, &a.model_name)?, 1.0, 256)),
         (None, Some(e)) => Box::new(policy::EndpointPolicy::new(e, &a.model_name, 1.0)?),

@@ -9,6 +9,14 @@
 //! One run at a time: a scheduler holds an exclusive `flock` on `<work_dir>/schedule.lock` for its
 //! pass. The kernel drops the lock when the process dies, so a crashed run never leaves it stuck;
 //! a second scheduler started meanwhile sees the lock and does nothing.
+//!
+//! A stage that fails marks its run `failed`, with the error (`detail.error`: stage, message,
+//! attempt). The next pass retries that run at the stage it failed in, up to [`MAX_ATTEMPTS`]
+//! attempts in all; after that the run stays `failed`, and the next pass whose trigger fires starts
+//! a new run (a failed run does not count as the last run for the triggers: the training it was
+//! for is still due). `schedule --once` exits non-zero after a failed pass; without `--once` the
+//! scheduler logs the error and keeps serving, waiting longer after each failure in a row
+//! ([`Backoff`]: 1 min, doubling, at most 1 h) and `--every` again after a pass that did not fail.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,6 +51,8 @@ pub struct Config {
     pub pairs: PairsConfig,
     #[serde(default)]
     pub search: SearchStage,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
     #[serde(default)]
     pub train: Train,
     #[serde(default)]
@@ -98,6 +108,16 @@ pub struct SearchStage {
     /// Extra arguments for `keel-train search` (e.g. `["--simulations", "32"]`).
     #[serde(default)]
     pub args: Vec<String>,
+}
+
+/// `[sandbox]`: the container the search stage's rollouts run in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// The image (`keel-train search --image`), e.g. `localhost/keel-python:<version>` for Python
+    /// tests; it must be on the engine already. Default: the sandbox's busybox base image.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +194,9 @@ impl Config {
         if !(0.0..1.0).contains(&c.pairs.holdout) {
             bail!("pairs.holdout must be in [0, 1), got {}", c.pairs.holdout);
         }
+        if c.sandbox.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            bail!("sandbox.image is empty: name an image, or leave it out for the base image");
+        }
         if let Some(at) = &c.trigger.at {
             parse_hhmm(at).with_context(|| format!("trigger.at `{at}` is not HH:MM"))?;
         }
@@ -203,20 +226,32 @@ impl Lock {
             std::fs::create_dir_all(d)?;
         }
         let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(None);
+        // A child that another thread of this process is starting holds a copy of the previous
+        // pass's descriptor (and so its lock) until it execs: a few short retries outlast that.
+        // Another scheduler holds it for its whole pass.
+        for retry in 0..5 {
+            // SAFETY: flock on a descriptor we own.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(Some(Lock { _file: f }));
             }
-            return Err(e).with_context(|| format!("locking {}", path.display()));
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+            if retry < 4 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
-        Ok(Some(Lock { _file: f }))
+        Ok(None)
     }
 }
 
 pub const STAGES: [&str; 7] = ["pairs", "search", "sft", "dpo", "eval", "promote", "done"];
+
+/// Attempts a run gets in all (the first included; each retry resumes at the stage that failed)
+/// before it stays `failed`.
+pub const MAX_ATTEMPTS: u64 = 3;
 
 /// What one pass did.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,11 +262,20 @@ pub enum Pass {
     Idle(String),
     /// A run went to its end (`promoted`, `refused`, `skipped`).
     Finished { run: String, status: String },
+    /// A stage of the run failed; the run is marked `failed` with the error.
+    Failed { run: String, stage: String, attempt: u64, error: String },
+}
+
+/// How many attempts a run has had (1 for one that never failed).
+fn attempts(run: &Run) -> u64 {
+    run.detail.get("attempts").and_then(Value::as_u64).unwrap_or(1)
 }
 
 /// Why a new run should start now, if it should.
 pub fn trigger_reason(cfg: &Config, store: &Store, runs: &[Run], now: i64) -> Result<Option<String>> {
-    let last = runs.iter().rev().find(|r| r.status != "running");
+    // A failed run did not do what it was started for: the triggers count from the last run that
+    // ended otherwise.
+    let last = runs.iter().rev().find(|r| r.status != "running" && r.status != "failed");
     let since = last.map(|r| r.created_at).unwrap_or(0);
     let t = &cfg.trigger;
     if t.interval_secs.is_none() && t.at.is_none() && t.min_new_decisions.is_none() {
@@ -258,18 +302,30 @@ pub fn trigger_reason(cfg: &Config, store: &Store, runs: &[Run], now: i64) -> Re
     Ok(None)
 }
 
-/// One pass: resume the unfinished run, or start one if a trigger fires, and take it to its end.
+/// One pass: resume the unfinished run, retry the last failed one (see [`MAX_ATTEMPTS`]), or start
+/// one if a trigger fires, and take it to its end or to a failed stage.
 pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     let work = cfg.work_dir();
     let Some(_lock) = Lock::try_acquire(&work.join("schedule.lock"))? else { return Ok(Pass::Busy) };
     let store = Store::open(&cfg.store).with_context(|| format!("opening store {}", cfg.store.display()))?;
     let runs = store.runs()?;
-    let mut run = match runs.iter().find(|r| r.status == "running") {
-        Some(r) => {
+    let retry = runs.last().filter(|r| r.status == "failed" && attempts(r) < MAX_ATTEMPTS);
+    let mut run = match (runs.iter().find(|r| r.status == "running"), retry) {
+        (Some(r), _) => {
             eprintln!("schedule: resuming run {} at stage `{}`", r.id, r.stage);
             r.clone()
         }
-        None => {
+        (None, Some(r)) => {
+            let mut r = r.clone();
+            let attempt = attempts(&r) + 1;
+            eprintln!("schedule: retrying run {} at stage `{}` (attempt {attempt} of {MAX_ATTEMPTS})", r.id, r.stage);
+            r.status = "running".into();
+            r.updated_at = now_ms();
+            r.detail["attempts"] = json!(attempt);
+            store.put_run(&r)?;
+            r
+        }
+        (None, None) => {
             let now = now_ms();
             let Some(reason) = trigger_reason(cfg, &store, &runs, now)? else {
                 return Ok(Pass::Idle("no trigger fired".into()));
@@ -277,7 +333,7 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
             let id = format!("run-{}", crate::models::chrono_like(now).replace([' ', ':'], "-").replace("--", "-"));
             let id = if runs.iter().any(|r| r.id == id) { format!("{id}-{}", runs.len()) } else { id };
             eprintln!("schedule: starting {id}: {reason}");
-            let r = Run { id, created_at: now, updated_at: now, stage: "pairs".into(), status: "running".into(), detail: json!({"reason": reason}) };
+            let r = Run { id, created_at: now, updated_at: now, stage: "pairs".into(), status: "running".into(), detail: json!({"reason": reason, "attempts": 1}) };
             store.put_run(&r)?;
             r
         }
@@ -294,7 +350,18 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
             }
         }
         eprintln!("schedule: {} · stage {stage}", run.id);
-        let next = run_stage(cfg, exe, &store, &mut run, &dir, &stage)?;
+        let next = match run_stage(cfg, exe, &store, &mut run, &dir, &stage) {
+            Ok(next) => next,
+            Err(e) => {
+                let error = format!("{e:#}");
+                let attempt = attempts(&run);
+                run.status = "failed".into();
+                run.updated_at = now_ms();
+                run.detail["error"] = json!({"stage": stage, "message": error, "attempt": attempt, "at": run.updated_at});
+                store.put_run(&run)?;
+                return Ok(Pass::Failed { run: run.id.clone(), stage, attempt, error });
+            }
+        };
         run.stage = next.to_string();
         run.updated_at = now_ms();
         if next == "done" && run.status == "running" {
@@ -354,6 +421,26 @@ fn write_jsonl(p: &Path, rows: &[Value]) -> Result<()> {
     crate::pairs::write_atomic(p, &out).with_context(|| format!("writing {}", p.display()))
 }
 
+/// `keel-train search …` for the search stage: the live adapter's policy (the base model when
+/// nothing is live), the configured device and sandbox image, then the configured extra
+/// arguments (a flag given there is not given twice).
+pub fn search_args(cfg: &Config, live_adapter: Option<&str>, out: &Path, tree: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec!["search".into(), "--store".into(), s(&cfg.store), "--model".into(), s(&cfg.base_model), "--out".into(), s(out), "--tree".into(), s(tree)];
+    let extra = &cfg.search.args;
+    let given = |flag: &str| extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if let Some(a) = live_adapter.filter(|_| !given("--adapter")) {
+        args.extend(["--adapter".into(), a.into()]);
+    }
+    if !given("--device") {
+        args.extend(["--device".into(), cfg.device.clone()]);
+    }
+    if let Some(image) = cfg.sandbox.image.as_ref().filter(|_| !given("--image")) {
+        args.extend(["--image".into(), image.clone()]);
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
 fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path, stage: &str) -> Result<&'static str> {
     let log = dir.join("log.txt");
     let model = s(&cfg.base_model);
@@ -372,8 +459,8 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
         "search" => {
             if cfg.search.enabled {
                 let out = dir.join("mcts.jsonl");
-                let mut args = vec!["search".into(), "--store".into(), s(&cfg.store), "--model".into(), model.clone(), "--out".into(), s(&out), "--tree".into(), s(&dir.join("tree.json"))];
-                args.extend(cfg.search.args.iter().cloned());
+                let live = store.live_model_version()?;
+                let args = search_args(cfg, live.as_ref().and_then(|v| v.adapter_path.as_deref()), &out, &dir.join("tree.json"));
                 keel_train(exe, &args, &log)?;
                 let found = read_jsonl(&out)?;
                 let mut train = read_jsonl(&dir.join("train.jsonl"))?;
@@ -570,21 +657,122 @@ pub fn gate(g: &Gate, pairs: &[Value], cand: &[(f64, f64)], live: &[(f64, f64)])
     GateReport { candidate, live: livef, slices, promote, why }
 }
 
-/// Runs passes: once, or forever with `every` between them.
+/// The wait after failed passes: `initial`, doubled after each further failure in a row, at most
+/// `max`; back to `initial` after a pass that did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
+    failures: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(3600))
+    }
+}
+
+impl Backoff {
+    pub fn new(initial: std::time::Duration, max: std::time::Duration) -> Backoff {
+        Backoff { initial, max, failures: 0 }
+    }
+
+    /// Counts a failure; returns how long to wait before the next pass.
+    pub fn failed(&mut self) -> std::time::Duration {
+        let wait = self.initial.saturating_mul(1u32 << self.failures.min(20)).min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Logs what a pass did.
+fn report(p: &Pass) {
+    match p {
+        Pass::Busy => eprintln!("schedule: another scheduler is running a pass; nothing to do"),
+        Pass::Idle(why) => eprintln!("schedule: {why}"),
+        Pass::Finished { run, status } => eprintln!("schedule: {run} {status}"),
+        Pass::Failed { run, stage, attempt, error } => {
+            eprintln!("schedule: {run} failed at stage `{stage}` (attempt {attempt} of {MAX_ATTEMPTS}): {error}")
+        }
+    }
+    let _ = std::io::stderr().flush();
+}
+
+/// Runs passes: once (a failed pass is an error), or forever with `every` between them.
 pub fn run(cfg: &Config, once: bool, every: std::time::Duration) -> Result<()> {
     let exe = std::env::current_exe().context("finding keel-train")?;
-    loop {
-        match pass(cfg, &exe)? {
-            Pass::Busy => eprintln!("schedule: another scheduler is running a pass; nothing to do"),
-            Pass::Idle(why) => eprintln!("schedule: {why}"),
-            Pass::Finished { run, status } => {
-                eprintln!("schedule: {run} {status}");
-                let _ = std::io::stderr().flush();
-            }
-        }
-        if once {
-            return Ok(());
-        }
-        std::thread::sleep(every);
+    if once {
+        return run_once(cfg, &exe);
     }
+    serve(cfg, &exe, every, Backoff::default(), None, std::thread::sleep);
+    Ok(())
+}
+
+/// One pass with `exe` as `keel-train`; a failed stage is an error (`schedule --once` exits
+/// non-zero).
+pub fn run_once(cfg: &Config, exe: &Path) -> Result<()> {
+    let p = pass(cfg, exe)?;
+    report(&p);
+    if let Pass::Failed { run, stage, error, .. } = p {
+        bail!("run {run} failed at stage `{stage}`: {error}");
+    }
+    Ok(())
+}
+
+/// The scheduler's loop: `passes` passes (`None`: forever), `sleep`ing `every` after a pass that
+/// did not fail and the [`Backoff`]'s wait after one that did (a failed stage, or an error such as
+/// a store that cannot be opened), logging each. It never returns early on an error.
+pub fn serve(cfg: &Config, exe: &Path, every: std::time::Duration, mut backoff: Backoff, passes: Option<usize>, mut sleep: impl FnMut(std::time::Duration)) {
+    let mut n = 0;
+    while passes.is_none_or(|max| n < max) {
+        n += 1;
+        let failed = match pass(cfg, exe) {
+            Ok(p) => {
+                report(&p);
+                matches!(p, Pass::Failed { .. })
+            }
+            Err(e) => {
+                eprintln!("schedule: the pass failed: {e:#}");
+                true
+            }
+        };
+        let wait = if failed {
+            let wait = backoff.failed();
+            eprintln!("schedule: next pass in {} s", wait.as_secs());
+            wait
+        } else {
+            backoff.succeeded();
+            every
+        };
+        let _ = std::io::stderr().flush();
+        sleep(wait);
+    }
+}
+
+/// A table of runs, oldest first: id, when, stage, status, and what happened (the error of a
+/// failed run, why a run was skipped, the candidate and the gate's decision).
+pub fn runs_table(runs: &[Run]) -> String {
+    let mut t = format!("{:<32} {:<20} {:<8} {:<9} {}\n", "run", "created", "stage", "status", "detail");
+    for r in runs {
+        let d = &r.detail;
+        let what = match r.status.as_str() {
+            "failed" => {
+                let e = &d["error"];
+                let first = e["message"].as_str().and_then(|m| m.lines().next()).unwrap_or("");
+                format!("at {} (attempt {} of {MAX_ATTEMPTS}): {first}", e["stage"].as_str().unwrap_or(&r.stage), e["attempt"].as_u64().unwrap_or(1))
+            }
+            "skipped" => d["skipped"].as_str().unwrap_or("").to_string(),
+            _ => match (d["candidate"].as_str(), d.pointer("/gate/why").and_then(Value::as_str)) {
+                (Some(c), Some(why)) => format!("{c}: {why}"),
+                (Some(c), None) => c.to_string(),
+                _ => d["reason"].as_str().unwrap_or("").to_string(),
+            },
+        };
+        let _ = writeln!(t, "{:<32} {:<20} {:<8} {:<9} {what}", r.id, crate::models::chrono_like(r.created_at), r.stage, r.status);
+    }
+    t
 }

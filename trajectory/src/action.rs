@@ -76,12 +76,21 @@ impl Action {
         }
     }
 
+    /// The arguments as the JSON string a tool call carries: keys sorted, so every binary writes
+    /// the same bytes (serde_json's map order depends on the features a binary's dependencies turn
+    /// on, and the string is part of the state a step's hash covers).
+    pub fn arguments_json(&self) -> String {
+        let mut buf = Vec::new();
+        crate::state::write_canonical(&self.arguments(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
     /// The action as an OpenAI tool call with the given id.
     pub fn to_tool_call(&self, id: impl Into<String>) -> ToolCall {
         ToolCall {
             id: id.into(),
             kind: "function".into(),
-            function: FunctionCall { name: self.tool_name().into(), arguments: self.arguments().to_string() },
+            function: FunctionCall { name: self.tool_name().into(), arguments: self.arguments_json() },
         }
     }
 
@@ -569,6 +578,8 @@ mod tests {
         assert_eq!(a, Action::Edit { path: "a.rs".into(), old_text: "x".into(), new_text: "y".into() });
         let round = a.to_tool_call("c1");
         assert_eq!(Action::from_call(&round.function.name, &round.function.arguments).unwrap(), a);
+        // Keys sorted whatever the map order of this build.
+        assert_eq!(round.function.arguments, r#"{"new_text":"y","old_text":"x","path":"a.rs"}"#);
 
         let e = Action::from_call("delete", "{}").unwrap_err();
         assert_eq!(e.kind, ActionErrorKind::UnknownTool);

@@ -12,6 +12,15 @@
 //! A node whose children's mean values differ by more than a margin, each with enough visits, is a
 //! *critical decision*: its best and worst children become a preference pair.
 //!
+//! Replay follows the recorded transitions and runs the shared agent (`keel-agent`): its tools,
+//! its rules and its observations, over the container's workspace, so a rebuilt state is the
+//! recorded one byte for byte (each rebuilt recorded state's hash is checked against the store's).
+//! A user's decision is final for its step: a step the user rejected is never executed — its child
+//! state is the recorded one (the model was told it was rejected) — and it is never the preferred
+//! side of a pair; a step the user asked "another" for has no child. Sampled actions that the rules
+//! reject automatically (invalid calls, loops, edits that do not apply) are leaves worth the
+//! automatic value. Every state search builds goes through the store's redaction.
+//!
 //! Determinism: simulations run in waves of `parallel`. Within a wave, paths are selected one after
 //! the other (with virtual loss so they spread out) and policy samples are seeded from the global
 //! seed and the node, so the tree depends only on the seed — not on which rollout finishes first.
@@ -19,8 +28,9 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use keel_trajectory::action::{next_messages, parse_output};
-use keel_trajectory::{Action, Decision, Episode, EpisodeTree, ModelOutput, Observation, Parsed, Prompt, state_hash};
+use keel_agent::{Agent, Workspace};
+use keel_trajectory::action::parse_output;
+use keel_trajectory::{Action, Decision, Episode, EpisodeTree, ModelOutput, Observation, Parsed, Prompt, RejectCause, state_hash};
 use serde_json::{Value, json};
 
 pub mod policy;
@@ -46,10 +56,12 @@ pub trait Environment: Sync {
 
 /// One rollout's workspace.
 pub trait Session {
-    /// Carries out an action (edits change files, `run` executes in the sandbox, reads read).
-    fn act(&mut self, action: &Action) -> Observation;
+    /// The workspace the agent's tools act on.
+    fn workspace(&self) -> &dyn Workspace;
     /// Runs the verification command; `true` when it passes.
-    fn verify(&mut self, command: &str) -> Result<bool>;
+    fn verify(&mut self, command: &str) -> Result<bool> {
+        Ok(self.workspace().run(command).exit_code == Some(0))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +78,8 @@ pub struct SearchConfig {
     /// The verification command when the episode has none.
     pub verify: Option<String>,
     pub values: HumanValues,
+    /// Reads' observations are cut at this many bytes (the editor's default).
+    pub observation_bytes: usize,
 }
 
 impl Default for SearchConfig {
@@ -81,6 +95,7 @@ impl Default for SearchConfig {
             min_visits: 2,
             verify: None,
             values: HumanValues::default(),
+            observation_bytes: keel_agent::DEFAULT_OBSERVATION_BYTES,
         }
     }
 }
@@ -128,6 +143,10 @@ pub struct Edge {
     pub key: String,
     pub origin: Origin,
     pub human: Option<f64>,
+    /// The recorded decision (recorded edges), or the automatic rejection a replay found.
+    pub decision: Option<Decision>,
+    /// The recorded observation (what the model was shown after the step).
+    pub observation: Option<Observation>,
     pub n: u32,
     pub w: f64,
     virtual_loss: u32,
@@ -137,6 +156,31 @@ pub struct Edge {
 impl Edge {
     pub fn q(&self) -> f64 {
         if self.n == 0 { 0.0 } else { self.w / self.n as f64 }
+    }
+
+    /// The user turned this step down (rejected it, asked for another, or undid it): it is never
+    /// executed and never preferred.
+    pub fn user_rejected(&self) -> bool {
+        self.decision.as_ref().is_some_and(|d| d.is_human_rejection() || matches!(d, Decision::Reverted))
+    }
+
+    /// Rejected by the rules (recorded or found in a replay).
+    pub fn auto_rejected(&self) -> bool {
+        self.decision.as_ref().is_some_and(Decision::is_automatic_rejection)
+    }
+
+    /// Carried out when a path goes through it.
+    fn executes(&self) -> bool {
+        !self.user_rejected() && !self.auto_rejected()
+    }
+
+    /// The value a pair compares: a decision made about the step itself (the user's, or the
+    /// rules') is its value; otherwise the mean of the rollouts below it.
+    pub fn value(&self) -> f64 {
+        match self.human {
+            Some(h) if self.user_rejected() || self.auto_rejected() => h,
+            _ => self.q(),
+        }
     }
 }
 
@@ -148,6 +192,23 @@ pub struct Node {
     pub edges: Vec<Edge>,
     pub expanded: bool,
     pub n: u32,
+    /// A state recorded in the store (else one search built).
+    pub recorded: bool,
+    /// For a recorded state below the root: the hash of the state a replay rebuilt in the
+    /// container (equal to `state_hash` when the replay is faithful).
+    pub replayed_hash: Option<String>,
+}
+
+impl Node {
+    fn new(prompt: Prompt, state_hash: String, depth: usize, recorded: bool) -> Node {
+        Node { prompt, state_hash, depth, edges: vec![], expanded: false, n: 0, recorded, replayed_hash: None }
+    }
+
+    /// The mean value of the rollouts through this state.
+    pub fn value(&self) -> f64 {
+        let (n, w) = self.edges.iter().fold((0u32, 0.0), |(n, w), e| (n + e.n, w + e.w));
+        if n == 0 { 0.0 } else { w / n as f64 }
+    }
 }
 
 /// One episode's search tree.
@@ -169,7 +230,7 @@ impl Tree {
         let first = t.steps.iter().find(|s| s.step.parent_id.is_none())?;
         let mut tree = Tree {
             episode: t.episode.clone(),
-            nodes: vec![Node { prompt: first.step.prompt.clone(), state_hash: first.step.state_hash.clone(), depth: 0, edges: vec![], expanded: false, n: 0 }],
+            nodes: vec![Node::new(first.step.prompt.clone(), first.step.state_hash.clone(), 0, true)],
         };
         // node index by (parent step, state hash)
         let mut index: HashMap<(Option<uuid::Uuid>, String), usize> = HashMap::new();
@@ -182,7 +243,7 @@ impl Tree {
                 None => {
                     let Some(&(pn, pe)) = s.step.parent_id.and_then(|p| edge_of_step.get(&p)) else { continue };
                     let depth = tree.nodes[pn].depth + 1;
-                    tree.nodes.push(Node { prompt: s.step.prompt.clone(), state_hash: s.step.state_hash.clone(), depth, edges: vec![], expanded: false, n: 0 });
+                    tree.nodes.push(Node::new(s.step.prompt.clone(), s.step.state_hash.clone(), depth, true));
                     let i = tree.nodes.len() - 1;
                     tree.nodes[pn].edges[pe].child = Some(i);
                     index.insert(key, i);
@@ -204,6 +265,8 @@ impl Tree {
                 key,
                 origin: Origin::Recorded(s.step.id),
                 human,
+                decision: s.decision().cloned(),
+                observation: s.observation.clone(),
                 n,
                 w,
                 virtual_loss: 0,
@@ -242,7 +305,7 @@ impl Tree {
             if self.nodes[node].edges.iter().any(|e| e.key == key) {
                 continue;
             }
-            self.nodes[node].edges.push(Edge { output, parsed, key, origin: Origin::Sampled, human: None, n: 0, w: 0.0, virtual_loss: 0, child: None });
+            self.nodes[node].edges.push(Edge { output, parsed, key, origin: Origin::Sampled, human: None, decision: None, observation: None, n: 0, w: 0.0, virtual_loss: 0, child: None });
         }
         self.nodes[node].expanded = true;
     }
@@ -266,8 +329,23 @@ struct Selected {
 
 struct Evaluated {
     reward: f64,
-    /// The observation after each edge of the path (to create child nodes).
-    observations: Vec<Observation>,
+    /// The state after each edge of the path (`None`: a leaf), to create or check child nodes.
+    children: Vec<Option<Prompt>>,
+    /// The automatic rejection a replay found for the path's last edge (a sampled action).
+    rejected: Option<Decision>,
+}
+
+/// An edge of a selected path, as a rollout needs it.
+#[derive(Clone)]
+struct PathEdge {
+    output: ModelOutput,
+    parsed: Parsed,
+    executes: bool,
+    /// A user-rejected or automatically rejected step: what the model was shown.
+    shown: Option<Observation>,
+    decision: Option<Decision>,
+    /// The recorded child state, if there is one.
+    recorded_child: Option<Prompt>,
 }
 
 fn is_finish(p: &Parsed) -> bool {
@@ -281,6 +359,7 @@ pub fn search<P: Policy, E: Environment>(tree: &mut Tree, policy: &P, env: &E, c
         anyhow::bail!("episode {} has no verification command (give one with --verify or in the episode)", tree.episode.id);
     };
     let mut stats = SearchStats::default();
+    replay_recorded(tree, env, cfg, &mut stats)?;
     let mut sim = 0usize;
     while sim < cfg.simulations {
         let wave = cfg.parallel.max(1).min(cfg.simulations - sim);
@@ -298,11 +377,12 @@ pub fn search<P: Policy, E: Environment>(tree: &mut Tree, policy: &P, env: &E, c
             let handles: Vec<_> = selected
                 .iter()
                 .map(|s| {
-                    let path: Vec<(Prompt, ModelOutput, Parsed)> = s.path.iter().map(|&(n, e)| (tree.nodes[n].prompt.clone(), tree.nodes[n].edges[e].output.clone(), tree.nodes[n].edges[e].parsed.clone())).collect();
+                    let path = path_edges(tree, &s.path);
+                    let root = tree.nodes[0].prompt.clone();
                     let episode = &tree.episode;
                     let verify = verify.as_str();
                     let sim = s.sim;
-                    scope.spawn(move || evaluate(episode, &path, policy, env, cfg, verify, sim))
+                    scope.spawn(move || evaluate(episode, root, &path, policy, env, cfg, verify, sim))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a rollout panicked")))).collect()
@@ -316,18 +396,26 @@ pub fn search<P: Policy, E: Environment>(tree: &mut Tree, policy: &P, env: &E, c
             if r.reward > 0.0 {
                 stats.successes += 1;
             }
-            // Grow the path's missing child nodes from what the rollout observed.
+            // Check the recorded states the replay rebuilt; grow the path's missing child nodes from
+            // the states the rollout reached.
+            check_replay(tree, &s.path, &r.children, &mut stats);
+            let last = s.path.len().saturating_sub(1);
             for (i, &(n, e)) in s.path.iter().enumerate() {
-                if tree.nodes[n].edges[e].child.is_none() && !is_finish(&tree.nodes[n].edges[e].parsed) {
-                    if let Some(obs) = r.observations.get(i) {
-                        let edge = &tree.nodes[n].edges[e];
-                        let prompt = Prompt {
-                            messages: next_messages(&tree.nodes[n].prompt.messages, &edge.parsed, &edge.output, "call_0", obs),
-                            tools: tree.nodes[n].prompt.tools.clone(),
-                        };
+                if i == last {
+                    if let Some(d) = &r.rejected {
+                        let edge = &mut tree.nodes[n].edges[e];
+                        if edge.decision.is_none() {
+                            edge.decision = Some(d.clone());
+                            edge.human = cfg.values.of(d);
+                        }
+                    }
+                }
+                let rebuilt = r.children.get(i).cloned().flatten();
+                if let (None, Some(p)) = (tree.nodes[n].edges[e].child, rebuilt) {
+                    if !is_finish(&tree.nodes[n].edges[e].parsed) {
                         let depth = tree.nodes[n].depth + 1;
-                        let h = state_hash(&prompt);
-                        tree.nodes.push(Node { prompt, state_hash: h, depth, edges: vec![], expanded: false, n: 0 });
+                        let h = state_hash(&p);
+                        tree.nodes.push(Node::new(p, h, depth, false));
                         let idx = tree.nodes.len() - 1;
                         tree.nodes[n].edges[e].child = Some(idx);
                     }
@@ -359,7 +447,7 @@ fn select<P: Policy>(tree: &mut Tree, policy: &P, cfg: &SearchConfig, sim: usize
         path.push((node, e));
         let edge = &tree.nodes[node].edges[e];
         let unvisited = edge.n == 0;
-        if is_finish(&edge.parsed) || unvisited {
+        if is_finish(&edge.parsed) || unvisited || (!edge.executes() && edge.child.is_none()) {
             break;
         }
         match edge.child {
@@ -370,36 +458,171 @@ fn select<P: Policy>(tree: &mut Tree, policy: &P, cfg: &SearchConfig, sim: usize
     Ok(Selected { path, sim })
 }
 
-fn evaluate<P: Policy, E: Environment>(episode: &Episode, path: &[(Prompt, ModelOutput, Parsed)], policy: &P, env: &E, cfg: &SearchConfig, verify: &str, sim: usize) -> Result<Evaluated> {
-    let mut session = env.start(episode)?;
-    let mut observations = Vec::with_capacity(path.len());
-    let mut last: Option<(Prompt, ModelOutput, Parsed, Observation)> = None;
-    for (prompt, output, parsed) in path {
-        let obs = match parsed {
-            Parsed::Action { action, .. } => session.act(action),
-            Parsed::Error { error } => Observation { output: format!("error: {}", error.message), exit_code: Some(2), ..Default::default() },
-        };
-        observations.push(obs.clone());
-        last = Some((prompt.clone(), output.clone(), parsed.clone(), obs));
-    }
-    // Roll out with the policy from the state after the path.
-    if let Some((mut prompt, mut output, mut parsed, mut obs)) = last {
-        let mut depth = path.len();
-        while !is_finish(&parsed) && depth < cfg.max_depth {
-            prompt = Prompt { messages: next_messages(&prompt.messages, &parsed, &output, "call_0", &obs), tools: prompt.tools.clone() };
-            let seed = seed_for(cfg.seed, &[&(sim as u64).to_le_bytes(), &(depth as u64).to_le_bytes(), b"rollout"]);
-            let Some(o) = policy.sample(&prompt, 1, seed)?.into_iter().next() else { break };
-            output = o;
-            parsed = parse_output(&output);
-            obs = match &parsed {
-                Parsed::Action { action, .. } => session.act(action),
-                Parsed::Error { error } => Observation { output: format!("error: {}", error.message), exit_code: Some(2), ..Default::default() },
-            };
-            depth += 1;
+/// A path replayed in a fresh workspace.
+struct Replayed<S> {
+    session: S,
+    agent: Agent,
+    children: Vec<Option<Prompt>>,
+    /// The path ended in a leaf: its value, and the automatic rejection found for a sampled last edge.
+    leaf: Option<(f64, Option<Decision>)>,
+    finished: bool,
+}
+
+/// Replays a path with the shared agent: recorded transitions as recorded (a step the user or the
+/// rules rejected is not carried out; the model is shown what it was shown), the others carried out
+/// in the workspace.
+fn replay<'a, E: Environment>(episode: &Episode, root: Prompt, path: &[PathEdge], env: &'a E, cfg: &SearchConfig) -> Result<Replayed<E::Session<'a>>> {
+    let session = env.start(episode)?;
+    let mut agent = Agent::new(root, cfg.observation_bytes);
+    let mut children = Vec::with_capacity(path.len());
+    for (i, pe) in path.iter().enumerate() {
+        let ws = session.workspace();
+        if !pe.executes {
+            // The user's (or the rules') decision stands: not carried out. The rules still see the
+            // action (for loops), as they did when it was recorded.
+            let _ = agent.judge(&pe.parsed, ws);
+            let retry = matches!(&pe.decision, Some(Decision::Rejected { cause: RejectCause::Retry, .. }));
+            match (&pe.recorded_child, retry) {
+                (Some(child), false) => {
+                    // The recorded transition, rebuilt from the recorded observation.
+                    let shown = pe.shown.clone().unwrap_or_else(|| keel_agent::tools::user_rejected(None));
+                    agent.advance(&pe.parsed, &pe.output, &shown);
+                    children.push(Some(agent.prompt().clone()));
+                    follow_record(&mut agent, child, cfg);
+                }
+                _ => {
+                    // A leaf: "another" has no child state, and the transition of a rejected step
+                    // that was never recorded is not invented.
+                    children.push(None);
+                    let value = pe.decision.as_ref().and_then(|d| cfg.values.of(d)).unwrap_or(0.0);
+                    return Ok(Replayed { session, agent, children, leaf: Some((value, None)), finished: false });
+                }
+            }
+            continue;
+        }
+        let u = agent.step_unattended(&pe.output, ws);
+        if u.decision.is_automatic_rejection() {
+            // A sampled action the rules reject: a leaf worth the automatic value.
+            children.push(None);
+            let last = i + 1 == path.len();
+            return Ok(Replayed { session, agent, children, leaf: Some((cfg.values.automatic, last.then_some(u.decision))), finished: false });
+        }
+        if u.finished {
+            children.push(None);
+            return Ok(Replayed { session, agent, children, leaf: None, finished: true });
+        }
+        children.push(u.advanced.then(|| agent.prompt().clone()));
+        if let Some(child) = &pe.recorded_child {
+            follow_record(&mut agent, child, cfg);
         }
     }
+    Ok(Replayed { session, agent, children, leaf: None, finished: false })
+}
+
+/// Below a recorded state the record is followed, whatever the rebuild gave (a mismatch is
+/// counted by the caller).
+fn follow_record(agent: &mut Agent, recorded: &Prompt, cfg: &SearchConfig) {
+    if state_hash(agent.prompt()) != state_hash(recorded) {
+        *agent = Agent::new(recorded.clone(), cfg.observation_bytes);
+    }
+}
+
+/// Replays a path, rolls out with the policy from the state after it (every proposal carried
+/// out), and runs the verification command.
+#[allow(clippy::too_many_arguments)]
+fn evaluate<P: Policy, E: Environment>(episode: &Episode, root: Prompt, path: &[PathEdge], policy: &P, env: &E, cfg: &SearchConfig, verify: &str, sim: usize) -> Result<Evaluated> {
+    let Replayed { mut session, mut agent, children, leaf, finished } = replay(episode, root, path, env, cfg)?;
+    if let Some((reward, rejected)) = leaf {
+        return Ok(Evaluated { reward, children, rejected });
+    }
+    if !finished && path.len() < cfg.max_depth {
+        let depth0 = path.len();
+        keel_agent::run_unattended(
+            &mut agent,
+            session.workspace(),
+            cfg.max_depth - depth0,
+            |prompt, n| {
+                let seed = seed_for(cfg.seed, &[&(sim as u64).to_le_bytes(), &((depth0 + n) as u64).to_le_bytes(), b"rollout"]);
+                policy.sample(prompt, 1, seed)?.into_iter().next().ok_or_else(|| anyhow::anyhow!("the policy gave no sample"))
+            },
+            |_, _, _| {},
+        )?;
+    }
     let ok = session.verify(verify)?;
-    Ok(Evaluated { reward: if ok { 1.0 } else { 0.0 }, observations })
+    Ok(Evaluated { reward: if ok { 1.0 } else { 0.0 }, children, rejected: None })
+}
+
+fn path_edges(tree: &Tree, path: &[(usize, usize)]) -> Vec<PathEdge> {
+    path.iter()
+        .map(|&(n, e)| {
+            let edge = &tree.nodes[n].edges[e];
+            PathEdge {
+                output: edge.output.clone(),
+                parsed: edge.parsed.clone(),
+                executes: edge.executes(),
+                shown: edge.observation.clone(),
+                decision: edge.decision.clone(),
+                recorded_child: edge.child.filter(|&c| tree.nodes[c].recorded).map(|c| tree.nodes[c].prompt.clone()),
+            }
+        })
+        .collect()
+}
+
+/// Checks the states a replay rebuilt against the recorded ones on `path`.
+fn check_replay(tree: &mut Tree, path: &[(usize, usize)], children: &[Option<Prompt>], stats: &mut SearchStats) {
+    for (&(n, e), rebuilt) in path.iter().zip(children) {
+        let (Some(c), Some(p)) = (tree.nodes[n].edges[e].child, rebuilt) else { continue };
+        if !tree.nodes[c].recorded || tree.nodes[c].replayed_hash.is_some() {
+            continue;
+        }
+        let h = state_hash(p);
+        if h == tree.nodes[c].state_hash {
+            stats.replayed += 1;
+        } else {
+            stats.replay_mismatches += 1;
+            let tail = |p: &Prompt| serde_json::to_string(&p.messages[p.messages.len().saturating_sub(2)..]).unwrap_or_default();
+            eprintln!(
+                "episode {}: the state rebuilt at depth {} differs from the recorded one:\n  rebuilt  {}\n  recorded {}",
+                tree.episode.id,
+                tree.nodes[c].depth,
+                tail(p),
+                tail(&tree.nodes[c].prompt)
+            );
+        }
+        tree.nodes[c].replayed_hash = Some(h);
+    }
+}
+
+/// Replays every recorded path once (before the simulations), so every recorded state is rebuilt
+/// in a container and checked against the store.
+fn replay_recorded<E: Environment>(tree: &mut Tree, env: &E, cfg: &SearchConfig, stats: &mut SearchStats) -> Result<()> {
+    let mut parent: HashMap<usize, (usize, usize)> = HashMap::new();
+    for (n, node) in tree.nodes.iter().enumerate() {
+        for (e, edge) in node.edges.iter().enumerate() {
+            if let Some(c) = edge.child {
+                parent.insert(c, (n, e));
+            }
+        }
+    }
+    let leaves: Vec<usize> = (0..tree.nodes.len())
+        .filter(|&n| tree.nodes[n].recorded && !tree.nodes[n].edges.iter().any(|e| e.child.is_some_and(|c| tree.nodes[c].recorded)))
+        .collect();
+    for leaf in leaves {
+        let mut path = Vec::new();
+        let mut at = leaf;
+        while let Some(&(n, e)) = parent.get(&at) {
+            path.push((n, e));
+            at = n;
+        }
+        path.reverse();
+        if path.is_empty() || tree.nodes[leaf].replayed_hash.is_some() {
+            continue;
+        }
+        let edges = path_edges(tree, &path);
+        let r = replay(&tree.episode, tree.nodes[0].prompt.clone(), &edges, env, cfg)?;
+        check_replay(tree, &path, &r.children, stats);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -407,6 +630,10 @@ pub struct SearchStats {
     pub rollouts: usize,
     pub successes: usize,
     pub samples: usize,
+    /// Recorded states a replay rebuilt byte for byte (same hash as in the store) ...
+    pub replayed: usize,
+    /// ... and those it rebuilt differently.
+    pub replay_mismatches: usize,
 }
 
 /// A critical decision found in a tree.
@@ -417,18 +644,25 @@ pub struct Critical {
     pub worst: usize,
 }
 
-/// The nodes whose children's values differ by more than the margin, each side visited enough.
+/// The nodes whose children's values differ by more than the margin, each side visited enough (a
+/// human decision about the step counts as enough: it is what the user said). A step the user
+/// turned down is never the preferred side.
 pub fn critical(tree: &Tree, cfg: &SearchConfig) -> Vec<Critical> {
     let mut out = Vec::new();
     for (i, n) in tree.nodes.iter().enumerate() {
-        let visited: Vec<(usize, &Edge)> = n.edges.iter().enumerate().filter(|(_, e)| e.n >= cfg.min_visits).collect();
+        let visited: Vec<(usize, &Edge)> = n.edges.iter().enumerate().filter(|(_, e)| e.n >= cfg.min_visits || (e.human.is_some() && matches!(e.origin, Origin::Recorded(_)))).collect();
         if visited.len() < 2 {
             continue;
         }
         // Ties broken by the edge order, which is deterministic.
-        let best = visited.iter().fold(visited[0], |a, b| if b.1.q() > a.1.q() { *b } else { a });
-        let worst = visited.iter().fold(visited[0], |a, b| if b.1.q() < a.1.q() { *b } else { a });
-        if best.1.q() - worst.1.q() > cfg.margin {
+        let Some(best) = visited.iter().filter(|(_, e)| !e.user_rejected()).fold(None::<(usize, &Edge)>, |a, b| match a {
+            Some(a) if b.1.value() <= a.1.value() => Some(a),
+            _ => Some(*b),
+        }) else {
+            continue;
+        };
+        let worst = visited.iter().fold(visited[0], |a, b| if b.1.value() < a.1.value() { *b } else { a });
+        if best.0 != worst.0 && best.1.value() - worst.1.value() > cfg.margin {
             out.push(Critical { node: i, best: best.0, worst: worst.0 });
         }
     }
@@ -462,7 +696,7 @@ pub fn pairs(tree: &Tree, found: &[Critical], model_version: Option<&str>) -> Ve
                     "episode": tree.episode.id,
                     "state_hash": n.state_hash,
                     "depth": n.depth,
-                    "q_chosen": b.q(), "q_rejected": w.q(),
+                    "q_chosen": b.value(), "q_rejected": w.value(),
                     "visits_chosen": b.n, "visits_rejected": w.n, "visits_state": n.n,
                     "model_version": model_version,
                     "task_kind": tree.episode.task.kind.as_str(),
@@ -473,7 +707,8 @@ pub fn pairs(tree: &Tree, found: &[Critical], model_version: Option<&str>) -> Ve
         .collect()
 }
 
-/// The tree as JSON a person can read.
+/// The tree as JSON a person can read: each node's `state_hash`, whether it was `recorded` or
+/// `sampled`, its visits and value, and for recorded states the hash a replay rebuilt.
 pub fn tree_json(tree: &Tree, found: &[Critical]) -> Value {
     let nodes: Vec<Value> = tree
         .nodes
@@ -481,18 +716,26 @@ pub fn tree_json(tree: &Tree, found: &[Critical]) -> Value {
         .enumerate()
         .map(|(i, n)| {
             let crit = found.iter().find(|c| c.node == i);
+            let shown = n.prompt.messages.last().filter(|m| m.role == keel_trajectory::Role::Tool).and_then(|m| m.content.clone());
             json!({
                 "id": i,
                 "depth": n.depth,
                 "state_hash": n.state_hash,
+                "origin": if n.recorded { "recorded" } else { "sampled" },
+                "replayed_hash": n.replayed_hash,
+                "replay": n.replayed_hash.as_ref().map(|h| if *h == n.state_hash { "match" } else { "mismatch" }),
                 "visits": n.n,
+                "value": n.value(),
+                "observation": shown,
                 "critical": crit.is_some(),
                 "edges": n.edges.iter().enumerate().map(|(j, e)| json!({
                     "action": match &e.parsed { Parsed::Action { action, .. } => json!({"tool": action.tool_name(), "arguments": action.arguments()}), Parsed::Error { error } => json!({"error": error.message}) },
                     "origin": match &e.origin { Origin::Recorded(s) => json!({"recorded": s}), Origin::Sampled => json!("sampled") },
+                    "decision": e.decision.as_ref().map(|d| serde_json::to_value(d).unwrap_or(Value::Null)),
                     "human_value": e.human,
                     "visits": e.n,
                     "q": e.q(),
+                    "value": e.value(),
                     "child": e.child,
                     "best": crit.is_some_and(|c| c.best == j),
                     "worst": crit.is_some_and(|c| c.worst == j),
@@ -506,13 +749,15 @@ pub fn tree_json(tree: &Tree, found: &[Critical]) -> Value {
 /// A short text summary for the terminal.
 pub fn summary(tree: &Tree, found: &[Critical], stats: &SearchStats) -> String {
     let mut s = format!(
-        "episode {}: {} nodes, {} rollouts ({} passed), {} samples, {} critical decision(s)\n",
+        "episode {}: {} nodes, {} rollouts ({} passed), {} samples, {} critical decision(s), replay {} of {} recorded states faithful\n",
         tree.episode.id,
         tree.nodes.len(),
         stats.rollouts,
         stats.successes,
         stats.samples,
-        found.len()
+        found.len(),
+        stats.replayed,
+        stats.replayed + stats.replay_mismatches
     );
     for c in found {
         let n = &tree.nodes[c.node];
@@ -524,10 +769,10 @@ pub fn summary(tree: &Tree, found: &[Critical], stats: &SearchStats) -> String {
             "  depth {}: best {} (Q {:.2}, {} visits) vs worst {} (Q {:.2}, {} visits)\n",
             n.depth,
             show(&n.edges[c.best]),
-            n.edges[c.best].q(),
+            n.edges[c.best].value(),
             n.edges[c.best].n,
             show(&n.edges[c.worst]),
-            n.edges[c.worst].q(),
+            n.edges[c.worst].value(),
             n.edges[c.worst].n
         ));
     }

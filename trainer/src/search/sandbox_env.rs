@@ -1,10 +1,12 @@
 //! Rollouts in containers: each rollout replays its path in a fresh container made from the
 //! episode's workspace snapshot (keel-sandbox: no network, capped CPU/memory/pids/output, removed
-//! on every path out). Search never touches the user's working tree.
+//! on every path out), through the agent's [`ContainerWorkspace`] — the same tools as in the
+//! editor. Search never touches the user's working tree.
 
 use anyhow::{Context, Result};
+use keel_agent::{ContainerWorkspace, Workspace};
 use keel_sandbox::{Container, Sandbox, WorkspaceSnapshot};
-use keel_trajectory::{Action, Episode, Observation};
+use keel_trajectory::Episode;
 
 use super::{Environment, Session};
 
@@ -18,12 +20,17 @@ pub struct SandboxEnv {
 }
 
 impl SandboxEnv {
-    /// Connects to the engine (`DOCKER_HOST`, or `socket`) and makes sure the base image is there.
-    pub fn connect(socket: Option<String>) -> Result<SandboxEnv> {
+    /// Connects to the engine (`DOCKER_HOST`, or `socket`) and makes sure the image is there
+    /// (`None`: the sandbox's base image).
+    pub fn connect(socket: Option<String>, image: Option<String>) -> Result<SandboxEnv> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let config = keel_sandbox::SandboxConfig { socket, ..Default::default() };
+        let config = keel_sandbox::SandboxConfig { socket, image, ..Default::default() };
         let sandbox = rt.block_on(Sandbox::connect(config)).context("connecting to the container engine (run `cargo xtask setup`, or set DOCKER_HOST)")?;
         Ok(SandboxEnv { sandbox, rt, idle: Default::default() })
+    }
+
+    pub fn image(&self) -> &str {
+        self.sandbox.image()
     }
 }
 
@@ -39,15 +46,10 @@ pub fn snapshot(episode: &Episode) -> WorkspaceSnapshot {
     }
 }
 
+/// One rollout's container, seen through the agent's workspace.
 pub struct SandboxSession<'a> {
     env: &'a SandboxEnv,
-    container: Option<Container>,
-}
-
-impl SandboxSession<'_> {
-    fn c(&self) -> &Container {
-        self.container.as_ref().expect("a session holds its container until it is dropped")
-    }
+    ws: Option<ContainerWorkspace<'a>>,
 }
 
 impl Environment for SandboxEnv {
@@ -56,61 +58,35 @@ impl Environment for SandboxEnv {
     fn start<'a>(&'a self, episode: &Episode) -> Result<SandboxSession<'a>> {
         let snap = snapshot(episode);
         let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        if let Some(c) = reused {
-            if self.rt.block_on(c.reset(&snap)).is_ok() {
-                return Ok(SandboxSession { env: self, container: Some(c) });
+        let container = match reused {
+            Some(c) if self.rt.block_on(c.reset(&snap)).is_ok() => c,
+            other => {
+                if let Some(c) = other {
+                    let _ = self.rt.block_on(c.remove());
+                }
+                self.rt.block_on(self.sandbox.start(&snap)).context("starting a rollout container")?
             }
-            let _ = self.rt.block_on(c.remove());
-        }
-        let container = self.rt.block_on(self.sandbox.start(&snap)).context("starting a rollout container")?;
-        Ok(SandboxSession { env: self, container: Some(container) })
+        };
+        Ok(SandboxSession { env: self, ws: Some(ContainerWorkspace::new(&self.sandbox, container, self.rt.handle().clone())) })
     }
 }
 
 impl Session for SandboxSession<'_> {
-    fn act(&mut self, action: &Action) -> Observation {
-        let rt = &self.env.rt;
-        let err = |e: &dyn std::fmt::Display| Observation { output: format!("error: {e}"), exit_code: Some(1), ..Default::default() };
-        match action {
-            Action::Edit { path, old_text, new_text } => match rt.block_on(self.c().apply_edit(path, old_text, new_text)) {
-                Ok(()) => Observation { output: format!("The edit to {path} was applied."), exit_code: Some(0), ..Default::default() },
-                Err(e) => err(&e),
-            },
-            Action::Run { command } => match rt.block_on(self.c().exec(command)) {
-                Ok(r) => r.to_observation(),
-                Err(e) => err(&e),
-            },
-            Action::ViewFile { path, start_line, end_line } => match rt.block_on(self.c().read_file(path)) {
-                Ok(bytes) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let s = start_line.unwrap_or(1).max(1) as usize;
-                    let e = end_line.map(|e| e as usize).unwrap_or(usize::MAX);
-                    let out: String = text.lines().enumerate().skip(s - 1).take(e.saturating_sub(s - 1)).map(|(i, l)| format!("{:>5}| {l}\n", i + 1)).collect();
-                    Observation { output: out, exit_code: Some(0), ..Default::default() }
-                }
-                Err(e) => err(&e),
-            },
-            Action::Search { pattern, path } => {
-                let quoted = pattern.replace('\'', "'\\''");
-                let where_ = path.as_deref().unwrap_or(".").replace('\'', "'\\''");
-                match rt.block_on(self.c().exec(&format!("grep -rnE '{quoted}' '{where_}' | head -100"))) {
-                    Ok(r) => r.to_observation(),
-                    Err(e) => err(&e),
-                }
-            }
-            Action::Finish { .. } => Observation::default(),
-        }
+    fn workspace(&self) -> &dyn Workspace {
+        self.ws.as_ref().expect("a session holds its container until it is dropped")
     }
 
     fn verify(&mut self, command: &str) -> Result<bool> {
-        let r = self.env.rt.block_on(self.c().exec(command)).context("running the verification command")?;
+        let ws = self.ws.as_ref().expect("a session holds its container until it is dropped");
+        let r = self.env.rt.block_on(ws.container().exec(command)).context("running the verification command")?;
         Ok(r.success())
     }
 }
 
 impl Drop for SandboxSession<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.container.take() {
+        if let Some(ws) = self.ws.take() {
+            let c = ws.into_container();
             if c.is_gone() {
                 return;
             }

@@ -79,3 +79,148 @@ fn triggers() {
     std::fs::write(&cfg_path, "store = \"k.db\"\nbase_model = \"m\"\nbogus = 1\n").unwrap();
     assert!(format!("{:#}", Config::load(&cfg_path).unwrap_err()).contains("bogus"));
 }
+
+/// A stand-in for `keel-train` (the stages run it as a child process): it appends its arguments
+/// to `calls.txt` beside it, fails like a broken configuration while a file `fail` is there, and
+/// otherwise writes an empty `--out` file.
+fn fake_keel_train(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = dir.join("keel-train");
+    let script = "#!/bin/sh\nhere=$(dirname \"$0\")\necho \"$@\" >> \"$here/calls.txt\"\n\
+                  if [ -e \"$here/fail\" ]; then echo \"error: unexpected argument '--bogus' found\" >&2; exit 2; fi\n\
+                  while [ $# -gt 0 ]; do if [ \"$1\" = --out ]; then : > \"$2\"; fi; shift; done\n";
+    // Written by a child, so that no descriptor of this process (which a child being started by
+    // another test would inherit) has it open for writing when it is executed (ETXTBSY).
+    let st = std::process::Command::new("sh").args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", script]).arg(&exe).status().unwrap();
+    assert!(st.success());
+    exe
+}
+
+/// A config whose search stage runs (and, with too few pairs for training, a run that gets past
+/// it ends `skipped`), with a store that has a live adapter.
+fn search_config(dir: &std::path::Path) -> Config {
+    let path = dir.join("keel.toml");
+    std::fs::write(
+        &path,
+        "store = \"k.db\"\nbase_model = \"model\"\ndevice = \"cuda\"\n[search]\nenabled = true\nargs = [\"--simulations\", \"2\"]\n\
+         [sandbox]\nimage = \"localhost/keel-python:1\"\n[train]\nmin_pairs = 1000\n",
+    )
+    .unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let mut store = Store::open(&cfg.store).unwrap();
+    let v = keel_trajectory::ModelVersion {
+        id: "keel@live".into(),
+        created_at: 1,
+        base_model: "model".into(),
+        adapter_path: Some("/adapters/live".into()),
+        adapter_hash: Some("live".into()),
+        parent: None,
+        trained_on: json!({}),
+        eval: json!({}),
+        live: false,
+    };
+    store.put_model_version(&v).unwrap();
+    store.set_live("keel@live").unwrap();
+    cfg
+}
+
+#[test]
+fn a_failing_stage_fails_its_run_which_is_retried_then_given_up() {
+    use schedule::{MAX_ATTEMPTS, Pass};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = search_config(dir.path());
+    let exe = fake_keel_train(dir.path());
+    std::fs::write(dir.path().join("fail"), "").unwrap();
+    let runs = || Store::open(&cfg.store).unwrap().runs().unwrap();
+
+    for attempt in 1..=MAX_ATTEMPTS {
+        let Pass::Failed { run, stage, attempt: a, error } = schedule::pass(&cfg, &exe).unwrap() else { panic!("the search stage fails") };
+        assert_eq!((stage.as_str(), a), ("search", attempt));
+        assert!(error.contains("`keel-train search` failed") && error.contains("unexpected argument '--bogus'"), "{error}");
+        let all = runs();
+        assert_eq!(all.len(), 1, "retried, not a new run: {all:?}");
+        let r = &all[0];
+        assert_eq!((r.id.as_str(), r.status.as_str(), r.stage.as_str()), (run.as_str(), "failed", "search"));
+        assert_eq!(r.detail["error"]["stage"], "search");
+        assert_eq!(r.detail["error"]["attempt"], attempt);
+        assert!(r.detail["error"]["message"].as_str().unwrap().contains("unexpected argument"));
+        let table = schedule::runs_table(&all);
+        assert!(table.contains("failed") && table.contains(&format!("attempt {attempt} of {MAX_ATTEMPTS}")), "{table}");
+    }
+    // Given up: it stays failed, and does not block the next run.
+    let p = schedule::pass(&cfg, &exe).unwrap();
+    let Pass::Failed { run, attempt: 1, .. } = p else { panic!("a new run, failing: {p:?}") };
+    let all = runs();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].status.as_str(), all[1].id.as_str()), ("failed", run.as_str()));
+    // `--once` says so with its exit status.
+    let e = schedule::run_once(&cfg, &exe).unwrap_err();
+    assert!(format!("{e:#}").contains("failed at stage `search`"), "{e:#}");
+
+    // Fixed: the failed run is retried at its stage and goes on.
+    std::fs::remove_file(dir.path().join("fail")).unwrap();
+    let done = schedule::pass(&cfg, &exe).unwrap();
+    assert_eq!(done, Pass::Finished { run: run.clone(), status: "skipped".into() });
+    let all = runs();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].detail["attempts"], 3);
+    // Search ran with the live adapter, the configured device and image, then the extra arguments.
+    let calls = std::fs::read_to_string(dir.path().join("calls.txt")).unwrap();
+    let last = calls.lines().last().unwrap();
+    assert!(last.starts_with("search --store "), "{last}");
+    assert!(last.ends_with("--adapter /adapters/live --device cuda --image localhost/keel-python:1 --simulations 2"), "{last}");
+}
+
+#[test]
+fn the_loop_survives_failing_passes_and_backs_off() {
+    use schedule::Backoff;
+    use std::time::Duration;
+    let secs = Duration::from_secs;
+    let mut b = Backoff::new(secs(60), secs(200));
+    assert_eq!([b.failed(), b.failed(), b.failed(), b.failed()], [secs(60), secs(120), secs(200), secs(200)]);
+    b.succeeded();
+    assert_eq!(b.failed(), secs(60), "reset after a success");
+    assert_eq!(Backoff::default(), Backoff::new(secs(60), secs(3600)));
+
+    // Failing stages, then a fixed one: the loop goes on, waiting longer, then `every` again.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = search_config(dir.path());
+    let exe = fake_keel_train(dir.path());
+    std::fs::write(dir.path().join("fail"), "").unwrap();
+    let mut waits = vec![];
+    schedule::serve(&cfg, &exe, secs(5), Backoff::new(secs(60), secs(200)), Some(4), |d| waits.push(d));
+    assert_eq!(waits, [secs(60), secs(120), secs(200), secs(200)]);
+    std::fs::remove_file(dir.path().join("fail")).unwrap();
+    waits.clear();
+    schedule::serve(&cfg, &exe, secs(5), Backoff::new(secs(60), secs(200)), Some(2), |d| waits.push(d));
+    assert_eq!(waits, [secs(5), secs(5)]);
+    let runs = Store::open(&cfg.store).unwrap().runs().unwrap();
+    assert_eq!(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["failed", "skipped", "skipped"]);
+
+    // A pass that cannot even start (the store's directory cannot be made) backs off too.
+    let broken_path = dir.path().join("broken.toml");
+    std::fs::write(&broken_path, "store = \"/proc/keel/k.db\"\nbase_model = \"model\"\n").unwrap();
+    let broken = Config::load(&broken_path).unwrap();
+    waits.clear();
+    schedule::serve(&broken, &exe, secs(5), Backoff::new(secs(60), secs(200)), Some(2), |d| waits.push(d));
+    assert_eq!(waits, [secs(60), secs(120)]);
+}
+
+#[test]
+fn the_sandbox_image_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.toml");
+    std::fs::write(&path, "store = \"k.db\"\nbase_model = \"m\"\n[sandbox]\nimage = \"localhost/keel-python:0.1.0\"\n").unwrap();
+    let cfg = Config::load(&path).unwrap();
+    assert_eq!(cfg.sandbox.image.as_deref(), Some("localhost/keel-python:0.1.0"));
+    let args = schedule::search_args(&cfg, None, &dir.path().join("o"), &dir.path().join("t"));
+    assert!(args.windows(2).any(|w| w == ["--image", "localhost/keel-python:0.1.0"]), "{args:?}");
+    assert!(!args.contains(&"--adapter".to_string()), "no live version: the base model");
+    std::fs::write(&path, "store = \"k.db\"\nbase_model = \"m\"\n[sandbox]\nimage = \" \"\n").unwrap();
+    assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("sandbox.image"));
+    // A flag given in search.args is not given twice.
+    std::fs::write(&path, "store = \"k.db\"\nbase_model = \"m\"\n[search]\nargs = [\"--device=cuda:1\"]\n").unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let args = schedule::search_args(&cfg, Some("/a"), &dir.path().join("o"), &dir.path().join("t"));
+    assert_eq!(args.iter().filter(|a| a.starts_with("--device")).count(), 1, "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--adapter", "/a"]));
+}

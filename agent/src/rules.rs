@@ -1,0 +1,274 @@
+//! The step loop's rules, once for every driver: what a model's answer is worth at a state (an
+//! automatic rejection, a read carried out at once, a proposal for the user, the end), how the
+//! state moves on, and when an action is a loop.
+//!
+//! **Loops.** An action is a loop when it is the same action (tool and arguments) as an earlier
+//! step of the episode *at the same workspace state*: no edit has been applied since. Reading a
+//! file again after an accepted edit, or running the tests again after a fix, is therefore not a
+//! loop; the same read or the same command twice with nothing changed in between is. `finish` is
+//! never a loop.
+//!
+//! **Automatic rejections** (invalid tool calls, unknown tools, loops, paths outside the workspace,
+//! edits that cannot be located or change nothing) are sampled again at the same state up to
+//! [`AUTO_RESAMPLES`] times, so the rejected step and a valid sibling make a pair; after that the
+//! model is shown the error and the state moves on.
+
+use std::collections::HashSet;
+
+use keel_trajectory::action::next_messages;
+use keel_trajectory::{Action, Decision, ModelOutput, Observation, Parsed, Prompt, RejectCause, Role};
+
+use crate::tools::{self, PreparedEdit};
+use crate::workspace::{Workspace, normalize_path};
+
+/// Automatic rejections answered by sampling again at the same state before the model is shown
+/// the error.
+pub const AUTO_RESAMPLES: u32 = 2;
+
+/// The actions done since the workspace last changed.
+#[derive(Debug, Clone, Default)]
+pub struct LoopGuard {
+    seen: HashSet<String>,
+}
+
+impl LoopGuard {
+    fn key(a: &Action) -> String {
+        format!("{}:{}", a.tool_name(), a.arguments_json())
+    }
+    /// Notes `a`; `true` when it was already done at this workspace state.
+    pub fn repeat(&mut self, a: &Action) -> bool {
+        !matches!(a, Action::Finish { .. }) && !self.seen.insert(Self::key(a))
+    }
+    /// The workspace changed (an edit was applied): earlier actions may mean something new.
+    pub fn changed(&mut self) {
+        self.seen.clear();
+    }
+}
+
+/// What an answer is, at the current state.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Rejected automatically.
+    Rejected { cause: RejectCause, message: String },
+    /// A read (`view_file`, `search`), carried out at once (decision `auto`).
+    Observed(Observation),
+    /// An edit located in the file as it is now (`path` normalised); it waits for the user.
+    Edit { path: String, prepared: PreparedEdit },
+    /// A command; it waits for the user, then runs in the sandbox.
+    Run { command: String },
+    Finish { summary: String },
+}
+
+/// After an automatic rejection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterRejection {
+    /// Sample again at the same state (a sibling).
+    Resample,
+    /// The state moved on, showing the model this.
+    Advanced(Observation),
+}
+
+/// What one step came to when nobody reviews it (search rollouts, evaluation): every proposal is
+/// carried out.
+#[derive(Debug, Clone)]
+pub struct Unattended {
+    pub parsed: Parsed,
+    /// `auto` for reads and `finish`, `accepted` for carried-out proposals, or the automatic
+    /// rejection.
+    pub decision: Decision,
+    pub observation: Option<Observation>,
+    /// The state moved on (`false`: the next sample is at the same state, or the episode ended).
+    pub advanced: bool,
+    pub finished: bool,
+}
+
+/// One episode's agent: its state (the messages the model sees) and the loop rules' memory.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    prompt: Prompt,
+    same_state: u32,
+    loops: LoopGuard,
+    /// Observations of reads are cut at this many bytes.
+    pub cap: usize,
+}
+
+/// The call id used when the model's answer carried none (JSON in the content): the number of the
+/// assistant turn, so the editor and a rebuild agree.
+pub fn fallback_call_id(prompt: &Prompt) -> String {
+    format!("call_{}", prompt.messages.iter().filter(|m| m.role == Role::Assistant).count() + 1)
+}
+
+impl Agent {
+    pub fn new(prompt: Prompt, cap: usize) -> Agent {
+        Agent { prompt, same_state: 0, loops: LoopGuard::default(), cap }
+    }
+
+    /// The state: what the model is asked at next.
+    pub fn prompt(&self) -> &Prompt {
+        &self.prompt
+    }
+
+    /// Judges an answer at the current state, carrying out reads at once. Notes the action for the
+    /// loop rule.
+    pub fn judge(&mut self, parsed: &Parsed, ws: &dyn Workspace) -> Verdict {
+        let action = match parsed {
+            Parsed::Error { error } => return Verdict::Rejected { cause: error.cause(), message: error.message.clone() },
+            Parsed::Action { action, .. } => action,
+        };
+        if self.loops.repeat(action) {
+            return Verdict::Rejected { cause: RejectCause::Loop, message: "the same action as an earlier step".into() };
+        }
+        let path = match action.path() {
+            Some(p) => match normalize_path(p, ws.root_hint()).and_then(|rel| ws.check(&rel).map(|()| rel)) {
+                Ok(rel) => Some(rel),
+                Err(e) => return Verdict::Rejected { cause: RejectCause::OutsideWorkspace, message: e.to_string() },
+            },
+            None => None,
+        };
+        let path = path.unwrap_or_default();
+        match action {
+            Action::ViewFile { start_line, end_line, .. } => Verdict::Observed(tools::view_file(ws, &path, *start_line, *end_line, self.cap)),
+            Action::Search { pattern, .. } => Verdict::Observed(tools::search(ws, pattern, &path, self.cap)),
+            Action::Edit { old_text, new_text, .. } => match tools::prepare_edit(ws, &path, old_text, new_text) {
+                Ok(prepared) => Verdict::Edit { path, prepared },
+                Err((cause, message)) => Verdict::Rejected { cause, message },
+            },
+            Action::Run { command } => Verdict::Run { command: command.clone() },
+            Action::Finish { summary } => Verdict::Finish { summary: summary.clone() },
+        }
+    }
+
+    /// The state moves on: the step's call and its (redacted) observation join the messages.
+    pub fn advance(&mut self, parsed: &Parsed, output: &ModelOutput, observation: &Observation) {
+        let mut obs = observation.clone();
+        keel_trajectory::redact::redact_in_place(&mut obs.output);
+        let id = fallback_call_id(&self.prompt);
+        self.prompt = Prompt { messages: next_messages(&self.prompt.messages, parsed, output, &id, &obs), tools: self.prompt.tools.clone() };
+        self.same_state = 0;
+    }
+
+    /// After an automatic rejection: sample again at this state, or (after [`AUTO_RESAMPLES`]) move
+    /// on showing the model the error.
+    pub fn rejected(&mut self, parsed: &Parsed, output: &ModelOutput, cause: RejectCause, message: &str) -> AfterRejection {
+        if self.same_state < AUTO_RESAMPLES {
+            self.same_state += 1;
+            return AfterRejection::Resample;
+        }
+        let obs = tools::rejected(cause, message);
+        self.advance(parsed, output, &obs);
+        AfterRejection::Advanced(obs)
+    }
+
+    /// Another sample at the same state (the user asked for another): no change to the state.
+    pub fn again(&mut self) {}
+
+    /// An edit was applied: the workspace changed.
+    pub fn edit_applied(&mut self) {
+        self.loops.changed();
+    }
+
+    /// One step with nobody to review it: reads and proposals are carried out in `ws` (edits
+    /// written, commands run), automatic rejections follow the same rules as in the editor.
+    pub fn step_unattended(&mut self, output: &ModelOutput, ws: &dyn Workspace) -> Unattended {
+        let parsed = keel_trajectory::action::parse_output(output);
+        let verdict = self.judge(&parsed, ws);
+        let (decision, observation, finished) = match verdict {
+            Verdict::Rejected { cause, message } => {
+                let decision = Decision::Rejected { cause, reason: Some(message.clone()) };
+                return match self.rejected(&parsed, output, cause, &message) {
+                    AfterRejection::Resample => Unattended { parsed, decision, observation: None, advanced: false, finished: false },
+                    AfterRejection::Advanced(obs) => Unattended { parsed, decision, observation: Some(obs), advanced: true, finished: false },
+                };
+            }
+            Verdict::Observed(obs) => (Decision::Auto, obs, false),
+            Verdict::Edit { path, prepared } => match ws.write(&path, &prepared.proposed()) {
+                Ok(()) => {
+                    self.edit_applied();
+                    (Decision::Accepted, tools::edit_applied(&path), false)
+                }
+                Err(e) => {
+                    let decision = Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(e.clone()) };
+                    let obs = tools::rejected(RejectCause::NotApplied, &e);
+                    self.advance(&parsed, output, &obs);
+                    return Unattended { parsed, decision, observation: Some(obs), advanced: true, finished: false };
+                }
+            },
+            Verdict::Run { command } => (Decision::Accepted, ws.run(&command), false),
+            Verdict::Finish { .. } => (Decision::Auto, Observation::default(), true),
+        };
+        if finished {
+            return Unattended { parsed, decision, observation: None, advanced: false, finished: true };
+        }
+        self.advance(&parsed, output, &observation);
+        Unattended { parsed, decision, observation: Some(observation), advanced: true, finished: false }
+    }
+}
+
+/// How an unattended episode ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished,
+    /// The step budget ran out.
+    Exhausted,
+}
+
+/// Runs the agent unattended from its state until it calls `finish` or `max_steps` answers were
+/// taken; `sample` answers at a state (its second argument counts the answers so far).
+pub fn run_unattended<E>(
+    agent: &mut Agent,
+    ws: &dyn Workspace,
+    max_steps: usize,
+    mut sample: impl FnMut(&Prompt, usize) -> Result<ModelOutput, E>,
+    mut each: impl FnMut(&Prompt, &ModelOutput, &Unattended),
+) -> Result<RunEnd, E> {
+    for n in 0..max_steps {
+        let prompt = agent.prompt().clone();
+        let output = sample(&prompt, n)?;
+        let u = agent.step_unattended(&output, ws);
+        each(&prompt, &output, &u);
+        if u.finished {
+            return Ok(RunEnd::Finished);
+        }
+    }
+    Ok(RunEnd::Exhausted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EditorWorkspace;
+    use keel_trajectory::Message;
+
+    fn call(a: &Action) -> ModelOutput {
+        ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] }
+    }
+
+    #[test]
+    fn a_loop_is_the_same_action_at_the_same_workspace_state() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.py"), "x = 1\n").unwrap();
+        let ws = EditorWorkspace::new(dir.path(), vec![]);
+        let prompt = Prompt { messages: vec![Message::system("s"), Message::user("u")], tools: keel_trajectory::action::tools_schema() };
+        let mut agent = Agent::new(prompt, 10_000);
+        let view = Action::ViewFile { path: "a.py".into(), start_line: None, end_line: None };
+        let run = Action::Run { command: "python3 test.py".into() };
+        let p = |a: &Action| Parsed::Action { action: a.clone(), call_id: Some("c".into()) };
+        assert!(matches!(agent.judge(&p(&view), &ws), Verdict::Observed(_)));
+        assert!(matches!(agent.judge(&p(&run), &ws), Verdict::Run { .. }));
+        // Nothing changed: the same read and the same command are loops.
+        assert!(matches!(agent.judge(&p(&view), &ws), Verdict::Rejected { cause: RejectCause::Loop, .. }));
+        assert!(matches!(agent.judge(&p(&run), &ws), Verdict::Rejected { cause: RejectCause::Loop, .. }));
+        // After an applied edit they are not.
+        agent.edit_applied();
+        assert!(matches!(agent.judge(&p(&view), &ws), Verdict::Observed(_)));
+        assert!(matches!(agent.judge(&p(&run), &ws), Verdict::Run { .. }));
+        let out = call(&view);
+        // Two resamples at the same state, then the state moves on with the error.
+        assert_eq!(agent.rejected(&p(&view), &out, RejectCause::Loop, "x"), AfterRejection::Resample);
+        assert_eq!(agent.rejected(&p(&view), &out, RejectCause::Loop, "x"), AfterRejection::Resample);
+        assert!(matches!(agent.rejected(&p(&view), &out, RejectCause::Loop, "x"), AfterRejection::Advanced(_)));
+        assert_eq!(agent.prompt().messages.len(), 4);
+        let outside = Action::ViewFile { path: "../x".into(), start_line: None, end_line: None };
+        assert!(matches!(agent.judge(&p(&outside), &ws), Verdict::Rejected { cause: RejectCause::OutsideWorkspace, .. }));
+    }
+}
