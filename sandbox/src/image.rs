@@ -1,6 +1,17 @@
-//! The base image the sandbox runs: a busybox rootfs, built here because no image can be pulled.
+//! The sandbox's images, built here because no image can be pulled.
 //!
-//! The rootfs is `bin/busybox` (the host's static busybox, from Debian's `busybox-static`) with a
+//! - [`BASE_IMAGE`], the default: a busybox rootfs, small and quick to build (the tests use it).
+//! - [`PYTHON_IMAGE`]: a minimal Debian with `python3` and `python3-pytest`, for tasks whose tests
+//!   are Python. `cargo xtask setup` builds it with `mmdebstrap` from Debian's packages (the
+//!   machine's own apt mirror) and imports it; the library only checks it is there.
+//! - Any other image with a project's own toolchain: a rootfs tar imported with
+//!   [`import_rootfs`] (or `podman import`), see `docs/sandbox.md`.
+//!
+//! What the sandbox needs from an image: `/bin/sh`, `/bin/sleep` (the container's init) and
+//! `/bin/kill`; `patch`, `rm`, `ls` and `wc` (populating and resetting `/work`); user 65534
+//! (`nobody`) may have any name. `/work` and `/tmp` are tmpfs mounts, so they need not exist.
+//!
+//! The busybox rootfs is `bin/busybox` (the host's static busybox, from Debian's `busybox-static`) with a
 //! symbolic link per applet (`sh`, `ls`, `cat`, `grep`, `sed`, `patch`, `diff`, `wget`, `nc`, ...),
 //! empty `/tmp` and `/work` (mode 1777), and an `/etc/passwd` with `root` and `nobody`. It is
 //! imported through the Docker API (`POST /images/create?fromSrc=-`), which podman serves too.
@@ -18,6 +29,18 @@ use crate::{Error, Result};
 /// The base image's reference. The tag is the crate version: a new rootfs layout means a new
 /// version, so a stale image is never reused.
 pub const BASE_IMAGE: &str = concat!("localhost/keel-sandbox:", env!("CARGO_PKG_VERSION"));
+
+/// The Python image's reference: Debian's `python3` and `python3-pytest` on a minimal Debian,
+/// built by `cargo xtask setup` (nothing builds it on connect: it needs `mmdebstrap` and a mirror).
+pub const PYTHON_IMAGE: &str = concat!("localhost/keel-python:", env!("CARGO_PKG_VERSION"));
+
+/// The image settings every import gets: `/work` as the working directory, a standard `PATH`
+/// (busybox has only `/bin`; a Debian rootfs merges it into `/usr/bin`), `sh` as the command.
+pub const IMPORT_CHANGES: &[&str] = &[
+    "WORKDIR /work",
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "CMD [\"/bin/sh\"]",
+];
 
 /// Applets linked even when `busybox --list` cannot be run (it always can with busybox-static).
 const CORE_APPLETS: &[&str] = &[
@@ -201,34 +224,104 @@ pub async fn ensure_image(docker: &Docker, image: &str) -> Result<bool> {
     }
     let tar = rootfs_tar(&busybox_path())?;
     tracing::info!(image, bytes = tar.len(), "importing the sandbox base image");
+    import(docker, image, futures::stream::once(async move { Ok(tar) })).await?;
+    Ok(true)
+}
+
+/// Import the rootfs tar at `rootfs` (plain, or compressed as the engine accepts: gzip, xz) as
+/// `image` (`repo:tag`), replacing an image of that name, with [`IMPORT_CHANGES`]. The tar is
+/// streamed, not read into memory.
+pub async fn import_rootfs(docker: &Docker, image: &str, rootfs: &Path) -> Result<()> {
+    let file = tokio::fs::File::open(rootfs).await.map_err(|e| {
+        Error::Image(format!(
+            "cannot open the rootfs tar {} ({e})",
+            rootfs.display()
+        ))
+    })?;
+    let chunks = futures::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        let n = file.read(&mut buf).await?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>((n > 0).then_some((buf, file)))
+    });
+    tracing::info!(image, rootfs = %rootfs.display(), "importing a sandbox image");
+    import(docker, image, chunks).await
+}
+
+async fn import(
+    docker: &Docker,
+    image: &str,
+    tar: impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
+) -> Result<()> {
+    use futures::TryStreamExt;
     let options = CreateImageOptions {
         from_src: Some("-".into()),
         // The whole reference as `repo`: podman ignores `tag` on an import (and names it
         // `latest`); Docker accepts a tag inside `repo` as well.
         repo: Some(image.into()),
-        changes: vec![
-            "WORKDIR /work".into(),
-            "ENV PATH=/bin".into(),
-            "CMD [\"/bin/sh\"]".into(),
-        ],
+        changes: IMPORT_CHANGES.iter().map(|c| c.to_string()).collect(),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), Some(bollard::body_full(tar.into())), None);
+    let body = bollard::body_try_stream(tar.map_ok(Into::into));
+    let mut stream = docker.create_image(Some(options), Some(body), None);
     while let Some(item) = stream.next().await {
-        item.map_err(|e| Error::Engine {
+        let info = item.map_err(|e| Error::Engine {
             what: format!("importing image {image}"),
             source: e,
         })?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+            return Err(Error::Image(format!("importing {image}: {e}")));
+        }
     }
     if !image_exists(docker, image).await? {
         return Err(Error::Image(format!(
             "the engine accepted the import of {image}, but the image is not there"
         )));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// [`ensure_image`] for [`BASE_IMAGE`].
 pub async fn ensure_base_image(docker: &Docker) -> Result<bool> {
     ensure_image(docker, BASE_IMAGE).await
+}
+
+/// Checks that `image` is on the engine, importing it first if it is [`BASE_IMAGE`]. A missing
+/// image is an error that says how to make it.
+pub async fn require_image(docker: &Docker, image: &str) -> Result<()> {
+    if image == BASE_IMAGE {
+        ensure_base_image(docker).await?;
+        return Ok(());
+    }
+    if image_exists(docker, image).await? {
+        return Ok(());
+    }
+    Err(Error::Image(missing_image_message(image)))
+}
+
+fn missing_image_message(image: &str) -> String {
+    if image == PYTHON_IMAGE {
+        format!(
+            "{image} is not on the engine. Run `cargo xtask setup`: it builds the Python image from \
+             Debian's packages (mmdebstrap) and imports it"
+        )
+    } else {
+        format!(
+            "{image} is not on the engine, and images cannot be pulled here: build a rootfs tar and \
+             import it under that name (`podman import`, see docs/sandbox.md)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_image_says_how_to_make_it() {
+        assert!(missing_image_message(PYTHON_IMAGE).contains("cargo xtask setup"));
+        assert!(missing_image_message("localhost/mine:1").contains("podman import"));
+        assert!(PYTHON_IMAGE.starts_with("localhost/keel-python:"));
+    }
 }

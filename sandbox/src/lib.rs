@@ -38,7 +38,7 @@ use futures::StreamExt;
 use keel_trajectory::Observation;
 use keel_trajectory::action::{EditError, locate_edit};
 
-pub use image::{BASE_IMAGE, ensure_base_image};
+pub use image::{BASE_IMAGE, PYTHON_IMAGE, ensure_base_image, import_rootfs};
 pub use snapshot::WorkspaceSnapshot;
 
 /// The label every sandbox container carries (`keel.sandbox=1`).
@@ -49,6 +49,9 @@ const LABEL_CREATED: &str = "keel.sandbox.created";
 pub const LABEL_SESSION: &str = "keel.sandbox.session";
 /// The workspace inside the container.
 pub const WORKDIR: &str = "/work";
+/// `PATH` in the container: the standard one, so an image's tools are found wherever it keeps
+/// them (busybox's are in `/bin`, Debian's in `/usr/bin`).
+pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The user commands run as (`nobody`).
 pub const USER: &str = "65534:65534";
 /// [`Container::reset`] refuses a container with more processes than this left after it (init,
@@ -146,7 +149,8 @@ impl Default for Limits {
 pub struct SandboxConfig {
     /// `unix:///path/to.sock` (or a bare path), or `tcp://host:port`; `None`: `DOCKER_HOST`.
     pub socket: Option<String>,
-    /// `None`: [`BASE_IMAGE`], imported on connect if missing.
+    /// `None`: [`BASE_IMAGE`], imported on connect if missing. Any other image (e.g.
+    /// [`PYTHON_IMAGE`]) must be on the engine already; [`Sandbox::connect`] says how to make it.
     pub image: Option<String>,
     pub limits: Limits,
 }
@@ -228,8 +232,9 @@ fn docker_at(socket: &str) -> Result<Docker> {
 }
 
 impl Sandbox {
-    /// Connect and check the engine answers; import the base image if it is the one asked for and
-    /// it is missing.
+    /// Connect and check the engine answers and has the image; import the base image if it is the
+    /// one asked for and it is missing (any other missing image is an [`Error::Image`] that says
+    /// how to build it: `cargo xtask setup` for [`PYTHON_IMAGE`]).
     pub async fn connect(config: SandboxConfig) -> Result<Sandbox> {
         let socket = socket_from_env(&config)?;
         let docker = docker_at(&socket)?;
@@ -253,13 +258,7 @@ impl Sandbox {
             .image
             .clone()
             .unwrap_or_else(|| BASE_IMAGE.to_string());
-        if image == BASE_IMAGE {
-            image::ensure_base_image(&docker).await?;
-        } else if !image::image_exists(&docker, &image).await? {
-            return Err(Error::Image(format!(
-                "{image} is not on the engine (images cannot be pulled here)"
-            )));
-        }
+        image::require_image(&docker, &image).await?;
         Ok(Sandbox {
             session: new_session(),
             docker,
@@ -312,7 +311,7 @@ impl Sandbox {
             user: Some(USER.into()),
             working_dir: Some(WORKDIR.into()),
             env: Some(vec![
-                "PATH=/bin".into(),
+                format!("PATH={CONTAINER_PATH}"),
                 format!("HOME={WORKDIR}"),
                 "LANG=C.UTF-8".into(),
             ]),

@@ -161,12 +161,12 @@ pub fn run(_rest: &[String]) -> Result<()> {
     println!("steps by their decision: {}", s.decisions_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
     drop(store);
 
-    step(5, "keel-train schedule --once: pairs → sft → dpo → evaluation gate → promotion");
+    step(5, "keel-train schedule --once: pairs → search (MCTS, rollouts in containers) → sft → dpo → evaluation gate → promotion");
     let cfg = dir.join("keel.toml");
     std::fs::write(
         &cfg,
         format!(
-            "store = {:?}\nbase_model = {:?}\nwork_dir = {:?}\n\n[pairs]\nholdout = 0.3\n\n[train]\nsft = true\nmin_pairs = 2\nsft_args = [\"--epochs\", \"2\", \"--lr\", \"1e-3\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\ndpo_args = [\"--epochs\", \"4\", \"--lr\", \"1e-3\", \"--beta\", \"0.1\", \"--batch-size\", \"4\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\n\n[gate]\nmin_accuracy_gain = 0.0\nslice_tolerance = 0.1\n",
+            "store = {:?}\nbase_model = {:?}\nwork_dir = {:?}\n\n[pairs]\nholdout = 0.3\n\n[search]\nenabled = true\nargs = [\"--verify\", \"grep -q \\\"return a + b\\\" calc.py\", \"--simulations\", \"2\", \"--expand\", \"2\", \"--max-depth\", \"4\", \"--parallel\", \"2\"]\n\n[train]\nsft = true\nmin_pairs = 2\nsft_args = [\"--epochs\", \"2\", \"--lr\", \"1e-3\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\ndpo_args = [\"--epochs\", \"4\", \"--lr\", \"1e-3\", \"--beta\", \"0.1\", \"--batch-size\", \"4\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\n\n[gate]\nmin_accuracy_gain = 0.0\nslice_tolerance = 0.1\n",
             db.display().to_string(),
             model.display().to_string(),
             dir.join("runs").display().to_string()
@@ -183,6 +183,10 @@ pub fn run(_rest: &[String]) -> Result<()> {
     let store = keel_trajectory::Store::open(&db)?;
     let run = store.runs()?.into_iter().last().context("no run recorded")?;
     let gate = &run.detail["gate"];
+    match run.detail["search"]["pairs"].as_u64() {
+        Some(n) => println!("search: {n} pair(s) at critical decisions (MCTS over the recorded trees, rollouts in containers)"),
+        None => bail!("the run did not search: {}", run.detail),
+    }
     if gate.is_null() {
         println!("the run ended `{}`: {}", run.status, run.detail.get("skipped").and_then(Value::as_str).unwrap_or(""));
     } else {
@@ -210,17 +214,20 @@ pub fn run(_rest: &[String]) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(300));
             }
             if version != v.id {
-                println!("(the server still reports {version}; it polls the store every 2 s)");
+                bail!("keel-train serve did not swap to {} within 30 s (it reports {version})", v.id);
             }
             let answer = http(
                 "POST",
                 &format!("{url}/chat/completions"),
                 Some(&json!({"messages": [{"role": "user", "content": "fix add"}], "tools": keel_trajectory::action::tools_schema().as_ref(), "tool_choice": "required", "max_tokens": 48})),
             )?;
+            if answer["system_fingerprint"] != json!(v.id) {
+                bail!("a new proposal carries {} instead of the promoted {}", answer["system_fingerprint"], v.id);
+            }
             println!("live: {} — keel-train serve swapped to it without a restart; a new proposal carries {}", v.id, answer["system_fingerprint"]);
             println!("roll back with: keel-train models --store {} rollback", db.display());
         }
-        None => println!("nothing was promoted: the server still serves the base model ({})", health["version"]),
+        None => bail!("nothing was promoted: the server still serves the base model ({}); the demo's story did not happen", health["version"]),
     }
     println!("\ndone in {:.0?}. Everything is under {}", t0.elapsed(), dir.display());
     println!("Reminder: a tiny random model makes meaningless proposals; see docs/real-setup.md for a real one.");

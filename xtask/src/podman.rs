@@ -9,6 +9,10 @@
 //! - The base image `localhost/keel-sandbox:<version>`, imported from a busybox rootfs made here
 //!   (no image can be pulled); skipped when the image exists. The library builds the same image
 //!   through the API (`keel_sandbox::image::ensure_base_image`) when xtask has not.
+//! - The Python image `localhost/keel-python:<version>`: a minimal Debian (`mmdebstrap
+//!   --variant=essential`) with `python3`, `python3-pytest`, `patch` and `procps`, from the Debian
+//!   mirror this machine's apt uses (`KEEL_DEBIAN_MIRROR` overrides it), packed as a tar and
+//!   imported; skipped when the image exists. `mmdebstrap` is installed with apt if missing.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +28,18 @@ pub fn base_image() -> String {
     format!("localhost/keel-sandbox:{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Must match `keel_sandbox::image::PYTHON_IMAGE`.
+pub fn python_image() -> String {
+    format!("localhost/keel-python:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// What the Python image holds besides Debian's essential packages: the interpreter and pytest,
+/// and what the sandbox itself runs (`patch` for a workspace's changes, `kill` from procps).
+const PYTHON_PACKAGES: &[&str] = &["python3", "python3-pytest", "patch", "procps"];
+
+/// Must match the `ENV PATH` of `keel_sandbox::image::IMPORT_CHANGES`.
+const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 const CONF: &str = "/etc/containers/containers.conf";
 
 pub fn setup() -> Result<()> {
@@ -31,6 +47,7 @@ pub fn setup() -> Result<()> {
     containers_conf()?;
     service()?;
     image()?;
+    python_image_build()?;
     Ok(())
 }
 
@@ -66,6 +83,18 @@ fn have(program: &str) -> bool {
         .is_ok()
 }
 
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let apt = |args: &[&str]| {
+        let mut c = privileged("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        c
+    };
+    env::run_retry(|| apt(&["update", "-q"]))?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(pkgs);
+    env::run_retry(|| apt(&args))
+}
+
 fn packages() -> Result<()> {
     if have("podman") && have("runc") && Path::new("/bin/busybox").exists() {
         return Ok(());
@@ -81,15 +110,7 @@ fn packages() -> Result<()> {
         // Rootless podman maps users through newuidmap.
         pkgs.push("uidmap");
     }
-    let apt = |args: &[&str]| {
-        let mut c = privileged("apt-get");
-        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        c
-    };
-    env::run_retry(|| apt(&["update", "-q"]))?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(&pkgs);
-    env::run_retry(|| apt(&args))
+    apt_install(&pkgs)
 }
 
 /// Insert `line` into `[section]` of a TOML text unless `key` is set (uncommented) there already.
@@ -276,9 +297,226 @@ fn image() -> Result<()> {
     Ok(())
 }
 
+fn podman_image_exists(image: &str) -> Result<bool> {
+    Ok(Command::new("podman")
+        .args(["image", "exists", image])
+        .status()
+        .context("running podman")?
+        .success())
+}
+
+/// The suite to build: this machine's Debian release, else Debian 12.
+fn debian_codename() -> String {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let field = |k: &str| {
+        release
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    match (field("ID").as_deref(), field("VERSION_CODENAME")) {
+        (Some("debian"), Some(c)) if !c.is_empty() => c,
+        _ => "bookworm".into(),
+    }
+}
+
+/// The apt sources of this machine: every `sources.list`, `*.list` and `*.sources` file (not the
+/// disabled ones), as (file name, text).
+fn apt_sources() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+        files.push(("sources.list".to_string(), t));
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut entries: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".list") || name.ends_with(".sources") {
+                if let Ok(t) = std::fs::read_to_string(&p) {
+                    files.push((name, t));
+                }
+            }
+        }
+    }
+    files
+}
+
+/// The Debian archives among apt sources, as one-line `deb URI SUITE main` entries for
+/// mmdebstrap: the suites of `codename` (`bookworm`, `bookworm-updates`, `bookworm-security`, ...),
+/// so the image gets its packages where this machine gets its own; third-party repositories
+/// (other suite names) and backports are left out.
+fn debian_mirrors(files: &[(String, String)], codename: &str) -> Vec<String> {
+    // Not backports: the image should hold the release's own packages.
+    let ours = |suite: &str| {
+        suite == codename
+            || suite
+                .strip_prefix(codename)
+                .is_some_and(|r| r.starts_with('-') && r != "-backports")
+    };
+    let mut out = Vec::new();
+    let mut add = |uri: &str, suite: &str| {
+        let line = format!("deb {} {suite} main", uri.trim_end_matches('/'));
+        if ours(suite) && !out.contains(&line) {
+            out.push(line);
+        }
+    };
+    for (name, text) in files {
+        if name.ends_with(".sources") {
+            for stanza in text.split("\n\n") {
+                let field = |k: &str| {
+                    stanza.lines().find_map(|l| {
+                        let (key, v) = l.split_once(':')?;
+                        key.trim()
+                            .eq_ignore_ascii_case(k)
+                            .then(|| v.trim().to_string())
+                    })
+                };
+                let types = field("Types").unwrap_or_default();
+                if !types.split_whitespace().any(|t| t == "deb")
+                    || field("Enabled").is_some_and(|e| e == "no")
+                {
+                    continue;
+                }
+                let (uris, suites) = (
+                    field("URIs").unwrap_or_default(),
+                    field("Suites").unwrap_or_default(),
+                );
+                for uri in uris.split_whitespace() {
+                    for suite in suites.split_whitespace() {
+                        add(uri, suite);
+                    }
+                }
+            }
+        } else {
+            for line in text.lines().map(str::trim) {
+                let Some(rest) = line.strip_prefix("deb ") else {
+                    continue;
+                };
+                let mut words = rest.split_whitespace().peekable();
+                // `deb [arch=amd64 signed-by=...] URI SUITE COMPONENTS`
+                if words.peek().is_some_and(|w| w.starts_with('[')) {
+                    while let Some(w) = words.next() {
+                        if w.ends_with(']') {
+                            break;
+                        }
+                    }
+                }
+                if let (Some(uri), Some(suite)) = (words.next(), words.next()) {
+                    add(uri, suite);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn python_image_build() -> Result<()> {
+    let image = python_image();
+    if podman_image_exists(&image)? {
+        return Ok(());
+    }
+    if !have("mmdebstrap") {
+        if !have("apt-get") {
+            bail!(
+                "building the sandbox's Python image needs mmdebstrap, and apt-get is not here to install it"
+            );
+        }
+        eprintln!("xtask: installing mmdebstrap (apt), for the sandbox's Python image");
+        apt_install(&["mmdebstrap"])?;
+    }
+    let codename = debian_codename();
+    let mirrors = match std::env::var("KEEL_DEBIAN_MIRROR") {
+        Ok(m) if !m.trim().is_empty() => vec![format!(
+            "deb {} {codename} main",
+            m.trim().trim_end_matches('/')
+        )],
+        _ => debian_mirrors(&apt_sources(), &codename),
+    };
+    let mirrors = if mirrors.is_empty() {
+        vec![format!("deb http://deb.debian.org/debian {codename} main")]
+    } else {
+        mirrors
+    };
+    eprintln!(
+        "xtask: building the sandbox's Python image {image} (mmdebstrap {codename} from {}, about a minute)",
+        mirrors[0]
+    );
+    let dir = env::state_dir().join("python-rootfs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let tarball = dir.join("rootfs.tar");
+    let mut c = Command::new("mmdebstrap");
+    c.args(["--variant=essential", "--format=tar"]);
+    c.arg(format!("--include={}", PYTHON_PACKAGES.join(",")));
+    // Set /usr up merged before anything is unpacked, so that `usrmerge` (and perl with it) is
+    // not pulled in.
+    let merged_usr = Path::new("/usr/share/mmdebstrap/hooks/merged-usr");
+    if merged_usr.is_dir() {
+        c.arg(format!("--hook-dir={}", merged_usr.display()));
+    }
+    for p in [
+        "/usr/share/doc/*",
+        "/usr/share/man/*",
+        "/usr/share/info/*",
+        "/usr/share/locale/*",
+    ] {
+        c.arg(format!("--dpkgopt=path-exclude={p}"));
+    }
+    // mmdebstrap empties apt's lists and caches itself; /work is a tmpfs in the sandbox, its mount
+    // point is made here so a read-only root needs nothing created.
+    c.arg("--customize-hook=mkdir -p -m 1777 \"$1/work\"");
+    c.arg("--customize-hook=rm -rf \"$1\"/var/log/* \"$1\"/var/cache/debconf/*-old");
+    c.arg(&codename).arg(&tarball).args(&mirrors);
+    env::run_retry(|| {
+        let mut again = Command::new(c.get_program());
+        again.args(c.get_args());
+        again
+    })?;
+    env::run(
+        Command::new("podman")
+            .arg("import")
+            .args(["--change", "WORKDIR=/work", "--change"])
+            .arg(format!("ENV=PATH={IMAGE_PATH}"))
+            .args(["--change", "CMD=[\"/bin/sh\"]"])
+            .arg(&tarball)
+            .arg(&image),
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ensure_key;
+    use super::{debian_mirrors, ensure_key};
+
+    #[test]
+    fn debian_mirrors_come_from_the_machines_sources() {
+        let files = vec![
+            (
+                "debian.sources".to_string(),
+                "Types: deb\n# a snapshot\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
+                 Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n\
+                 Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n"
+                    .to_string(),
+            ),
+            ("nodesource.sources".to_string(), "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\n".to_string()),
+            ("cloud.list".to_string(), "deb [signed-by=/k.gpg] https://packages.cloud.google.com/apt cloud-sdk-bookworm main\n".to_string()),
+            ("sources.list".to_string(), "# old style\ndeb [arch=amd64] http://mirror.example/debian bookworm main contrib\ndeb http://other.example/debian bookworm-backports main\n".to_string()),
+        ];
+        assert_eq!(
+            debian_mirrors(&files, "bookworm"),
+            [
+                "deb http://mirror.example/debian bookworm main",
+                "deb http://mirror.example/debian bookworm-updates main",
+                "deb http://mirror.example/debian-security bookworm-security main",
+            ]
+        );
+        assert!(debian_mirrors(&files, "trixie").is_empty());
+    }
 
     #[test]
     fn inserts_keys_once() {

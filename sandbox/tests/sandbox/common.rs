@@ -10,8 +10,11 @@ pub struct Harness {
 }
 
 pub async fn harness(limits: Limits) -> Harness {
+    harness_with(SandboxConfig::with_limits(limits)).await
+}
+
+pub async fn harness_with(config: SandboxConfig) -> Harness {
     let turn = TURN.lock().await;
-    let config = SandboxConfig::with_limits(limits);
     let sandbox = match Sandbox::connect(config).await {
         Ok(s) => s,
         Err(e) => panic!("these tests need a container engine: {e}"),

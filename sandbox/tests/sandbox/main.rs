@@ -7,3 +7,4 @@
 mod basics;
 mod common;
 mod contained;
+mod python;

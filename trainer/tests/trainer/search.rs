@@ -414,3 +414,66 @@ fn the_search_command_on_a_tiny_model() {
     assert!(run().status.success());
     assert_eq!(std::fs::read_to_string(&tree).unwrap(), first);
 }
+
+/// Always finishes.
+struct FinishPolicy;
+
+impl Policy for FinishPolicy {
+    fn sample(&self, _prompt: &Prompt, k: usize, _seed: u64) -> anyhow::Result<Vec<ModelOutput>> {
+        Ok((0..k.min(1)).map(|_| ModelOutput { content: None, tool_calls: vec![Action::Finish { summary: "done".into() }.to_tool_call("f")] }).collect())
+    }
+}
+
+/// Search with the Python image: a rollout of a Python task runs its `python3` tests in the
+/// container; finishing without the fix scores 0, the recorded fix then finishing scores 1.
+#[test]
+fn rollouts_of_a_python_task_run_its_tests_in_the_python_image() {
+    let env = keel_trainer::search::sandbox_env::SandboxEnv::connect(None, Some(keel_sandbox::PYTHON_IMAGE.into())).expect("the Python image (run `cargo xtask setup`)");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let w = store.writer().unwrap();
+    let files = vec![
+        FileSnapshot { path: "calc.py".into(), content: "def add(a, b):\n    return a - b\n".into() },
+        FileSnapshot { path: "test_calc.py".into(), content: "from calc import add\nassert add(2, 3) == 5\nprint('ok')\n".into() },
+    ];
+    let ep = Episode {
+        id: new_id(),
+        created_at: 1_000,
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: files }) },
+        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: "test_calc.py fails".into(), uri: None, language: Some("python".into()), range: None, diagnostics: vec![], selected_text: None },
+        model: ModelRef { name: "keel".into(), version: None },
+        client: None,
+        verify: Some("python3 test_calc.py".into()),
+    };
+    let _ = w.append(Record::Episode(ep.clone()));
+    let mut agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user("Fix add")], tools: tools_schema() }, 4096);
+    let fix = Action::Edit { path: "calc.py".into(), old_text: "a - b".into(), new_text: "a + b".into() };
+    let output = ModelOutput { content: None, tool_calls: vec![fix.to_tool_call("c")] };
+    let step = Step {
+        id: new_id(),
+        episode_id: ep.id,
+        parent_id: None,
+        state_hash: state_hash(agent.prompt()),
+        created_at: 2_000,
+        prompt: agent.prompt().clone(),
+        output: output.clone(),
+        parsed: Parsed::Action { action: fix, call_id: Some("c".into()) },
+        model: ModelRef { name: "keel".into(), version: None },
+        timings: Timings::default(),
+    };
+    let _ = w.append(Record::Step(step.clone()));
+    let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: Decision::Accepted }));
+    let obs = keel_agent::tools::edit_applied("calc.py");
+    let _ = w.append(Record::Observation { step_id: step.id, at: 2_002, observation: obs.clone() });
+    agent.advance(&step.parsed, &output, &obs);
+    w.flush().wait().unwrap();
+    let et = store.tree(ep.id).unwrap().unwrap();
+    let mut tree = Tree::from_episode(&et, &Default::default()).unwrap();
+    let cfg = SearchConfig { simulations: 3, expand: 1, parallel: 1, max_depth: 3, ..Default::default() };
+    let stats = search::search(&mut tree, &FinishPolicy, &env, &cfg).unwrap();
+    eprintln!("{stats:?}");
+    assert!(stats.successes >= 1, "a rollout through the fix passes python3's tests: {stats:?}");
+    assert!(stats.successes < stats.rollouts, "finishing without the fix fails them: {stats:?}");
+    let finish_now = &tree.nodes[0].edges.iter().find(|e| matches!(e.origin, search::Origin::Sampled)).unwrap();
+    assert_eq!(finish_now.q(), 0.0);
+}
