@@ -159,9 +159,6 @@ impl Agent {
         AfterRejection::Advanced(obs)
     }
 
-    /// Another sample at the same state (the user asked for another): no change to the state.
-    pub fn again(&mut self) {}
-
     /// An edit was applied: the workspace changed.
     pub fn edit_applied(&mut self) {
         self.loops.changed();

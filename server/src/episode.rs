@@ -318,7 +318,7 @@ impl Ep {
                             agent.advance(&parsed, &completion.output, &obs);
                             parent = Some(step.id);
                         }
-                        Next::Again => agent.again(), // a sibling at the same state
+                        Next::Again => {} // a sibling at the same state
                         Next::Stop => return EpisodeEnd::Cancelled,
                     }
                 }
@@ -331,7 +331,7 @@ impl Ep {
                             agent.advance(&parsed, &completion.output, &obs);
                             parent = Some(step.id);
                         }
-                        Next::Again => agent.again(),
+                        Next::Again => {}
                         Next::Stop => return EpisodeEnd::Cancelled,
                     }
                 }
