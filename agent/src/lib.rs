@@ -11,6 +11,7 @@
 pub mod container;
 pub mod editor;
 pub mod rules;
+pub mod task;
 pub mod tools;
 pub mod workspace;
 
@@ -53,7 +54,10 @@ pub struct TaskContext {
 
 /// The user message that states the task (`file` relative to the workspace root).
 pub fn task_message(task: &Task, file: &str, ctx: &TaskContext) -> String {
-    let mut s = format!("Task ({}): {}\nFile: {file}\n", task.kind.as_str(), task.instruction);
+    let mut s = format!("Task ({}): {}\n", task.kind.as_str(), task.instruction);
+    if !file.is_empty() {
+        s.push_str(&format!("File: {file}\n"));
+    }
     if let Some(r) = task.range {
         s.push_str(&format!("Range: lines {}-{}\n", r.start_line.saturating_add(1), r.end_line.saturating_add(1)));
     }

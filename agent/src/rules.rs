@@ -73,8 +73,8 @@ pub enum AfterRejection {
 #[derive(Debug, Clone)]
 pub struct Unattended {
     pub parsed: Parsed,
-    /// `auto` for reads and `finish`, `accepted` for carried-out proposals, or the automatic
-    /// rejection.
+    /// `auto` for reads and `finish`, `unreviewed` for carried-out proposals (nobody accepted
+    /// them), or the automatic rejection.
     pub decision: Decision,
     pub observation: Option<Observation>,
     /// The state moved on (`false`: the next sample is at the same state, or the episode ended).
@@ -181,7 +181,7 @@ impl Agent {
             Verdict::Edit { path, prepared } => match ws.write(&path, &prepared.proposed()) {
                 Ok(()) => {
                     self.edit_applied();
-                    (Decision::Accepted, tools::edit_applied(&path), false)
+                    (Decision::Unreviewed, tools::edit_applied(&path), false)
                 }
                 Err(e) => {
                     let decision = Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(e.clone()) };
@@ -190,7 +190,7 @@ impl Agent {
                     return Unattended { parsed, decision, observation: Some(obs), advanced: true, finished: false };
                 }
             },
-            Verdict::Run { command } => (Decision::Accepted, ws.run(&command), false),
+            Verdict::Run { command } => (Decision::Unreviewed, ws.run(&command), false),
             Verdict::Finish { .. } => (Decision::Auto, Observation::default(), true),
         };
         if finished {

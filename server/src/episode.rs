@@ -173,6 +173,7 @@ impl Ep {
             model: ModelRef { name: self.model.clone(), version: None },
             client: lock(&self.state.client_name).clone(),
             verify: cfg.verify.clone(),
+            protected: vec![],
         };
         if !self.record(Record::Episode(episode)) {
             ui::error(&self.client, "cannot write to the Keel store; see the server log").await;
@@ -478,7 +479,7 @@ impl Ep {
             EpisodeEnd::Failed { error } => ("error", format!("Keel: {error}")),
             EpisodeEnd::Exhausted => ("finished", "Keel stopped: the step budget ran out".to_string()),
         };
-        self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end }));
+        self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end, outcome: None }));
         ui::status(&self.client, Some(self.id), state, &msg, Some(&self.model), None, None).await;
     }
 }

@@ -4,11 +4,14 @@
 //! and by MCTS over the recorded decision trees), runs the policy model in tch (scoring, sampling,
 //! LoRA), aligns it with DPO, serves it over an OpenAI-compatible API, and retrains on a schedule.
 //!
-//! It reads the trajectory store and never writes trajectories; it never speaks LSP. It is the only
-//! part of Keel that links libtorch.
+//! It reads the trajectory store; the only trajectories it writes are the agent's own runs on tasks
+//! (`collect`, `eval --store`), each with its verification outcome. It never speaks LSP. It is the
+//! only part of Keel that links libtorch.
 
 pub mod dpo;
+pub mod eval;
 pub mod init_model;
+pub mod learn;
 pub mod metrics;
 pub mod model;
 pub mod models;

@@ -37,6 +37,228 @@ enum Command {
     Serve(ServeArgs),
     /// Retrain on a schedule: pairs → search → sft → dpo → evaluation gate → promotion.
     Schedule(ScheduleArgs),
+    /// Run the agent on a suite of tasks in containers and measure it (success, invalid calls,
+    /// loops, empty patches, steps).
+    Eval(EvalArgs),
+    /// Collect trajectories on tasks into the store, each with its verification outcome (SEAlign's
+    /// trajectory collection), for `search` and `pairs`.
+    Collect(CollectArgs),
+    /// The whole loop on tasks: collect → search → sft → dpo, and eval before and after on
+    /// held-out tasks (RUN_DIR/report.json, RUN_DIR/adapter/).
+    Loop(LoopArgs),
+}
+
+#[derive(clap::Args)]
+struct LoopArgs {
+    /// The base model (a Hugging Face folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// Where the run's files go: report.json, adapter/, the evals, the store of collected episodes.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training splits (default: the shipped suites' `train/` splits found under ./tasks and
+    /// ./.keel/tasks).
+    #[arg(long)]
+    tasks: Vec<PathBuf>,
+    /// Held-out splits, only ever evaluated (default: the shipped suites' `heldout/` splits).
+    #[arg(long)]
+    heldout: Vec<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// sft, dpo-all, dpo-critical, or sft+dpo.
+    #[arg(long, default_value = "sft+dpo")]
+    recipe: String,
+    /// Start from this adapter.
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
+    /// Episodes per training task.
+    #[arg(long, default_value_t = 4)]
+    samples: usize,
+    /// Episodes per held-out task, before and after.
+    #[arg(long, default_value_t = 2)]
+    eval_samples: usize,
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    #[arg(long, default_value_t = 1.0)]
+    collect_temperature: f64,
+    #[arg(long, default_value_t = 0.7)]
+    eval_temperature: f64,
+    /// The step budget of tasks that set none.
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+    #[arg(long, default_value_t = 160)]
+    max_tokens: usize,
+    #[arg(long)]
+    max_train_tasks: Option<usize>,
+    #[arg(long)]
+    max_heldout_tasks: Option<usize>,
+    #[arg(long)]
+    image: Option<String>,
+    /// MCTS simulations per task tree.
+    #[arg(long, default_value_t = 12)]
+    simulations: usize,
+    #[arg(long, default_value_t = 2)]
+    expand: usize,
+    #[arg(long, default_value_t = 0.3)]
+    margin: f64,
+    #[arg(long, default_value_t = 1)]
+    min_visits: u32,
+    #[arg(long, default_value_t = 2)]
+    sft_epochs: u64,
+    #[arg(long, default_value_t = 2e-4)]
+    sft_lr: f64,
+    #[arg(long, default_value_t = 1)]
+    dpo_epochs: u64,
+    #[arg(long, default_value_t = 5e-5)]
+    dpo_lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    #[arg(long, default_value_t = 16)]
+    lora_r: i64,
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f64,
+    #[arg(long, default_value_t = 2048)]
+    max_length: usize,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Held-out reports of the starting policy to reuse (one per held-out split, same order).
+    #[arg(long)]
+    baseline: Vec<PathBuf>,
+}
+
+/// The shipped suites' splits named `split` under ./tasks and ./.keel/tasks.
+fn shipped_splits(split: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for base in ["tasks", ".keel/tasks"] {
+        let Ok(rd) = std::fs::read_dir(base) else { continue };
+        let mut suites: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.join(split).is_dir() && !p.ends_with("smoke")).collect();
+        suites.sort();
+        out.extend(suites.into_iter().map(|p| p.join(split)));
+    }
+    out
+}
+
+fn learn(a: LoopArgs) -> Result<()> {
+    use keel_trainer::learn;
+    let tasks = if a.tasks.is_empty() { shipped_splits("train") } else { a.tasks };
+    let heldout = if a.heldout.is_empty() { shipped_splits("heldout") } else { a.heldout };
+    anyhow::ensure!(!tasks.is_empty(), "no training split: give --tasks DIR (or run from the repository, where tasks/ and .keel/tasks/ hold the shipped suites)");
+    anyhow::ensure!(!heldout.is_empty(), "no held-out split: give --heldout DIR");
+    let mut train = keel_trainer::train::TrainOptions::new(a.model.clone(), PathBuf::new(), PathBuf::new());
+    train.device = a.device.clone();
+    train.seed = a.seed;
+    train.beta = a.beta;
+    train.lora_r = a.lora_r;
+    train.lora_alpha = a.lora_alpha;
+    train.max_length = a.max_length;
+    train.batch_size = a.batch_size;
+    train.save_steps = 0;
+    let cfg = learn::LoopConfig {
+        model: a.model,
+        init_adapter: a.init_adapter,
+        out: a.out,
+        tasks,
+        heldout,
+        seed: a.seed,
+        device: a.device,
+        recipe: learn::Recipe::parse(&a.recipe)?,
+        samples: a.samples.max(1),
+        eval_samples: a.eval_samples.max(1),
+        parallel: a.parallel.max(1),
+        collect_temperature: a.collect_temperature,
+        eval_temperature: a.eval_temperature,
+        max_steps: a.max_steps.max(1),
+        max_tokens: a.max_tokens,
+        max_train_tasks: a.max_train_tasks,
+        max_heldout_tasks: a.max_heldout_tasks,
+        image: a.image,
+        search: keel_trainer::search::SearchConfig {
+            simulations: a.simulations,
+            expand: a.expand.max(1),
+            margin: a.margin,
+            max_depth: a.max_steps.max(1),
+            parallel: a.parallel.max(1),
+            seed: a.seed,
+            min_visits: a.min_visits.max(1),
+            ..Default::default()
+        },
+        train,
+        sft_epochs: a.sft_epochs,
+        sft_lr: a.sft_lr,
+        dpo_epochs: a.dpo_epochs,
+        dpo_lr: a.dpo_lr,
+        baseline: a.baseline,
+    };
+    let report = learn::run(&cfg)?;
+    eprint!("{}", learn::summary(&report));
+    eprintln!("report → {}", cfg.out.join("report.json").display());
+    Ok(())
+}
+
+/// The policy an agent run samples from, and how the runs go (`eval`, `collect`).
+#[derive(clap::Args)]
+struct AgentRunArgs {
+    /// A folder of tasks: a suite, one of its splits, or one task (docs/tasks.md).
+    #[arg(long)]
+    tasks: PathBuf,
+    /// The policy: a Hugging Face model folder, run in this process ...
+    #[arg(long, required_unless_present = "endpoint")]
+    model: Option<PathBuf>,
+    #[arg(long, requires = "model")]
+    adapter: Option<PathBuf>,
+    /// ... or an OpenAI-compatible endpoint (keel-train serve, vLLM, Ollama).
+    #[arg(long, conflicts_with = "model")]
+    endpoint: Option<String>,
+    /// The model id to ask the endpoint for (and the name versions carry).
+    #[arg(long, default_value = "keel")]
+    model_name: String,
+    /// Episodes per task.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Episodes at once (each in its own container; model calls are batched across them).
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The image of tasks that name none (default: the Python image `cargo xtask setup` builds).
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    /// The step budget of tasks that set none.
+    #[arg(long, default_value_t = 12)]
+    max_steps: usize,
+    /// The most tokens one answer may take.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    run: AgentRunArgs,
+    /// The report (JSON); a plot is written beside it (`.png`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also record the episodes in this store.
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CollectArgs {
+    #[command(flatten)]
+    run: AgentRunArgs,
+    /// The store the episodes go to (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Also write the report (JSON, as `eval` writes it).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -362,6 +584,9 @@ fn main() -> Result<()> {
         Command::Models(a) => models(a),
         Command::Serve(a) => serve(a),
         Command::Search(a) => search(a),
+        Command::Eval(a) => agent_run(a.run, Some(a.out), a.store.map(Some), "keel-train eval"),
+        Command::Collect(a) => agent_run(a.run, a.out, Some(a.store), "keel-train collect"),
+        Command::Loop(a) => learn(a),
         Command::Schedule(a) => {
             let cfg = keel_trainer::schedule::Config::load(&a.config)?;
             keel_trainer::schedule::run(&cfg, a.once, std::time::Duration::from_secs(a.every.max(1)))
@@ -369,8 +594,79 @@ fn main() -> Result<()> {
     }
 }
 
+/// The policy to sample from: a model folder in this process, or an OpenAI-compatible endpoint.
+fn make_policy(
+    model: Option<&std::path::Path>,
+    adapter: Option<&std::path::Path>,
+    endpoint: Option<&str>,
+    name: &str,
+    device: &str,
+    temperature: f64,
+    max_tokens: usize,
+) -> Result<Box<dyn keel_trainer::search::Policy>> {
+    use keel_trainer::search::policy;
+    Ok(match (model, endpoint) {
+        (Some(m), _) => Box::new(policy::ModelPolicy::new(keel_trainer::serve::tch_engine::TchEngine::load(m, adapter, device, name)?, temperature, max_tokens)),
+        (None, Some(e)) => Box::new(policy::EndpointPolicy::new(e, name, temperature)?),
+        (None, None) => anyhow::bail!("give --model DIR or --endpoint URL"),
+    })
+}
+
+/// `eval` and `collect`: the agent on a suite of tasks.
+fn agent_run(a: AgentRunArgs, out: Option<PathBuf>, store: Option<Option<PathBuf>>, client: &str) -> Result<()> {
+    use keel_trainer::eval;
+    let (tasks, errors) = keel_agent::task::discover(&a.tasks).map_err(|e| anyhow::anyhow!(e))?;
+    for e in &errors {
+        eprintln!("skipped: {e}");
+    }
+    anyhow::ensure!(!tasks.is_empty(), "no usable task in {}", a.tasks.display());
+    let store = store.map(open_store).transpose()?;
+    let writer = store.as_ref().map(|s| s.writer()).transpose()?;
+    let policy = make_policy(a.model.as_deref(), a.adapter.as_deref(), a.endpoint.as_deref(), &a.model_name, &a.device, a.temperature, a.max_tokens)?;
+    let cfg = eval::EvalConfig {
+        samples: a.samples.max(1),
+        parallel: a.parallel.max(1),
+        seed: a.seed,
+        image: a.image,
+        temperature: a.temperature,
+        max_steps: a.max_steps.max(1),
+        client: client.to_string(),
+        ..Default::default()
+    };
+    let model = keel_trajectory::ModelRef { name: a.model_name.clone(), version: policy.version() };
+    let envs = eval::Envs::new(None);
+    let total = tasks.len() * cfg.samples;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    eprintln!("{client}: {} task(s) × {} sample(s), {} at once", tasks.len(), cfg.samples, cfg.parallel);
+    let progress = |r: &eval::EpisodeResult| {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let what = r.error.clone().unwrap_or_else(|| r.actions.join(" "));
+        eprintln!("[{n}/{total}] {} #{}: {} in {} steps ({:.1} s): {what}", r.task, r.sample, if r.success { "solved" } else { "failed" }, r.steps, r.wall_ms as f64 / 1000.0);
+    };
+    let mut run = eval::run_suite(&tasks, policy.as_ref(), &envs, &cfg, &model, writer.as_ref(), &progress);
+    run.task_errors.extend(errors);
+    if let Some(w) = &writer {
+        w.flush().wait().context("writing the episodes to the store")?;
+    }
+    eprint!("{}", eval::table(&run));
+    let model = keel_trajectory::ModelRef { version: policy.version(), ..model };
+    if let Some(out) = out {
+        let report = eval::report_json(&run, &cfg, &model, &a.tasks);
+        eval::write_report(&report, &out)?;
+        let png = out.with_extension("png");
+        if let Err(e) = eval::plot(&eval::summarize(&run.results), &png, &format!("{client}: {}", a.tasks.display())) {
+            eprintln!("no plot: {e:#}");
+        }
+        eprintln!("report → {}", out.display());
+    }
+    if let Some(s) = &store {
+        eprintln!("{} episode(s) recorded in {}", run.results.iter().filter(|r| r.episode.is_some()).count(), s.path().display());
+    }
+    Ok(())
+}
+
 fn search(a: SearchArgs) -> Result<()> {
-    use keel_trainer::search::{self, SearchConfig, policy, sandbox_env::SandboxEnv};
+    use keel_trainer::search::{self, SearchConfig, sandbox_env::SandboxEnv};
     anyhow::ensure!(a.sandbox == "docker", "--sandbox: only `docker` (the Docker Engine API; Podman's socket works) is supported");
     let store = open_store(a.store)?;
     let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
@@ -387,19 +683,26 @@ fn search(a: SearchArgs) -> Result<()> {
         ..Default::default()
     };
     let env = SandboxEnv::connect(None, a.image.clone())?;
-    let policy: Box<dyn search::Policy> = match (&a.model, &a.endpoint) {
-        (Some(m), _) => Box::new(policy::ModelPolicy::new(keel_trainer::serve::tch_engine::TchEngine::load(m, a.adapter.as_deref(), &a.device, &a.model_name)?, 1.0, 256)),
-        (None, Some(e)) => Box::new(policy::EndpointPolicy::new(e, &a.model_name, 1.0)?),
-        (None, None) => anyhow::bail!("give --model DIR or --endpoint URL"),
-    };
+    let policy = make_policy(a.model.as_deref(), a.adapter.as_deref(), a.endpoint.as_deref(), &a.model_name, &a.device, 1.0, 256)?;
     let mut lines = Vec::new();
     let mut trees = Vec::new();
     let (mut episodes, mut found_total) = (0, 0);
+    // Episodes that start from the same state (the samples of one task) share one tree: their
+    // common prefixes merge, as SEAlign merges them.
+    let mut groups: Vec<(String, Vec<keel_trajectory::EpisodeTree>)> = Vec::new();
     for e in store.episodes(&keel_trajectory::EpisodeFilter { since, ..Default::default() })? {
         let Some(t) = store.tree(e.id)? else { continue };
-        let Some(mut tree) = search::Tree::from_episode(&t, &cfg.values) else { continue };
+        let Some(root) = t.steps.iter().find(|s| s.step.parent_id.is_none()).map(|s| s.step.state_hash.clone()) else { continue };
+        let key = format!("{root}:{}", serde_json::to_string(&(&t.episode.workspace, &t.episode.verify, &t.episode.protected))?);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(t),
+            None => groups.push((key, vec![t])),
+        }
+    }
+    for (_, group) in groups {
+        let Some(mut tree) = search::Tree::from_episodes(&group, &cfg.values) else { continue };
         if tree.episode.verify.is_none() && cfg.verify.is_none() {
-            eprintln!("episode {}: no verification command; skipped (give --verify)", e.id);
+            eprintln!("episode {}: no verification command; skipped (give --verify)", tree.episode.id);
             continue;
         }
         let stats = search::search(&mut tree, &policy.as_ref(), &env, &cfg)?;

@@ -70,7 +70,7 @@ pub fn read_steps(path: &Path) -> Result<Vec<Map<String, Value>>> {
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // The font is compiled in, so the plot needs no system fonts; it cannot be invalid.

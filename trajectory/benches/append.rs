@@ -25,6 +25,7 @@ fn episode() -> Episode {
         model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
         client: None,
         verify: None,
+        protected: vec![],
     }
 }
 

@@ -76,13 +76,47 @@ impl Action {
         }
     }
 
-    /// The arguments as the JSON string a tool call carries: keys sorted, so every binary writes
-    /// the same bytes (serde_json's map order depends on the features a binary's dependencies turn
-    /// on, and the string is part of the state a step's hash covers).
+    /// The arguments as the JSON string a tool call carries, in the order of the tool's schema:
+    /// the order constrained decoding writes them in, so the history shows the model its calls as
+    /// it writes them. Written field by field, so every binary writes the same bytes whatever map
+    /// order serde_json was built with (the string is part of the state a step's hash covers).
     pub fn arguments_json(&self) -> String {
-        let mut buf = Vec::new();
-        crate::state::write_canonical(&self.arguments(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut fields: Vec<(&str, Value)> = Vec::with_capacity(3);
+        match self {
+            Action::ViewFile { path, start_line, end_line } => {
+                fields.push(("path", json!(path)));
+                if let Some(s) = start_line {
+                    fields.push(("start_line", json!(s)));
+                }
+                if let Some(e) = end_line {
+                    fields.push(("end_line", json!(e)));
+                }
+            }
+            Action::Search { pattern, path } => {
+                fields.push(("pattern", json!(pattern)));
+                if let Some(p) = path {
+                    fields.push(("path", json!(p)));
+                }
+            }
+            Action::Edit { path, old_text, new_text } => {
+                fields.push(("path", json!(path)));
+                fields.push(("old_text", json!(old_text)));
+                fields.push(("new_text", json!(new_text)));
+            }
+            Action::Run { command } => fields.push(("command", json!(command))),
+            Action::Finish { summary } => fields.push(("summary", json!(summary))),
+        }
+        let mut out = String::from("{");
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String((*k).to_string()).to_string());
+            out.push(':');
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
     }
 
     /// The action as an OpenAI tool call with the given id.
@@ -578,8 +612,10 @@ mod tests {
         assert_eq!(a, Action::Edit { path: "a.rs".into(), old_text: "x".into(), new_text: "y".into() });
         let round = a.to_tool_call("c1");
         assert_eq!(Action::from_call(&round.function.name, &round.function.arguments).unwrap(), a);
-        // Keys sorted whatever the map order of this build.
-        assert_eq!(round.function.arguments, r#"{"new_text":"y","old_text":"x","path":"a.rs"}"#);
+        // The schema's order whatever the map order of this build.
+        assert_eq!(round.function.arguments, r#"{"path":"a.rs","old_text":"x","new_text":"y"}"#);
+        let v = Action::ViewFile { path: "a".into(), start_line: Some(2), end_line: None };
+        assert_eq!(v.arguments_json(), r#"{"path":"a","start_line":2}"#);
 
         let e = Action::from_call("delete", "{}").unwrap_err();
         assert_eq!(e.kind, ActionErrorKind::UnknownTool);

@@ -39,6 +39,10 @@ pub struct Episode {
     /// A command that verifies the task (for example the project's tests); used by search rollouts.
     #[serde(default)]
     pub verify: Option<String>,
+    /// Files restored to their text at the start before `verify` runs (a task's tests: editing
+    /// them never passes). Workspace-relative.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<String>,
 }
 
 /// Where the episode ran, and the state of its files when it started.
@@ -308,6 +312,9 @@ pub enum Decision {
     Edited { final_text: String },
     /// Accepted, then undone.
     Reverted,
+    /// Carried out with nobody to review it (`eval`, `collect`, search rollouts): not a human
+    /// judgement, so it is worth nothing by itself; the episode's outcome gives it a value.
+    Unreviewed,
     /// Never decided: the episode was cancelled or its document changed under it.
     Superseded {
         #[serde(default)]
@@ -320,6 +327,7 @@ impl Decision {
         match self {
             Decision::Auto => "auto",
             Decision::Accepted => "accepted",
+            Decision::Unreviewed => "unreviewed",
             Decision::Rejected { .. } => "rejected",
             Decision::Edited { .. } => "edited",
             Decision::Reverted => "reverted",
@@ -411,6 +419,21 @@ pub struct EpisodeEndEvent {
     pub episode_id: Uuid,
     pub at: Millis,
     pub end: EpisodeEnd,
+    /// The task's verification after the episode (`collect`, `eval`): a reward for search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// What the verification command said of an episode's final workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub command: String,
+    pub passed: bool,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The start of its output (redacted).
+    #[serde(default)]
+    pub output: String,
 }
 
 /// A trained (or base) model version, as the trainer records it.

@@ -434,18 +434,24 @@ fn redact_record_but_prompt(r: &mut Record) {
             Decision::Edited { final_text } => {
                 redact_in_place(final_text);
             }
-            Decision::Auto | Decision::Accepted | Decision::Reverted => {}
+            Decision::Auto | Decision::Accepted | Decision::Unreviewed | Decision::Reverted => {}
         },
         Record::Observation { observation, .. } => {
             redact_in_place(&mut observation.output);
         }
-        Record::EpisodeEnd(e) => match &mut e.end {
-            EpisodeEnd::Finished { summary } => opt(summary),
-            EpisodeEnd::Failed { error } => {
-                redact_in_place(error);
+        Record::EpisodeEnd(e) => {
+            match &mut e.end {
+                EpisodeEnd::Finished { summary } => opt(summary),
+                EpisodeEnd::Failed { error } => {
+                    redact_in_place(error);
+                }
+                EpisodeEnd::Cancelled | EpisodeEnd::Exhausted => {}
             }
-            EpisodeEnd::Cancelled | EpisodeEnd::Exhausted => {}
-        },
+            if let Some(o) = &mut e.outcome {
+                redact_in_place(&mut o.command);
+                redact_in_place(&mut o.output);
+            }
+        }
     }
 }
 

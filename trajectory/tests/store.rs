@@ -46,6 +46,7 @@ fn episode(root: &str) -> Episode {
         model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
         client: Some("test".into()),
         verify: Some("cargo test".into()),
+        protected: vec![],
     }
 }
 
@@ -123,6 +124,7 @@ fn write_sample(w: &Writer) -> (Episode, Vec<Step>) {
         episode_id: ep.id,
         at: now_ms(),
         end: EpisodeEnd::Finished { summary: Some("done".into()) },
+        outcome: Some(Outcome { command: "python3 test_x.py".into(), passed: true, exit_code: Some(0), output: "ok\n".into() }),
     })));
     for r in rs {
         r.wait().unwrap();

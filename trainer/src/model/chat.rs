@@ -21,6 +21,9 @@ use super::error::{ModelError, Result, io_err};
 pub struct ChatTemplate {
     env: Environment<'static>,
     has_tool_use: bool,
+    /// The template does not render tools, tool calls or tool results itself: Keel states them
+    /// in the messages ([`tools_in_messages`]).
+    pub tools_fallback: bool,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
 }
@@ -104,11 +107,39 @@ impl ChatTemplate {
             env.add_template_owned(name.clone(), src)
                 .map_err(|e| ModelError::Template(format!("template `{name}` does not parse: {e:#}")))?;
         }
-        Ok(ChatTemplate { env, has_tool_use, bos_token, eos_token })
+        let mut t = ChatTemplate { env, has_tool_use, tools_fallback: false, bos_token, eos_token };
+        t.tools_fallback = !t.renders_tools();
+        Ok(t)
     }
 
-    /// Renders `messages` (chat messages as JSON) with optional `tools` (JSON schemas).
+    /// Whether the template shows the model the tools it is given, the calls it made and their
+    /// results. Many small models' templates (SmolLM2's, for one) render only `content`.
+    fn renders_tools(&self) -> bool {
+        let tool = serde_json::json!({"type": "function", "function": {"name": "keel_probe_tool", "description": "d", "parameters": {"type": "object", "properties": {}}}});
+        let msgs = [
+            serde_json::json!({"role": "system", "content": "s"}),
+            serde_json::json!({"role": "user", "content": "u"}),
+            serde_json::json!({"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "keel_probe_call", "arguments": {}}}]}),
+            serde_json::json!({"role": "tool", "tool_call_id": "c1", "name": "keel_probe_call", "content": "keel_probe_result"}),
+        ];
+        match self.render_raw(&msgs, Some(std::slice::from_ref(&tool)), false) {
+            Ok(out) => out.contains("keel_probe_tool") && out.contains("keel_probe_call") && out.contains("keel_probe_result"),
+            Err(_) => false,
+        }
+    }
+
+    /// Renders `messages` (chat messages as JSON) with optional `tools` (JSON schemas). A template
+    /// that does not render tools gets them stated in the messages ([`tools_in_messages`]).
     pub fn render(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<String> {
+        let needs = tools.is_some_and(|t| !t.is_empty()) || messages.iter().any(|m| m.get("tool_calls").is_some() || m["role"] == "tool");
+        if self.tools_fallback && needs {
+            let msgs = tools_in_messages(messages, tools.unwrap_or(&[]))?;
+            return self.render_raw(&msgs, None, add_generation_prompt);
+        }
+        self.render_raw(messages, tools, add_generation_prompt)
+    }
+
+    fn render_raw(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<String> {
         let tools = tools.filter(|t| !t.is_empty());
         let name = if tools.is_some() && self.has_tool_use { "tool_use" } else { "default" };
         let tmpl = self.env.get_template(name).map_err(|e| ModelError::Template(e.to_string()))?;
@@ -121,6 +152,71 @@ impl ChatTemplate {
         };
         tmpl.render(ctx).map_err(|e| ModelError::Template(format!("rendering: {e:#}")))
     }
+}
+
+/// The tools and the conversation's tool traffic as plain messages, in the format Qwen2.5's and
+/// Hermes' templates use (and Keel's constrained decoding produces): the tool schemas in the system
+/// message inside `<tools></tools>`, each call as `<tool_call>\n{"name": …, "arguments": …}\n
+/// </tool_call>` in the assistant's content, and each result as a user turn inside
+/// `<tool_response></tool_response>` (consecutive results share one turn).
+pub fn tools_in_messages(messages: &[Value], tools: &[Value]) -> Result<Vec<Value>> {
+    let dump = |v: &Value| dumps(&JValue::from_serialize(v), None).map_err(|e| ModelError::Template(format!("rendering tools: {e}")));
+    let mut out: Vec<Value> = Vec::with_capacity(messages.len() + 1);
+    if !tools.is_empty() {
+        let mut block = String::from(
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>",
+        );
+        for t in tools {
+            block.push('\n');
+            block.push_str(&dump(t)?);
+        }
+        block.push_str("\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>");
+        match messages.first() {
+            Some(m) if m["role"] == "system" => {
+                let content = m["content"].as_str().unwrap_or_default();
+                out.push(serde_json::json!({"role": "system", "content": format!("{content}\n\n{block}")}));
+            }
+            _ => out.push(serde_json::json!({"role": "system", "content": block})),
+        }
+    }
+    let skip = usize::from(!tools.is_empty() && messages.first().is_some_and(|m| m["role"] == "system"));
+    for m in &messages[skip..] {
+        match m["role"].as_str() {
+            Some("assistant") if m.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty()) => {
+                let mut content = m["content"].as_str().unwrap_or_default().to_string();
+                for c in m["tool_calls"].as_array().into_iter().flatten() {
+                    let f = &c["function"];
+                    let args = match &f["arguments"] {
+                        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+                        other => other.clone(),
+                    };
+                    let call = serde_json::json!({"name": f["name"], "arguments": args});
+                    if !content.is_empty() {
+                        content.push('\n');
+                    }
+                    content.push_str(&format!("<tool_call>\n{}\n</tool_call>", dump(&call)?));
+                }
+                out.push(serde_json::json!({"role": "assistant", "content": content}));
+            }
+            Some("tool") => {
+                let text = format!("<tool_response>\n{}\n</tool_response>", m["content"].as_str().unwrap_or_default());
+                match out.last_mut() {
+                    Some(prev) if prev["role"] == "user" && prev.get("keel_tool_turn").is_some() => {
+                        let joined = format!("{}\n{text}", prev["content"].as_str().unwrap_or_default());
+                        prev["content"] = Value::String(joined);
+                    }
+                    _ => out.push(serde_json::json!({"role": "user", "content": text, "keel_tool_turn": true})),
+                }
+            }
+            _ => out.push(m.clone()),
+        }
+    }
+    for m in &mut out {
+        if let Some(o) = m.as_object_mut() {
+            o.remove("keel_tool_turn");
+        }
+    }
+    Ok(out)
 }
 
 /// Python's `json.dumps` separators without indent: `", "` and `": "`.

@@ -58,9 +58,10 @@ pub trait Environment: Sync {
 pub trait Session {
     /// The workspace the agent's tools act on.
     fn workspace(&self) -> &dyn Workspace;
-    /// Runs the verification command; `true` when it passes.
-    fn verify(&mut self, command: &str) -> Result<bool> {
-        Ok(self.workspace().run(command).exit_code == Some(0))
+    /// Restores the protected files (path, original text), then runs the verification command
+    /// (passed when it exits 0).
+    fn verify(&mut self, command: &str, protected: &[(String, String)]) -> Result<Observation> {
+        keel_agent::task::verify(self.workspace(), command, protected).map_err(|e| anyhow::anyhow!(e))
     }
 }
 
@@ -124,7 +125,7 @@ impl HumanValues {
             Decision::Reverted => Some(self.reverted),
             d if d.is_automatic_rejection() => Some(self.automatic),
             Decision::Rejected { .. } => Some(self.rejected),
-            Decision::Auto | Decision::Superseded { .. } => None,
+            Decision::Auto | Decision::Unreviewed | Decision::Superseded { .. } => None,
         }
     }
 }
@@ -227,53 +228,92 @@ fn action_key(output: &ModelOutput, parsed: &Parsed) -> String {
 impl Tree {
     /// The recorded tree: recorded steps are edges, their decisions known values.
     pub fn from_episode(t: &EpisodeTree, values: &HumanValues) -> Option<Tree> {
-        let first = t.steps.iter().find(|s| s.step.parent_id.is_none())?;
+        Tree::from_episodes(std::slice::from_ref(t), values)
+    }
+
+    /// One tree over several episodes of the same task (the samples `collect` takes): their
+    /// shared prefixes merge, as SEAlign merges them — the same action at the same state is one
+    /// edge, and the states it leads to one node. Episodes whose first state differs from the
+    /// first episode's are left out (the caller groups episodes by task). A verified episode is one
+    /// observed rollout along its path: every step it carried out on the way to its end is worth its
+    /// outcome (a node's value is the success rate below it); rejected steps keep the value of their
+    /// decision.
+    pub fn from_episodes(ts: &[EpisodeTree], values: &HumanValues) -> Option<Tree> {
+        let t0 = ts.first()?;
+        let first = t0.steps.iter().find(|s| s.step.parent_id.is_none())?;
         let mut tree = Tree {
-            episode: t.episode.clone(),
+            episode: t0.episode.clone(),
             nodes: vec![Node::new(first.step.prompt.clone(), first.step.state_hash.clone(), 0, true)],
         };
-        // node index by (parent step, state hash)
-        let mut index: HashMap<(Option<uuid::Uuid>, String), usize> = HashMap::new();
-        index.insert((None, first.step.state_hash.clone()), 0);
-        let mut edge_of_step: HashMap<uuid::Uuid, (usize, usize)> = HashMap::new();
-        for s in &t.steps {
-            let key = (s.step.parent_id, s.step.state_hash.clone());
-            let node = match index.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let Some(&(pn, pe)) = s.step.parent_id.and_then(|p| edge_of_step.get(&p)) else { continue };
-                    let depth = tree.nodes[pn].depth + 1;
-                    tree.nodes.push(Node::new(s.step.prompt.clone(), s.step.state_hash.clone(), depth, true));
-                    let i = tree.nodes.len() - 1;
-                    tree.nodes[pn].edges[pe].child = Some(i);
-                    index.insert(key, i);
-                    i
-                }
-            };
-            let human = s.decision().and_then(|d| values.of(d));
-            let key = action_key(&s.step.output, &s.step.parsed);
-            if tree.nodes[node].edges.iter().any(|e| e.key == key) {
+        for t in ts {
+            if t.steps.iter().find(|s| s.step.parent_id.is_none()).is_none_or(|f| f.step.state_hash != tree.nodes[0].state_hash) {
                 continue;
             }
-            let (n, w) = match human {
-                Some(v) => (1, v),
-                None => (0, 0.0),
-            };
-            tree.nodes[node].edges.push(Edge {
-                output: s.step.output.clone(),
-                parsed: s.step.parsed.clone(),
-                key,
-                origin: Origin::Recorded(s.step.id),
-                human,
-                decision: s.decision().cloned(),
-                observation: s.observation.clone(),
-                n,
-                w,
-                virtual_loss: 0,
-                child: None,
-            });
-            tree.nodes[node].n += n;
-            edge_of_step.insert(s.step.id, (node, tree.nodes[node].edges.len() - 1));
+            // The edge each step of this episode became.
+            let mut edge_of_step: HashMap<uuid::Uuid, (usize, usize)> = HashMap::new();
+            for s in &t.steps {
+                let node = match s.step.parent_id {
+                    None => 0,
+                    Some(p) => {
+                        let Some(&(pn, pe)) = edge_of_step.get(&p) else { continue };
+                        match tree.nodes[pn].edges[pe].child {
+                            Some(c) if tree.nodes[c].state_hash == s.step.state_hash => c,
+                            // The same step led elsewhere in another episode (a command's output
+                            // differed): the first record stands, this branch is left out.
+                            Some(_) => continue,
+                            None => {
+                                let depth = tree.nodes[pn].depth + 1;
+                                tree.nodes.push(Node::new(s.step.prompt.clone(), s.step.state_hash.clone(), depth, true));
+                                let i = tree.nodes.len() - 1;
+                                tree.nodes[pn].edges[pe].child = Some(i);
+                                i
+                            }
+                        }
+                    }
+                };
+                let human = s.decision().and_then(|d| values.of(d));
+                let key = action_key(&s.step.output, &s.step.parsed);
+                if let Some(e) = tree.nodes[node].edges.iter().position(|e| e.key == key) {
+                    // The same action again at this state (another episode, or a resample that
+                    // repeated itself): one edge, and the steps below either copy hang under it.
+                    edge_of_step.insert(s.step.id, (node, e));
+                    continue;
+                }
+                let (n, w) = match human {
+                    Some(v) => (1, v),
+                    None => (0, 0.0),
+                };
+                tree.nodes[node].edges.push(Edge {
+                    output: s.step.output.clone(),
+                    parsed: s.step.parsed.clone(),
+                    key,
+                    origin: Origin::Recorded(s.step.id),
+                    human,
+                    decision: s.decision().cloned(),
+                    observation: s.observation.clone(),
+                    n,
+                    w,
+                    virtual_loss: 0,
+                    child: None,
+                });
+                tree.nodes[node].n += n;
+                edge_of_step.insert(s.step.id, (node, tree.nodes[node].edges.len() - 1));
+            }
+            if let (Some(outcome), Some(last)) = (t.end.as_ref().and_then(|e| e.outcome.as_ref()), t.steps.last()) {
+                let reward = if outcome.passed { 1.0 } else { 0.0 };
+                let mut at = Some(last.step.id);
+                while let Some(id) = at {
+                    if let Some(&(n, e)) = edge_of_step.get(&id) {
+                        let edge = &mut tree.nodes[n].edges[e];
+                        if edge.executes() && edge.human.is_none() {
+                            edge.n += 1;
+                            edge.w += reward;
+                            tree.nodes[n].n += 1;
+                        }
+                    }
+                    at = t.step(id).and_then(|s| s.step.parent_id);
+                }
+            }
         }
         Some(tree)
     }
@@ -312,7 +352,7 @@ impl Tree {
 }
 
 /// Mixes a seed with a node's identity.
-fn seed_for(seed: u64, parts: &[&[u8]]) -> u64 {
+pub fn seed_for(seed: u64, parts: &[&[u8]]) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());
     for p in parts {
@@ -548,7 +588,7 @@ fn evaluate<P: Policy, E: Environment>(episode: &Episode, root: Prompt, path: &[
             |_, _, _| {},
         )?;
     }
-    let ok = session.verify(verify)?;
+    let ok = session.verify(verify, &keel_agent::task::episode_protected(episode))?.exit_code == Some(0);
     Ok(Evaluated { reward: if ok { 1.0 } else { 0.0 }, children, rejected: None })
 }
 

@@ -62,25 +62,28 @@ impl Policy for EndpointPolicy {
     }
 }
 
-/// The policy model itself, in this process: K samples at a state are one batch, each a tool call
-/// constrained to the tools' schema (so it always parses).
+/// The policy model itself, in this process. It runs on its own engine thread (the one
+/// `keel-train serve` uses), so samples asked for at once — the K alternatives of an expansion,
+/// and the steps of rollouts and episodes running in parallel — run as one batch; each is a tool
+/// call constrained to the tools' schema (so it always parses).
 pub struct ModelPolicy {
-    engine: std::sync::Mutex<crate::serve::tch_engine::TchEngine>,
+    engine: crate::serve::engine::EngineHandle,
     pub temperature: f64,
     pub max_tokens: usize,
 }
 
 impl ModelPolicy {
     pub fn new(engine: crate::serve::tch_engine::TchEngine, temperature: f64, max_tokens: usize) -> ModelPolicy {
-        ModelPolicy { engine: std::sync::Mutex::new(engine), temperature, max_tokens }
+        let engine = crate::serve::engine::spawn(Box::new(engine), 16, std::time::Duration::from_millis(5));
+        ModelPolicy { engine, temperature, max_tokens }
     }
 }
 
 impl Policy for ModelPolicy {
     fn sample(&self, prompt: &Prompt, k: usize, seed: u64) -> Result<Vec<ModelOutput>> {
-        use crate::serve::engine::{Engine, GenRequest, ToolChoice};
-        let reqs: Vec<GenRequest> = (0..k)
-            .map(|i| GenRequest {
+        use crate::serve::engine::{GenRequest, ToolChoice};
+        let calls = (0..k).map(|i| {
+            let req = GenRequest {
                 messages: prompt.messages.clone(),
                 prompt: None,
                 tools: prompt.tools.as_ref().clone(),
@@ -91,18 +94,14 @@ impl Policy for ModelPolicy {
                 max_tokens: self.max_tokens,
                 stop: vec![],
                 seed: Some(seed.wrapping_add(i as u64)),
-            })
-            .collect();
-        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        engine
-            .generate(&reqs, &mut |_, _| {})
-            .into_iter()
-            .map(|r| r.map(|o| ModelOutput { content: (!o.content.is_empty()).then_some(o.content), tool_calls: o.tool_calls }))
-            .collect()
+            };
+            self.engine.generate(req, None)
+        });
+        let outs = futures::executor::block_on(futures::future::join_all(calls));
+        outs.into_iter().map(|(r, _)| r.map(|o| ModelOutput { content: (!o.content.is_empty()).then_some(o.content), tool_calls: o.tool_calls })).collect()
     }
 
     fn version(&self) -> Option<String> {
-        use crate::serve::engine::Engine;
-        Some(self.engine.lock().unwrap_or_else(|e| e.into_inner()).version())
+        Some(self.engine.version())
     }
 }

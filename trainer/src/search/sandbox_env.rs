@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use keel_agent::{ContainerWorkspace, Workspace};
 use keel_sandbox::{Container, Sandbox, WorkspaceSnapshot};
-use keel_trajectory::Episode;
+use keel_trajectory::{Episode, Observation};
 
 use super::{Environment, Session};
 
@@ -76,10 +76,13 @@ impl Session for SandboxSession<'_> {
         self.ws.as_ref().expect("a session holds its container until it is dropped")
     }
 
-    fn verify(&mut self, command: &str) -> Result<bool> {
+    fn verify(&mut self, command: &str, protected: &[(String, String)]) -> Result<Observation> {
         let ws = self.ws.as_ref().expect("a session holds its container until it is dropped");
+        for (path, text) in protected {
+            ws.write(path, text).map_err(|e| anyhow::anyhow!("restoring the protected file `{path}`: {e}"))?;
+        }
         let r = self.env.rt.block_on(ws.container().exec(command)).context("running the verification command")?;
-        Ok(r.success())
+        Ok(r.to_observation())
     }
 }
 

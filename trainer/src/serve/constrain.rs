@@ -70,7 +70,10 @@ impl Constrainer {
             })
             .collect();
         anyhow::ensure!(!alts.is_empty(), "no tool to call");
-        let schema = json!({"anyOf": alts, "x-guidance": {"whitespace_flexible": false}});
+        // Python's `json.dumps` separators: the text a call is generated as is the text chat
+        // templates (`tojson`) and Keel's tool fallback render it as in the history and in training
+        // data, so what training scores is what decoding can produce.
+        let schema = json!({"anyOf": alts, "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}});
         let (open, close) = match tags {
             Some((o, c)) => (format!("<[{o}]>"), format!("<[{c}]>")),
             None => (format!("\"{CALL_OPEN}\""), format!("\"{CALL_CLOSE}\"")),

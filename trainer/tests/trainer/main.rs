@@ -1,6 +1,7 @@
 //! The trainer's test suite: one binary, one module per area.
 
 mod dpo;
+mod eval;
 mod model;
 mod pairs;
 mod search;

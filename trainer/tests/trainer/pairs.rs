@@ -31,6 +31,7 @@ impl Rec {
             model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
             client: None,
             verify: None,
+            protected: vec![],
         };
         w.append(Record::Episode(ep.clone())).wait().unwrap();
         Rec { w, ep, t: 1_000 }

@@ -41,6 +41,7 @@ fn record(store: &Store, n: usize, contradict: bool) {
             model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
             client: None,
             verify: None,
+            protected: vec![],
         };
         let _ = w.append(Record::Episode(ep.clone()));
         // A short prompt and no tools schema keep the sequences small for the tiny model.

@@ -177,6 +177,7 @@ pub fn record(store: &Store, t: &Task) -> uuid::Uuid {
         model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
         client: None,
         verify: Some(t.verify()),
+        protected: vec![],
     };
     let _ = w.append(Record::Episode(ep.clone()));
     let prompt = Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() };
@@ -444,6 +445,7 @@ fn rollouts_of_a_python_task_run_its_tests_in_the_python_image() {
         model: ModelRef { name: "keel".into(), version: None },
         client: None,
         verify: Some("python3 test_calc.py".into()),
+        protected: vec![],
     };
     let _ = w.append(Record::Episode(ep.clone()));
     let mut agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user("Fix add")], tools: tools_schema() }, 4096);

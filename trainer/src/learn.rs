@@ -1,0 +1,538 @@
+//! `keel-train loop`: SEAlign's recipe on a task suite, end to end, and whether it made the agent
+//! better on tasks it never trained on.
+//!
+//! 1. **before** — `eval` of the starting policy on each held-out suite;
+//! 2. **collect** — `samples` episodes per training task, each with its verification outcome;
+//! 3. **search** — the episodes of each task merged into one tree (shared prefixes merge), MCTS with
+//!    container rollouts that run the task's `verify`; pairs at the critical decisions;
+//! 4. **sft** — LoRA SFT on the steps of the successful trajectories;
+//! 5. **dpo** — DPO on the critical decisions, starting from the SFT adapter;
+//! 6. **after** — `eval` of the trained policy on each held-out suite, with the same seeds.
+//!
+//! Held-out suites are only ever evaluated: nothing of them reaches training, and the loop refuses
+//! a held-out suite that shares a task (by its workspace and instruction) with the training split.
+//! `RUN_DIR/report.json` holds before and after (with the paired per-task difference and its
+//! interval), the data each stage made, and the wall time of each stage; `RUN_DIR/adapter/` holds
+//! the final adapter in PEFT's layout. A stage whose output is already in `RUN_DIR` is not run
+//! again, so a killed loop continues where it stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use keel_agent::task::TaskSpec;
+use keel_trajectory::{Decision, EpisodeTree, ModelRef, Store};
+use serde_json::{Value, json};
+
+use crate::eval::{self, EpisodeResult, EvalConfig, Envs};
+use crate::search::{self, Policy, SearchConfig};
+use crate::train::TrainOptions;
+
+/// What to train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipe {
+    /// SFT on the successful trajectories only.
+    Sft,
+    /// DPO on every pair of sibling steps whose values differ (no criticality filter).
+    DpoAll,
+    /// DPO on the critical decisions only.
+    DpoCritical,
+    /// SFT, then DPO on the critical decisions from the SFT adapter (SEAlign).
+    SftDpo,
+}
+
+impl Recipe {
+    pub fn parse(s: &str) -> Result<Recipe> {
+        Ok(match s {
+            "sft" => Recipe::Sft,
+            "dpo-all" => Recipe::DpoAll,
+            "dpo-critical" | "dpo" => Recipe::DpoCritical,
+            "sft+dpo" | "sft-dpo" => Recipe::SftDpo,
+            other => bail!("unknown recipe `{other}` (sft, dpo-all, dpo-critical, sft+dpo)"),
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::Sft => "sft",
+            Recipe::DpoAll => "dpo-all",
+            Recipe::DpoCritical => "dpo-critical",
+            Recipe::SftDpo => "sft+dpo",
+        }
+    }
+    fn sft(self) -> bool {
+        matches!(self, Recipe::Sft | Recipe::SftDpo)
+    }
+    fn dpo(self) -> bool {
+        !matches!(self, Recipe::Sft)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub model: PathBuf,
+    /// Start from this adapter (a previous loop's).
+    pub init_adapter: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Training splits (task names are prefixed by their folder when there are several).
+    pub tasks: Vec<PathBuf>,
+    pub heldout: Vec<PathBuf>,
+    pub seed: u64,
+    pub device: String,
+    pub recipe: Recipe,
+    /// Episodes per training task.
+    pub samples: usize,
+    /// Episodes per held-out task (before and after).
+    pub eval_samples: usize,
+    pub parallel: usize,
+    pub collect_temperature: f64,
+    pub eval_temperature: f64,
+    pub max_steps: usize,
+    pub max_tokens: usize,
+    /// Use at most this many training / held-out tasks (a deterministic choice by the seed).
+    pub max_train_tasks: Option<usize>,
+    pub max_heldout_tasks: Option<usize>,
+    pub image: Option<String>,
+    pub search: SearchConfig,
+    /// Hyper-parameters of SFT and DPO (`model`, `data`, `out`, `init_adapter` are set per stage).
+    pub train: TrainOptions,
+    pub sft_epochs: u64,
+    pub sft_lr: f64,
+    pub dpo_epochs: u64,
+    pub dpo_lr: f64,
+    /// A held-out report of the starting policy to reuse (same suite, samples, seed) instead of
+    /// evaluating it again.
+    pub baseline: Vec<PathBuf>,
+}
+
+/// A task's identity across suites: its instruction and starting files.
+pub fn task_identity(t: &TaskSpec) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(t.instruction.as_bytes());
+    for (p, text) in &t.files {
+        h.update(p.as_bytes());
+        h.update(&[0]);
+        h.update(text.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// A deterministic subset of at most `n` tasks (by a hash of the seed and the name), in name order.
+pub fn subset(mut tasks: Vec<TaskSpec>, n: Option<usize>, seed: u64) -> Vec<TaskSpec> {
+    if let Some(n) = n.filter(|&n| n < tasks.len()) {
+        tasks.sort_by_key(|t| search::seed_for(seed, &[t.name.as_bytes(), b"subset"]));
+        tasks.truncate(n);
+        tasks.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    tasks
+}
+
+fn load(dir: &Path) -> Result<Vec<TaskSpec>> {
+    let (tasks, errors) = keel_agent::task::discover(dir).map_err(|e| anyhow::anyhow!(e))?;
+    for e in &errors {
+        eprintln!("loop: skipped: {e}");
+    }
+    if tasks.is_empty() {
+        bail!("no usable task in {}", dir.display());
+    }
+    Ok(tasks)
+}
+
+/// The steps of the successful episodes as SFT examples (TRL's conversational prompt/completion,
+/// with the tools): every step the episode carried out on its way to the passing end — automatic
+/// rejections left out, `finish` included.
+pub fn sft_examples(t: &EpisodeTree) -> Vec<Value> {
+    if !t.end.as_ref().and_then(|e| e.outcome.as_ref()).is_some_and(|o| o.passed) {
+        return vec![];
+    }
+    let mut path = Vec::new();
+    let mut at = t.steps.last().map(|s| s.step.id);
+    while let Some(id) = at {
+        let Some(s) = t.step(id) else { break };
+        path.push(s);
+        at = s.step.parent_id;
+    }
+    path.reverse();
+    path.into_iter()
+        .filter(|s| !s.decision().is_some_and(|d| matches!(d, Decision::Rejected { .. } | Decision::Reverted)))
+        .map(|s| {
+            let id = keel_agent::fallback_call_id(&s.step.prompt);
+            let assistant = keel_trajectory::action::assistant_message(&s.step.parsed, &s.step.output, &id);
+            json!({
+                "prompt": s.step.prompt.messages.iter().map(crate::pairs::message_json).collect::<Vec<_>>(),
+                "completion": [crate::pairs::message_json(&assistant)],
+                "tools": s.step.prompt.tools.as_ref(),
+                "meta": {"source": "success", "episode": t.episode.id, "step": s.step.id, "state_hash": s.step.state_hash},
+            })
+        })
+        .collect()
+}
+
+/// Every pair of sibling edges whose values differ by more than the margin (each visited enough),
+/// better over worse — the ablation without the criticality filter (one pair per state is what
+/// [`search::critical`] keeps; this keeps every ordered pair).
+pub fn all_sibling_pairs(tree: &search::Tree, cfg: &SearchConfig, version: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, n) in tree.nodes.iter().enumerate() {
+        let ok: Vec<usize> = (0..n.edges.len())
+            .filter(|&e| {
+                let edge = &n.edges[e];
+                edge.n >= cfg.min_visits || (edge.human.is_some() && matches!(edge.origin, search::Origin::Recorded(_)))
+            })
+            .collect();
+        for &a in &ok {
+            for &b in &ok {
+                let (ea, eb) = (&n.edges[a], &n.edges[b]);
+                if a != b && !ea.user_rejected() && ea.value() - eb.value() > cfg.margin {
+                    out.extend(search::pairs(tree, &[search::Critical { node: i, best: a, worst: b }], version));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
+    let mut s = String::new();
+    for r in rows {
+        s.push_str(&serde_json::to_string(r)?);
+        s.push('\n');
+    }
+    crate::pairs::write_atomic(path, s.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Per-task success before and after (means over samples), and their mean paired difference with
+/// a 95% interval (normal approximation over tasks; tasks in only one run are left out).
+pub fn paired(before: &[EpisodeResult], after: &[EpisodeResult]) -> Value {
+    let rates = |rs: &[EpisodeResult]| {
+        let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for r in rs {
+            let e = m.entry(r.task.clone()).or_default();
+            e.0 += f64::from(u8::from(r.success));
+            e.1 += 1.0;
+        }
+        m.into_iter().map(|(k, (s, n))| (k, s / n)).collect::<BTreeMap<_, _>>()
+    };
+    let (b, a) = (rates(before), rates(after));
+    let d: Vec<f64> = b.iter().filter_map(|(k, vb)| a.get(k).map(|va| va - vb)).collect();
+    let n = d.len() as f64;
+    let mean = if d.is_empty() { 0.0 } else { d.iter().sum::<f64>() / n };
+    let sd = if d.len() < 2 { 0.0 } else { (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() };
+    let half = if d.is_empty() { 0.0 } else { 1.96 * sd / n.sqrt() };
+    json!({
+        "tasks": d.len(),
+        "improved": d.iter().filter(|&&x| x > 0.0).count(),
+        "worsened": d.iter().filter(|&&x| x < 0.0).count(),
+        "delta": mean,
+        "low": mean - half,
+        "high": mean + half,
+    })
+}
+
+struct Stages {
+    times: Vec<(String, f64)>,
+}
+
+impl Stages {
+    fn time<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        eprintln!("loop: {name} …");
+        let r = f();
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("loop: {name} took {s:.1} s");
+        self.times.push((name.to_string(), s));
+        r
+    }
+}
+
+fn policy(cfg: &LoopConfig, adapter: Option<&Path>, temperature: f64) -> Result<Box<dyn Policy>> {
+    let engine = crate::serve::tch_engine::TchEngine::load(&cfg.model, adapter, &cfg.device, "keel")?;
+    Ok(Box::new(search::policy::ModelPolicy::new(engine, temperature, cfg.max_tokens)))
+}
+
+/// Evaluates `tasks` with the policy, or reads the report when it is there already.
+fn eval_suite(cfg: &LoopConfig, tasks: &[TaskSpec], adapter: Option<&Path>, out: &Path, suite: &Path, envs: &Envs) -> Result<(Vec<EpisodeResult>, Value)> {
+    if out.exists() {
+        let v: Value = serde_json::from_slice(&std::fs::read(out)?).with_context(|| format!("reading {}", out.display()))?;
+        let rs: Vec<EpisodeResult> = serde_json::from_value(v["results"].clone()).with_context(|| format!("the results in {}", out.display()))?;
+        eprintln!("loop: reusing {}", out.display());
+        return Ok((rs, v));
+    }
+    let p = policy(cfg, adapter, cfg.eval_temperature)?;
+    let ecfg = EvalConfig {
+        samples: cfg.eval_samples,
+        parallel: cfg.parallel,
+        seed: cfg.seed,
+        image: cfg.image.clone(),
+        temperature: cfg.eval_temperature,
+        max_steps: cfg.max_steps,
+        client: "keel-train loop (eval)".into(),
+        ..Default::default()
+    };
+    let model = ModelRef { name: "keel".into(), version: p.version() };
+    let run = eval::run_suite(tasks, p.as_ref(), envs, &ecfg, &model, None, &|r| progress("eval", r));
+    eprint!("{}", eval::table(&run));
+    let v = eval::report_json(&run, &ecfg, &model, suite);
+    eval::write_report(&v, out)?;
+    let _ = eval::plot(&eval::summarize(&run.results), &out.with_extension("png"), &format!("{}: {}", out.file_stem().and_then(|s| s.to_str()).unwrap_or("eval"), suite.display()));
+    Ok((run.results, v))
+}
+
+fn progress(stage: &str, r: &EpisodeResult) {
+    let what = r.error.clone().unwrap_or_else(|| r.actions.join(" "));
+    eprintln!("  {stage} {} #{}: {} in {} steps ({:.1} s): {what}", r.task, r.sample, if r.success { "solved" } else { "failed" }, r.steps, r.wall_ms as f64 / 1000.0);
+}
+
+/// Runs the loop; returns the report it wrote.
+pub fn run(cfg: &LoopConfig) -> Result<Value> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+    let mut stages = Stages { times: vec![] };
+    let mut all_train = Vec::new();
+    for dir in &cfg.tasks {
+        let mut ts = load(dir)?;
+        if cfg.tasks.len() > 1 {
+            for t in &mut ts {
+                t.name = format!("{}/{}", dir.display(), t.name);
+            }
+        }
+        all_train.extend(ts);
+    }
+    let train = subset(all_train, cfg.max_train_tasks, cfg.seed);
+    let train_ids: HashMap<String, String> = train.iter().map(|t| (task_identity(t), t.name.clone())).collect();
+    let mut heldout = Vec::new();
+    for h in &cfg.heldout {
+        let tasks = subset(load(h)?, cfg.max_heldout_tasks, cfg.seed);
+        for t in &tasks {
+            if let Some(tn) = train_ids.get(&task_identity(t)) {
+                bail!("held-out task `{}` in {} is the training task `{tn}`: a held-out split must share nothing with training", t.name, h.display());
+            }
+        }
+        heldout.push((h.clone(), tasks));
+    }
+    let envs = Envs::new(None);
+    let suite_name = |i: usize, h: &Path| format!("{i}-{}", h.iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join("-"));
+
+    // 1. before
+    let mut before = Vec::new();
+    for (i, (h, tasks)) in heldout.iter().enumerate() {
+        let out = cfg.out.join(format!("eval-before-{}.json", suite_name(i, h)));
+        if let Some(b) = cfg.baseline.get(i).filter(|b| b.exists() && !out.exists()) {
+            std::fs::copy(b, &out).with_context(|| format!("copying the baseline {}", b.display()))?;
+        }
+        before.push(stages.time(&format!("before ({})", h.display()), || eval_suite(cfg, tasks, cfg.init_adapter.as_deref(), &out, h, &envs))?);
+    }
+
+    // 2. collect
+    let store_path = cfg.out.join("collect.db");
+    let collected_marker = cfg.out.join("collect.json");
+    if !collected_marker.exists() {
+        let _ = std::fs::remove_file(&store_path);
+        stages.time("collect", || {
+            let store = Store::open(&store_path)?;
+            let writer = store.writer()?;
+            let p = policy(cfg, cfg.init_adapter.as_deref(), cfg.collect_temperature)?;
+            let ecfg = EvalConfig {
+                samples: cfg.samples,
+                parallel: cfg.parallel,
+                seed: cfg.seed ^ 0x5EA1_1C0,
+                image: cfg.image.clone(),
+                temperature: cfg.collect_temperature,
+                max_steps: cfg.max_steps,
+                client: "keel-train collect".into(),
+                ..Default::default()
+            };
+            let model = ModelRef { name: "keel".into(), version: p.version() };
+            let run = eval::run_suite(&train, p.as_ref(), &envs, &ecfg, &model, Some(&writer), &|r| progress("collect", r));
+            writer.flush().wait()?;
+            eprint!("{}", eval::table(&run));
+            let v = eval::report_json(&run, &ecfg, &model, &cfg.tasks[0]);
+            eval::write_report(&v, &collected_marker)
+        })?;
+    }
+    let collect_report: Value = serde_json::from_slice(&std::fs::read(&collected_marker)?)?;
+    let store = Store::open(&store_path)?;
+    let episodes = store.episodes(&Default::default())?;
+    let mut trees: Vec<EpisodeTree> = Vec::new();
+    for e in &episodes {
+        if let Some(t) = store.tree(e.id)? {
+            trees.push(t);
+        }
+    }
+
+    // 3. search: one tree per task (its episodes share their first state).
+    let pairs_path = cfg.out.join("pairs.jsonl");
+    let all_pairs_path = cfg.out.join("pairs-all.jsonl");
+    if !pairs_path.exists() || !all_pairs_path.exists() {
+        stages.time("search", || {
+            let mut groups: BTreeMap<String, Vec<EpisodeTree>> = BTreeMap::new();
+            for t in &trees {
+                if let Some(first) = t.steps.iter().find(|s| s.step.parent_id.is_none()) {
+                    groups.entry(first.step.state_hash.clone()).or_default().push(t.clone());
+                }
+            }
+            let p = policy(cfg, cfg.init_adapter.as_deref(), 1.0)?;
+            let mut critical = Vec::new();
+            let mut all = Vec::new();
+            let mut tree_json = Vec::new();
+            // Episodes name their task's workspace folder: that finds the task's image.
+            let image_of: HashMap<String, String> = train.iter().map(|t| (t.dir.join("workspace").display().to_string(), eval::task_image(t, cfg.image.as_deref()))).collect();
+            for (_, group) in groups {
+                let image = image_of.get(&group[0].episode.workspace.root).cloned().unwrap_or_else(|| eval::image_name(cfg.image.as_deref()));
+                let env = envs.get(&image)?;
+                let Some(mut tree) = search::Tree::from_episodes(&group, &cfg.search.values) else { continue };
+                let stats = search::search(&mut tree, &p.as_ref(), env.as_ref(), &cfg.search)?;
+                let found = search::critical(&tree, &cfg.search);
+                eprint!("{}", search::summary(&tree, &found, &stats));
+                critical.extend(search::pairs(&tree, &found, p.version().as_deref()));
+                all.extend(all_sibling_pairs(&tree, &cfg.search, p.version().as_deref()));
+                tree_json.push(search::tree_json(&tree, &found));
+            }
+            write_jsonl(&all_pairs_path, &all)?;
+            crate::pairs::write_atomic(&cfg.out.join("trees.json"), serde_json::to_string(&tree_json)?.as_bytes())?;
+            write_jsonl(&pairs_path, &critical)
+        })?;
+    }
+    let count = |p: &Path| std::fs::read_to_string(p).map(|s| s.lines().filter(|l| !l.trim().is_empty()).count()).unwrap_or(0);
+
+    // 4. sft data and training
+    let sft_path = cfg.out.join("sft.jsonl");
+    let sft_rows: Vec<Value> = trees.iter().flat_map(sft_examples).collect();
+    write_jsonl(&sft_path, &sft_rows)?;
+    let mut adapter: Option<PathBuf> = cfg.init_adapter.clone();
+    if cfg.recipe.sft() && !sft_rows.is_empty() {
+        let out = cfg.out.join("sft");
+        if !out.join("adapter_model.safetensors").exists() {
+            stages.time("sft", || {
+                let o = TrainOptions { model: cfg.model.clone(), data: sft_path.clone(), out: out.clone(), init_adapter: adapter.clone(), epochs: cfg.sft_epochs, lr: cfg.sft_lr, ..cfg.train.clone() };
+                crate::sft::run(&o).map(|_| ())
+            })?;
+        }
+        adapter = Some(out);
+    }
+    // 5. dpo
+    let dpo_data = if cfg.recipe == Recipe::DpoAll { &all_pairs_path } else { &pairs_path };
+    if cfg.recipe.dpo() && count(dpo_data) > 0 {
+        let out = cfg.out.join("dpo");
+        if !out.join("adapter_model.safetensors").exists() {
+            stages.time("dpo", || {
+                let o = TrainOptions { model: cfg.model.clone(), data: dpo_data.clone(), out: out.clone(), init_adapter: adapter.clone(), epochs: cfg.dpo_epochs, lr: cfg.dpo_lr, ..cfg.train.clone() };
+                crate::dpo::run(&o).map(|_| ())
+            })?;
+        }
+        adapter = Some(out);
+    }
+    let trained = adapter.is_some() && adapter != cfg.init_adapter;
+    if !trained {
+        eprintln!("loop: nothing to train on (no successful episode, no pair): the policy is unchanged");
+    }
+    let final_dir = cfg.out.join("adapter");
+    if let Some(a) = adapter.as_ref().filter(|_| trained) {
+        copy_adapter(a, &final_dir)?;
+    }
+
+    // 6. after
+    let mut suites = Vec::new();
+    for (i, (h, tasks)) in heldout.iter().enumerate() {
+        let out = cfg.out.join(format!("eval-after-{}.json", suite_name(i, h)));
+        let (after_rs, after_v) = if trained {
+            stages.time(&format!("after ({})", h.display()), || eval_suite(cfg, tasks, Some(&final_dir), &out, h, &envs))?
+        } else {
+            before[i].clone()
+        };
+        let (before_rs, before_v) = &before[i];
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("results");
+            }
+            v
+        };
+        suites.push(json!({
+            "suite": h.display().to_string(),
+            "before": strip(before_v),
+            "after": strip(&after_v),
+            "paired_success": paired(before_rs, &after_rs),
+            "gate": eval::task_gate(before_rs, &after_rs, &eval::GateConfig::default()),
+        }));
+    }
+    let report = json!({
+        "model": cfg.model.display().to_string(),
+        "init_adapter": cfg.init_adapter.as_ref().map(|p| p.display().to_string()),
+        "seed": cfg.seed,
+        "recipe": cfg.recipe.name(),
+        "device": cfg.device,
+        "train_tasks": train.len(),
+        "settings": {
+            "samples": cfg.samples, "eval_samples": cfg.eval_samples, "collect_temperature": cfg.collect_temperature,
+            "eval_temperature": cfg.eval_temperature, "max_steps": cfg.max_steps, "simulations": cfg.search.simulations,
+            "expand": cfg.search.expand, "margin": cfg.search.margin, "max_depth": cfg.search.max_depth,
+            "lora_r": cfg.train.lora_r, "beta": cfg.train.beta, "sft_lr": cfg.sft_lr, "dpo_lr": cfg.dpo_lr,
+            "sft_epochs": cfg.sft_epochs, "dpo_epochs": cfg.dpo_epochs, "max_length": cfg.train.max_length,
+        },
+        "data": {
+            "episodes": trees.len(),
+            "collect_success_rate": collect_report["success_rate"],
+            "successful_episodes": trees.iter().filter(|t| t.end.as_ref().and_then(|e| e.outcome.as_ref()).is_some_and(|o| o.passed)).count(),
+            "sft_examples": sft_rows.len(),
+            "critical_pairs": count(&pairs_path),
+            "sibling_pairs": count(&all_pairs_path),
+        },
+        "trained": trained,
+        "adapter": trained.then(|| final_dir.display().to_string()),
+        "suites": suites,
+        "stages": stages.times.iter().map(|(n, s)| json!({"stage": n, "seconds": s})).collect::<Vec<_>>(),
+        "wall_seconds": started.elapsed().as_secs_f64(),
+    });
+    crate::pairs::write_atomic(&cfg.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    Ok(report)
+}
+
+fn copy_adapter(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for name in ["adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "plot.png"] {
+        let src = from.join(name);
+        if src.exists() {
+            std::fs::copy(&src, to.join(name)).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A one-screen summary of a report.
+pub fn summary(report: &Value) -> String {
+    let mut s = format!(
+        "loop ({}, seed {}): {} training tasks, {} episodes ({} solved), {} SFT examples, {} critical pairs, {:.1} min\n",
+        report["recipe"].as_str().unwrap_or(""),
+        report["seed"],
+        report["train_tasks"],
+        report["data"]["episodes"],
+        report["data"]["successful_episodes"],
+        report["data"]["sft_examples"],
+        report["data"]["critical_pairs"],
+        report["wall_seconds"].as_f64().unwrap_or(0.0) / 60.0
+    );
+    let pct = |v: &Value| format!("{:5.1}%", 100.0 * v["value"].as_f64().unwrap_or(0.0));
+    for su in report["suites"].as_array().into_iter().flatten() {
+        s.push_str(&format!("{}\n  {:<14} {:>8} {:>8}\n", su["suite"].as_str().unwrap_or(""), "", "before", "after"));
+        for k in ["success_rate", "invalid_call_rate", "loop_rate", "empty_patch_rate"] {
+            s.push_str(&format!("  {k:<18} {} {}\n", pct(&su["before"][k]), pct(&su["after"][k])));
+        }
+        let p = &su["paired_success"];
+        s.push_str(&format!(
+            "  paired success Δ {:+.3} [{:+.3}, {:+.3}] over {} tasks ({} better, {} worse); gate: {}\n",
+            p["delta"].as_f64().unwrap_or(0.0),
+            p["low"].as_f64().unwrap_or(0.0),
+            p["high"].as_f64().unwrap_or(0.0),
+            p["tasks"],
+            p["improved"],
+            p["worsened"],
+            su["gate"]["verdict"].as_str().unwrap_or("")
+        ));
+    }
+    for st in report["stages"].as_array().into_iter().flatten() {
+        s.push_str(&format!("  {:<40} {:8.1} s\n", st["stage"].as_str().unwrap_or(""), st["seconds"].as_f64().unwrap_or(0.0)));
+    }
+    s
+}

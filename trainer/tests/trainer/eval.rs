@@ -1,0 +1,188 @@
+//! `eval` and `collect` on tasks, in real containers (the Python image `cargo xtask setup` builds):
+//! a scripted policy whose behaviour per task is known, so every figure of the report is checked;
+//! the episodes `collect` records (unreviewed decisions, the verification outcome) and the search
+//! tree built from them; and the command line on a real (tiny, random) model, with a broken task
+//! folder in the suite.
+
+use std::path::Path;
+
+use keel_agent::task::{TaskSpec, discover};
+use keel_trainer::eval::{self, EvalConfig, Envs};
+use keel_trainer::search::{self, Policy};
+use keel_trajectory::*;
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A task: `calc.py` with a bug in `add`, its test protected.
+fn calc_task(suite: &Path, name: &str, instruction: &str) {
+    write(suite, &format!("{name}/task.toml"), &format!(
+        "instruction = \"{instruction}\"\nverify = \"python3 test_calc.py\"\nprotected = [\"test_calc.py\"]\nfile = \"calc.py\"\nmax_steps = 5\n[meta]\nfamily = \"operator\"\n"
+    ));
+    write(suite, &format!("{name}/workspace/calc.py"), "def add(a, b):\n    return a - b\n");
+    write(suite, &format!("{name}/workspace/test_calc.py"), "from calc import add\nassert add(2, 3) == 5, f'add(2, 3) returned {add(2, 3)}, expected 5'\nprint('ok')\n");
+}
+
+pub fn small_suite(dir: &Path) {
+    calc_task(dir, "fix", "fix it");
+    calc_task(dir, "loop", "loop");
+    calc_task(dir, "cheat", "cheat");
+    calc_task(dir, "nothing", "nothing");
+    // Broken ones: verify passes before any change; no task.toml.
+    write(dir, "passes/task.toml", "instruction = \"x\"\nverify = \"python3 -c 'pass'\"\n");
+    write(dir, "passes/workspace/a.py", "x = 1\n");
+    write(dir, "no-toml/workspace/a.py", "x = 1\n");
+}
+
+/// Answers by the task's instruction and the number of steps taken so far.
+struct Scripted;
+
+impl Policy for Scripted {
+    fn sample(&self, prompt: &Prompt, k: usize, _seed: u64) -> anyhow::Result<Vec<ModelOutput>> {
+        let user = prompt.messages[1].content.clone().unwrap_or_default();
+        let n = prompt.messages.iter().filter(|m| m.role == Role::Assistant).count();
+        let view = Action::ViewFile { path: "calc.py".into(), start_line: None, end_line: None };
+        let finish = Action::Finish { summary: "done".into() };
+        let a = if user.contains("fix it") {
+            [view, Action::Edit { path: "calc.py".into(), old_text: "a - b".into(), new_text: "a + b".into() }, Action::Run { command: "python3 test_calc.py".into() }, finish.clone()]
+                .get(n)
+                .cloned()
+                .unwrap_or(finish)
+        } else if user.contains("loop") {
+            view
+        } else if user.contains("cheat") {
+            [Action::Edit { path: "test_calc.py".into(), old_text: "assert add(2, 3) == 5".into(), new_text: "assert True".into() }, finish.clone()].get(n).cloned().unwrap_or(finish)
+        } else {
+            finish
+        };
+        Ok((0..k).map(|i| ModelOutput { content: None, tool_calls: vec![a.to_tool_call(format!("c{i}"))] }).collect())
+    }
+    fn version(&self) -> Option<String> {
+        Some("scripted@1".into())
+    }
+}
+
+#[test]
+fn eval_measures_success_loops_and_empty_patches_in_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    small_suite(&suite);
+    let (tasks, errors): (Vec<TaskSpec>, _) = discover(&suite).unwrap();
+    assert_eq!(tasks.len(), 5);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().starts_with("task `no-toml`: no task.toml"), "{}", errors[0]);
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let writer = store.writer().unwrap();
+    let cfg = EvalConfig { samples: 2, parallel: 3, client: "keel-train collect".into(), ..Default::default() };
+    let model = ModelRef { name: "scripted".into(), version: None };
+    let envs = Envs::new(None);
+    let run = eval::run_suite(&tasks, &Scripted, &envs, &cfg, &model, Some(&writer), &|_| {});
+    writer.flush().wait().unwrap();
+    assert_eq!(run.task_errors.len(), 1, "{:?}", run.task_errors);
+    assert!(run.task_errors[0].message.contains("passes before any change"), "{:?}", run.task_errors);
+    assert_eq!(run.results.len(), 8, "4 good tasks × 2 samples");
+    let by = |t: &str| run.results.iter().filter(|r| r.task == t).collect::<Vec<_>>();
+    for r in by("fix") {
+        assert!(r.success && !r.empty_patch && r.loops == 0, "{r:?}");
+        assert_eq!((r.end.as_str(), r.steps, r.edits_applied), ("finished", 4, 1));
+        assert_eq!(r.actions, vec!["view_file", "edit", "run", "finish"]);
+    }
+    for r in by("loop") {
+        // view, then the same view rejected as a loop until the budget (5 answers) runs out.
+        assert!(!r.success && r.empty_patch && r.loops == 4, "{r:?}");
+        assert_eq!(r.end, "exhausted");
+    }
+    for r in by("cheat") {
+        // Editing the test passes nothing: it is restored before verify, and the patch is empty.
+        assert!(!r.success && r.empty_patch && r.edits_applied == 1, "{r:?}");
+        assert!(r.verify_output.contains("returned -1, expected 5"), "{}", r.verify_output);
+    }
+    for r in by("nothing") {
+        assert!(!r.success && r.empty_patch && r.steps == 1, "{r:?}");
+    }
+    let s = eval::summarize(&run.results);
+    assert_eq!((s.tasks, s.episodes, s.errors), (4, 8, 0));
+    assert_eq!(s.success_rate.value, 0.25);
+    assert!(s.success_rate.low > 0.0 && s.success_rate.high < 0.75, "{:?}", s.success_rate);
+    assert_eq!(s.loop_rate.value, 0.25);
+    assert_eq!(s.empty_patch_rate.value, 0.75);
+    assert_eq!(s.invalid_call_rate.value, 0.0);
+    let report = eval::report_json(&run, &cfg, &model, &suite);
+    for k in ["tasks", "success_rate", "invalid_call_rate", "loop_rate", "empty_patch_rate", "mean_steps", "results"] {
+        assert!(report.get(k).is_some(), "{k} missing from the report");
+    }
+    assert_eq!(report["success_rate"]["value"], 0.25);
+
+    // The episodes are in the store as the editor records them, with the outcome at their end;
+    // what ran unattended is `unreviewed`, never `accepted`.
+    let eps = store.episodes(&EpisodeFilter::default()).unwrap();
+    assert_eq!(eps.len(), 8);
+    let mut passed = 0;
+    for e in &eps {
+        assert_eq!(e.client.as_deref(), Some("keel-train collect"));
+        assert_eq!(e.protected, vec!["test_calc.py"]);
+        let t = store.tree(e.id).unwrap().unwrap();
+        let outcome = t.end.as_ref().and_then(|e| e.outcome.clone()).expect("an outcome");
+        passed += usize::from(outcome.passed);
+        for s in &t.steps {
+            assert!(!matches!(s.decision(), Some(Decision::Accepted)), "nobody accepted anything");
+            assert_eq!(s.step.model.version.as_deref(), Some("scripted@1"));
+        }
+        if outcome.passed {
+            let kinds: Vec<&str> = t.steps.iter().map(|s| s.decision().unwrap().kind()).collect();
+            assert_eq!(kinds, vec!["auto", "unreviewed", "unreviewed", "auto"]);
+            // The search tree takes the outcome as one rollout along the recorded path.
+            let tree = search::Tree::from_episode(&t, &search::HumanValues::default()).unwrap();
+            let root_edge = &tree.nodes[0].edges[0];
+            assert_eq!((root_edge.n, root_edge.q()), (1, 1.0));
+        }
+    }
+    assert_eq!(passed, 2);
+
+    // The same tasks again with the same seed: the same results (the scripted policy is
+    // deterministic; the containers are reused and reset in between).
+    let again = eval::run_suite(&tasks, &Scripted, &envs, &cfg, &model, None, &|_| {});
+    let key = |r: &eval::EpisodeResult| (r.task.clone(), r.sample, r.success, r.actions.clone(), r.empty_patch);
+    assert_eq!(again.results.iter().map(key).collect::<Vec<_>>(), run.results.iter().map(key).collect::<Vec<_>>());
+}
+
+#[test]
+fn eval_on_the_command_line_with_a_model_and_a_broken_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    small_suite(&suite);
+    let model = dir.path().join("tiny");
+    let st = keel_e2e::command("keel-train").args(["init-model", "--preset", "tiny", "--out"]).arg(&model).status().unwrap();
+    assert!(st.success());
+    let out = dir.path().join("report.json");
+    let o = keel_e2e::command("keel-train")
+        .args(["eval", "--tasks"])
+        .arg(&suite)
+        .args(["--model"])
+        .arg(&model)
+        .args(["--samples", "1", "--parallel", "2", "--max-steps", "2", "--max-tokens", "48", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("task `no-toml`: no task.toml"), "{stderr}");
+    assert!(stderr.contains("task `passes`") && stderr.contains("passes before any change"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["tasks"], 4);
+    assert_eq!(v["results"].as_array().unwrap().len(), 4);
+    assert!(v["model"]["version"].as_str().unwrap().ends_with("@base"), "{}", v["model"]);
+    assert!(v["success_rate"]["high"].as_f64().unwrap() > 0.0);
+    // Every answer of the model was a tool call that parsed (constrained decoding).
+    for r in v["results"].as_array().unwrap() {
+        assert!(r["error"].is_null(), "{r}");
+        assert!(r["steps"].as_u64().unwrap() >= 1);
+    }
+    assert!(out.with_extension("png").exists());
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+use std::os::unix::fs::PermissionsExt;
