@@ -307,7 +307,7 @@ def check_task(task_dir: Path) -> list[str]:
     if task is None:
         return errors
     ws_dir = task_dir / "workspace"
-    start = run_verify(ws_dir, task.workspace, task.verify)
+    start = run_verify(ws_dir, task.workspace, task.verify, cpu_s=CPU_LIMIT_S)
     if start.code is None:
         errors.append(f"the starting workspace does not finish `{task.verify}` within {CPU_LIMIT_S} s of CPU time")
     elif start.code == 0:
@@ -317,7 +317,7 @@ def check_task(task_dir: Path) -> list[str]:
     fixed, fix_errors = apply_fixes(task.workspace, task.fixes)
     errors += fix_errors
     if not fix_errors:
-        end = run_verify(ws_dir, fixed, task.verify)
+        end = run_verify(ws_dir, fixed, task.verify, cpu_s=CPU_LIMIT_S)
         if end.code != 0:
             tail = end.output.strip().splitlines()[-3:]
             what = "times out" if end.code is None else f"exits {end.code}"

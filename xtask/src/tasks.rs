@@ -61,3 +61,31 @@ fn fingerprint() -> Result<String> {
     bytes.extend(pin.trim().as_bytes());
     Ok(keel_trajectory::blob_hash(&bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// The generators' own tests (`tasks/gen/test_gen.py`: the mutator, the format, the checker, the
+    /// test files the agent reads, the committed suites' shape and splits), then every committed task
+    /// checked as it was when generated: it fails as it starts and passes with its fix.
+    #[test]
+    fn generators_and_committed_suites_check() {
+        let root = crate::env::root();
+        for args in [&["tasks/gen/test_gen.py"][..], &["tasks/gen/check.py", "tasks/bugfix", "tasks/smoke"]] {
+            let out = Command::new("python3")
+                .args(args)
+                .current_dir(&root)
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .output()
+                .expect("python3 runs");
+            assert!(
+                out.status.success(),
+                "python3 {} failed:\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
