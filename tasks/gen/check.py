@@ -8,7 +8,8 @@ A SUITE_DIR is a suite with `train/` and `heldout/` splits, a folder of task fol
 folder. Besides each task, it checks the suite: task folder names are unique across its splits, a
 task's `meta.split` (if any) names the split it is in, and no function (`meta.function`) or problem
 (`meta.task_id`) has tasks in both splits — a held-out split that shares one with training measures
-nothing. Prints one line per failing task and the counts per split and family; exits 1 on any failure.
+nothing — nor in the training split of one suite given and the held-out split of another. Prints one
+line per failing task and the counts per split and family; exits 1 on any failure.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def find_tasks(suite: Path) -> list[tuple[str, Path]]:
     return [("", d) for d in sorted(suite.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
 
-def check_suite(suite: Path, jobs: int | None) -> int:
+def check_suite(suite: Path, jobs: int | None, owners: dict[tuple[str, str], set[str]] | None = None) -> int:
+    """Check one suite; `owners` (if given) collects which splits each function or problem is in, so
+    that leaks between suites can be found too."""
     if not suite.is_dir():
         print(f"{suite}: not a folder", file=sys.stderr)
         return 1
@@ -48,7 +51,7 @@ def check_suite(suite: Path, jobs: int | None) -> int:
     failures = 0
     results = taskfmt.check_tasks([d for _, d in found], jobs)
     names: dict[str, list[str]] = defaultdict(list)
-    owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+    mine: dict[tuple[str, str], set[str]] = defaultdict(set)
     counts: Counter = Counter()
     for (split, d), errors in zip(found, results):
         names[d.name].append(split)
@@ -59,7 +62,7 @@ def check_suite(suite: Path, jobs: int | None) -> int:
                 errors = errors + [f"meta.split is {meta_split!r} but the task is in {split}/"]
             for key in LEAK_KEYS:
                 if key in task.meta:
-                    owners[(key, str(task.meta[key]))].add(split)
+                    mine[(key, str(task.meta[key]))].add(split)
             counts[(split, str(task.meta.get("family", "-")))] += 1
         for e in errors:
             print(f"{d.relative_to(suite.parent)}: {e}")
@@ -68,10 +71,12 @@ def check_suite(suite: Path, jobs: int | None) -> int:
         if len(splits) > 1:
             print(f"{suite}: task name {name} is used {len(splits)} times ({', '.join(s or '.' for s in splits)})")
             failures += 1
-    for (key, value), splits in sorted(owners.items()):
+    for (key, value), splits in sorted(mine.items()):
         if len(splits - {""}) > 1:
             print(f"{suite}: {key} {value} has tasks in both train/ and heldout/")
             failures += 1
+        if owners is not None:
+            owners[(key, value)] |= splits
     report(suite, counts)
     print(f"{suite}: {len(found)} tasks, {failures} failing")
     return failures
@@ -91,7 +96,15 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=None, help="tasks checked at once (default: one per CPU)")
     args = ap.parse_args()
     started = time.monotonic()
-    failures = sum(check_suite(s, args.jobs) for s in args.suites)
+    owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+    failures = sum(check_suite(s, args.jobs, owners) for s in args.suites)
+    if len(args.suites) > 1:
+        # Suites made from the same functions or problems (bugfix and smoke; humanevalfix and humaneval)
+        # must split them the same way, or one trains on what the other holds out.
+        for (key, value), splits in sorted(owners.items()):
+            if len(splits - {""}) > 1:
+                print(f"{key} {value} is in train/ of one suite and heldout/ of another")
+                failures += 1
     print(f"checked in {time.monotonic() - started:.1f} s")
     return 1 if failures else 0
 

@@ -224,7 +224,9 @@ def test_check_suite_catches_leaks_and_duplicates():
         taskfmt.write_task(suite / "heldout" / "g-1", Task(**{**task.__dict__, "meta": {"function": "g", "split": "train"}}))
         assert check.check_suite(suite, jobs=2) == 1  # meta.split says train
         shutil.rmtree(suite / "heldout" / "g-1")
-        assert check.check_suite(suite, jobs=2) == 0
+        owners = defaultdict(set)
+        assert check.check_suite(suite, jobs=2, owners=owners) == 0
+        assert owners[("function", "f")] == {"train"}
 
 
 # --- the test files the agent reads
