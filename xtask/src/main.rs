@@ -9,6 +9,7 @@ mod editors;
 mod env;
 mod podman;
 mod setup;
+mod tasks;
 
 use anyhow::{Result, bail};
 

@@ -9,6 +9,7 @@ use crate::env;
 /// Everything the tests and the demo need.
 pub fn all() -> Result<()> {
     python()?;
+    crate::tasks::setup()?;
     crate::editors::setup()?;
     crate::podman::setup()?;
     Ok(())

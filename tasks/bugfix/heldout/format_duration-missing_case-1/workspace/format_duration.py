@@ -1,0 +1,11 @@
+def format_duration(seconds):
+    """Format a number of seconds as "1h 2m 3s", leaving out parts that are zero;
+    0 seconds is "0s"."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes:
+        parts.append(f"{minutes}m")
+    return " ".join(parts)

@@ -1,0 +1,13 @@
+def median(values):
+    """Return the median of a non-empty list of numbers (the mean of the two middle ones
+    when the count is even). The list is not changed.
+
+    Raises ValueError for an empty list.
+    """
+    if not values:
+        raise ValueError("median of an empty list")
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2 == 1:
+        return ordered[mid + 1]
+    return (ordered[mid - 1] + ordered[mid]) / 2

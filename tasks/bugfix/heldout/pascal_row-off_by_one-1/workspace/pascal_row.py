@@ -1,0 +1,10 @@
+def pascal_row(n):
+    """Return row n of Pascal's triangle (row 0 is [1], row 3 is [1, 3, 3, 1])."""
+    row = [1]
+    for _ in range(n):
+        nxt = [1]
+        for i in range(len(row) - 1):
+            nxt.append(row[i + 1] + row[i + 1])
+        nxt.append(1)
+        row = nxt
+    return row

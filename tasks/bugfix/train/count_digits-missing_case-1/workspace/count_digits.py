@@ -1,0 +1,8 @@
+def count_digits(n):
+    """Return how many decimal digits n has; 0 has one digit and the sign does not count."""
+    n = abs(n)
+    count = 0
+    while n:
+        n //= 10
+        count += 1
+    return count

@@ -1,0 +1,13 @@
+def counting_sort(values, max_value):
+    """Sort integers in 0..max_value in ascending order by counting them.
+
+    Raises ValueError for a value outside that range."""
+    counts = [0] * (max_value + 1)
+    for v in values:
+        if v < 0 or v > max_value:
+            raise ValueError(f"{v} is outside 0..{max_value}")
+        counts[v] += 1
+    result = []
+    for v in range(max_value):
+        result.extend([v] * counts[v])
+    return result

@@ -1,0 +1,10 @@
+def is_prime(n):
+    """Return True if n is a prime number, False otherwise (numbers below 2 are not prime)."""
+    if n < 2:
+        return False
+    d = 2
+    while d * d <= n:
+        if d % n == 0:
+            return False
+        d += 1
+    return True

@@ -1,0 +1,10 @@
+def nested_total(data):
+    """Return the sum of all numbers in a structure of nested dicts and lists
+    (strings and other values are skipped; True and False are not numbers here)."""
+    if isinstance(data, bool):
+        return 0
+    if isinstance(data, (int, float)):
+        return data
+    if isinstance(data, list):
+        return sum(nested_total(v) for v in data)
+    return 0

@@ -1,0 +1,7 @@
+def transpose(matrix):
+    """Return the transpose of a rectangular matrix given as a list of rows ([] for [])."""
+    rows, cols = len(matrix), len(matrix[0])
+    result = []
+    for c in range(cols):
+        result.append([matrix[r][c] for r in range(rows)])
+    return result

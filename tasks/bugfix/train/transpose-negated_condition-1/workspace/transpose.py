@@ -1,0 +1,9 @@
+def transpose(matrix):
+    """Return the transpose of a rectangular matrix given as a list of rows ([] for [])."""
+    if matrix:
+        return []
+    rows, cols = len(matrix), len(matrix[0])
+    result = []
+    for c in range(cols):
+        result.append([matrix[r][c] for r in range(rows)])
+    return result
