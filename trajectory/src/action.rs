@@ -389,7 +389,7 @@ fn build_tools_schema() -> Vec<Value> {
             "search",
             "Search the workspace (or one path in it) for a regular expression; returns matching lines as path:line: text.",
             json!({
-                "pattern": {"type": "string", "description": "A regular expression."},
+                "pattern": {"type": "string", "description": "A regular expression.", "maxLength": 200},
                 "path": {"type": "string", "description": "A file or directory relative to the workspace root."}
             }),
             &["pattern"],
@@ -407,13 +407,13 @@ fn build_tools_schema() -> Vec<Value> {
         f(
             "run",
             "Run a shell command in a sandbox copy of the workspace (after the user allows it).",
-            json!({"command": {"type": "string"}}),
+            json!({"command": {"type": "string", "maxLength": 500}}),
             &["command"],
         ),
         f(
             "finish",
             "End the task with a short summary of what was done.",
-            json!({"summary": {"type": "string"}}),
+            json!({"summary": {"type": "string", "maxLength": 300}}),
             &["summary"],
         ),
     ]

@@ -46,6 +46,7 @@ impl TchEngine {
                 self.model.template()?.render(&msgs, tools, true)?
             }
         };
+        tracing::trace!(target: "keel_trainer::prompt", "{text}");
         Ok(self.model.tokenizer.encode(&text)?)
     }
 }
@@ -112,6 +113,7 @@ impl Engine for TchEngine {
                 Ok(outs) => {
                     for (k, (text, finish, n)) in outs.into_iter().enumerate() {
                         let i = index[k];
+                        tracing::debug!(target: "keel_trainer::generated", finish = %finish, tokens = n, "{text}");
                         let (mut content, mut calls) = if batch[i].tools.is_empty() { (text.clone(), vec![]) } else { parse_calls(&text) };
                         if calls.is_empty() && !batch[i].tools.is_empty() && batch[i].tool_choice != ToolChoice::None {
                             // A call cut short by the token budget still has to parse.
