@@ -51,7 +51,7 @@ use tch::{Device, Kind};
 pub use chat::ChatTemplate;
 pub use config::{Config, Family};
 pub use error::{ModelError, Result};
-pub use generate::{FinishReason, Generation, Generator, LogitsProcessor, SamplingParams, StepToken, generate};
+pub use generate::{FinishReason, Generation, Generator, LogitsProcessor, PrefixCache, SamplingParams, StepToken, generate};
 pub use logprob::{Sequence, completion_logps, pair_logps};
 pub use lora::{Lora, LoraConfig};
 pub use tokenizer::{IncrementalDecoder, Tokenizer};

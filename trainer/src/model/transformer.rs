@@ -182,6 +182,23 @@ impl KvCache {
         self.capacity
     }
 
+    /// Row `row`'s keys and values at positions `start..start + len` of every layer, each
+    /// `(1, kv_heads, len, head_dim)` (copies).
+    pub fn row_slice(&self, row: i64, start: i64, len: i64) -> (Vec<Tensor>, Vec<Tensor>) {
+        let cut = |t: &Tensor| t.narrow(0, row, 1).narrow(2, start, len).copy();
+        (self.k.iter().map(cut).collect(), self.v.iter().map(cut).collect())
+    }
+
+    /// Writes keys and values (as [`KvCache::row_slice`] gives them) into row `row` at position
+    /// `at`; the cache's length becomes at least `at + len`.
+    pub fn write_row(&mut self, row: i64, at: i64, k: &[Tensor], v: &[Tensor]) {
+        let len = k.first().map_or(0, |t| t.size()[2]);
+        for (dst, src) in self.k.iter_mut().zip(k).chain(self.v.iter_mut().zip(v)) {
+            dst.narrow(0, row, 1).narrow(2, at, len).copy_(src);
+        }
+        self.len = self.len.max(at + len);
+    }
+
     /// Keeps the given batch rows, in that order; a row may repeat (rows that share a prefilled
     /// prompt).
     pub fn select_rows(&mut self, rows: &Tensor) {
