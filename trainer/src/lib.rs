@@ -7,6 +7,7 @@
 //! It reads the trajectory store and never writes trajectories; it never speaks LSP. It is the only
 //! part of Keel that links libtorch.
 
+pub mod convert;
 pub mod dpo;
 pub mod init_model;
 pub mod metrics;
