@@ -282,7 +282,10 @@ impl Gguf {
     }
 }
 
-fn parse(buf: &[u8], path: &Path) -> Result<(u32, HashMap<String, Value>, Vec<TensorInfo>), ConvertError> {
+/// What [`parse`] reads: the version, the metadata and the tensor table.
+type Parsed = (u32, HashMap<String, Value>, Vec<TensorInfo>);
+
+fn parse(buf: &[u8], path: &Path) -> Result<Parsed, ConvertError> {
     if buf.len() < 4 || &buf[..4] != b"GGUF" {
         return Err(ConvertError::NotGguf { path: path.to_path_buf() });
     }

@@ -461,7 +461,7 @@ fn write_safetensors(g: &Gguf, plan: &Plan, path: &Path, dtype: OutDtype) -> Res
     }
     let mut head = serde_json::to_vec(&Value::Object(header)).expect("JSON");
     // The data starts 8-aligned, as the safetensors library writes it.
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let io = |source| ConvertError::Io { path: path.to_path_buf(), source };
@@ -512,7 +512,7 @@ fn le_bytes<T: Copy>(values: &[T]) -> &[u8] {
 /// is row `j * dim + i` of the original, where dim is half the head's rows. transformers'
 /// `_reverse_permute_weights`: `reshape(heads, dim, 2, cols).swapaxes(1, 2)`.
 pub fn unpermute(values: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
-    if heads == 0 || rows % (2 * heads) != 0 || values.len() % rows != 0 {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || !values.len().is_multiple_of(rows) {
         return None;
     }
     let cols = values.len() / rows;
