@@ -281,7 +281,7 @@ struct InitModelArgs {
 #[derive(clap::Args)]
 struct ConvertArgs {
     /// The GGUF file (v2/v3; llama or qwen2 architecture; F32, F16, BF16, Q4_0/1, Q5_0/1, Q8_0,
-    /// Q2_K-Q6_K tensors; byte-level BPE vocabulary).
+    /// Q2_K-Q6_K tensors; byte-level BPE or SentencePiece vocabulary).
     #[arg(long)]
     gguf: PathBuf,
     /// The model folder to write (must not exist, or be empty).

@@ -13,8 +13,8 @@
 //!    interleaves the two rotary halves of each head's rows, transformers' loader undoes it. Then
 //!    it is written to `model.safetensors` (f32, or bf16), one tensor at a time, so memory holds one
 //!    tensor, never the model.
-//! 4. The vocabulary becomes `tokenizer.json` ([`vocab`]); bos/eos/pad go to
-//!    `tokenizer_config.json` and `generation_config.json`, the chat template to
+//! 4. The vocabulary (byte-level BPE or SentencePiece) becomes `tokenizer.json` ([`vocab`]);
+//!    bos/eos/pad go to `tokenizer_config.json` and `generation_config.json`, the chat template to
 //!    `chat_template.jinja`.
 //!
 //! Everything is written into a temporary folder (0700, files 0600) beside the destination and

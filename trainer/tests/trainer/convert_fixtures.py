@@ -10,14 +10,17 @@ TOKDIR (Keel's init-model: byte-level BPE, control and user-defined tokens):
                    the `gguf` package) and Q2_K..Q6_K (random blocks: the package cannot quantize
                    them); pre-tokenizer `llama-bpe`, bos added.
   OUT/qwen2.gguf   tied qwen2 with q/k/v biases; pre-tokenizer `qwen2`.
+  OUT/spm.gguf     llama with a SentencePiece vocabulary (`tokenizer.ggml.model = llama`: byte
+                   tokens, scores and no merges, as llama.cpp stores Llama 2's and Mistral's).
   OUT/llama3.gguf  all-F32 llama with Llama 3.1 rope scaling, stored as llama.cpp stores it
                    (`rope_freqs.weight`); OUT/llama3_orig.safetensors holds the original weights.
   OUT/iq4.gguf     a llama whose attn_v is IQ4_NL, a type the converter does not read.
 
-For llama and qwen2, OUT/py_{name}/ is transformers' conversion (CONVERT_SCRIPT's `convert`, the
+For llama, qwen2 and spm, OUT/py_{name}/ is transformers' conversion (CONVERT_SCRIPT's `convert`, the
 one setup runs). OUT/expect_{name}.json: logits of fixed ids from transformers on that folder (for
 llama3: from the original model, since transformers' GGUF loader ignores rope_freqs), and the
-encodings of CORPUS by transformers' tokenizer of the GGUF, without and with special tokens.
+encodings of CORPUS by transformers' tokenizer of the GGUF, without (and decoded again) and with
+special tokens.
 
 With REAL_MODEL_DIR (setup's conversion of SmolLM2-135M-Instruct): OUT/expect_real.json with the
 ids of a chat prompt of a few hundred tokens (rendered by transformers), its greedy continuation
@@ -100,7 +103,8 @@ def encode(data, qtype, rows=None):
 
 
 def vocabulary(tokdir):
-    """Tokens by id, their llama.cpp types, merges, chat template, from a tokenizer.json folder."""
+    """A byte-level vocabulary (tokens by id, llama.cpp token types, merges) and the chat template,
+    from a tokenizer.json folder."""
     tj = json.load(open(os.path.join(tokdir, "tokenizer.json")))
     vocab = dict(tj["model"]["vocab"])
     types = {}
@@ -110,14 +114,41 @@ def vocabulary(tokdir):
     tokens = [None] * (max(vocab.values()) + 1)
     for t, i in vocab.items():
         tokens[i] = t
-    merges = [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]]
-    token_types = [types.get(i, 1) for i in range(len(tokens))]
-    template = json.load(open(os.path.join(tokdir, "tokenizer_config.json")))["chat_template"]
-    return tokens, token_types, merges, template
+    return {
+        "model": "gpt2",
+        "tokens": tokens,
+        "types": [types.get(i, 1) for i in range(len(tokens))],
+        "merges": [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]],
+        "template": json.load(open(os.path.join(tokdir, "tokenizer_config.json")))["chat_template"],
+        "bos": "<|im_start|>",
+        "eos": "<|im_end|>",
+        "pad": "<|endoftext|>",
+    }
 
 
-def write_gguf(path, arch, cfg, tensors, tok, pre, add_bos, extra=None):
-    tokens, token_types, merges, template = tok
+def spm_vocabulary(template):
+    """A SentencePiece vocabulary as llama.cpp stores one (Llama 2, Mistral): `<unk>`, `<s>`, `</s>`,
+    the 256 byte tokens, pieces spelled with `▁` and scored best first, no merges; plus ChatML's
+    control tokens and a user-defined one. The pieces are trained here on CORPUS and this file."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator(CORPUS + open(__file__).read().split("\n\n"), vocab_size=700, show_progress=False)
+    pieces = [t for t, _ in sorted(sp.get_vocab().items(), key=lambda x: x[1]) if t != "<unk>"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces + ["<|im_start|>", "<|im_end|>", "<tool_call>"]
+    return {
+        "model": "llama",
+        "tokens": tokens,
+        "types": [2, 3, 3] + [6] * 256 + [1] * len(pieces) + [3, 3, 4],
+        "scores": [0.0] * 259 + [-float(i) for i in range(len(pieces))] + [0.0] * 3,
+        "template": template,
+        "bos": "<s>",
+        "eos": "<|im_end|>",
+        "unk": "<unk>",
+    }
+
+
+def write_gguf(path, arch, cfg, tensors, tok, pre=None, add_bos=None):
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -130,18 +161,25 @@ def write_gguf(path, arch, cfg, tensors, tok, pre, add_bos, extra=None):
     w.add_vocab_size(cfg.vocab_size)
     if arch == "llama":
         w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
+    tokens = tok["tokens"]
+    w.add_tokenizer_model(tok["model"])
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
-    w.add_token_types(token_types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(tokens.index("<|im_start|>"))
-    w.add_eos_token_id(tokens.index("<|im_end|>"))
-    w.add_pad_token_id(tokens.index("<|endoftext|>"))
-    w.add_add_bos_token(add_bos)
-    w.add_chat_template(template)
-    for k, v in (extra or {}).items():
-        w.add_float32(k, v)
+    w.add_token_types(tok["types"])
+    if "merges" in tok:
+        w.add_token_merges(tok["merges"])
+    if "scores" in tok:
+        w.add_token_scores(tok["scores"])
+    w.add_bos_token_id(tokens.index(tok["bos"]))
+    w.add_eos_token_id(tokens.index(tok["eos"]))
+    if "pad" in tok:
+        w.add_pad_token_id(tokens.index(tok["pad"]))
+    if "unk" in tok:
+        w.add_unk_token_id(tokens.index(tok["unk"]))
+    if add_bos is not None:
+        w.add_add_bos_token(add_bos)
+    w.add_chat_template(tok["template"])
     for name, (data, raw) in tensors.items():
         w.add_tensor(name, data, raw_dtype=raw)
     w.write_header_to_file()
@@ -198,8 +236,9 @@ def logits(model, ids=IDS):
 
 
 def encodings(tok):
+    plain = [tok(t, add_special_tokens=False)["input_ids"] for t in CORPUS]
     return {
-        "encode": [[t, tok(t, add_special_tokens=False)["input_ids"]] for t in CORPUS],
+        "encode": [[t, ids, tok.decode(ids)] for t, ids in zip(CORPUS, plain)],
         "encode_special": [[t, tok(t)["input_ids"]] for t in CORPUS],
     }
 
@@ -223,7 +262,7 @@ def llama3_rope_freqs(theta, head_dim, factor, low=1.0, high=4.0, original=8192)
 
 def synthetic(out, tokdir, convert):
     tok = vocabulary(tokdir)
-    vocab = len(tok[0])
+    vocab = len(tok["tokens"])
     small = dict(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5)
 
@@ -270,7 +309,14 @@ def synthetic(out, tokdir, convert):
     }
     write_gguf(os.path.join(out, "qwen2.gguf"), "qwen2", qwen.config, gguf_tensors(qwen, "qwen2", types, Q.F16), tok, "qwen2", False)
 
-    for name in ("llama", "qwen2"):
+    # A SentencePiece vocabulary (llama.cpp's `llama` tokenizer model: no merges, scores instead;
+    # bos added by default).
+    spm = spm_vocabulary(tok["template"])
+    sl = LlamaForCausalLM(LlamaConfig(**(small | {"vocab_size": len(spm["tokens"])}), rope_theta=10000.0, tie_word_embeddings=True)).eval()
+    randomize_norms_and_biases(sl)
+    write_gguf(os.path.join(out, "spm.gguf"), "llama", sl.config, gguf_tensors(sl, "llama", {}, Q.F16), spm)
+
+    for name in ("llama", "qwen2", "spm"):
         folder = os.path.join(out, f"py_{name}")
         convert(os.path.join(out, f"{name}.gguf"), folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
