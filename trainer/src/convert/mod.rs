@@ -130,6 +130,10 @@ pub fn convert(gguf: &Path, out: &Path, dtype: OutDtype) -> Result<Report, Conve
         plan.skipped.retain(|n| n != "rope_freqs.weight");
     }
     let tok = vocab::build(&g)?;
+    let template = match g.get("tokenizer.chat_template") {
+        None => None,
+        Some(t) => Some(t.as_str().ok_or_else(|| ConvertError::Invalid(format!("{}: `tokenizer.chat_template` must be a string", g.path.display())))?),
+    };
     let tok_vocab = g.get("tokenizer.ggml.tokens").and_then(GValue::as_array).map_or(0, <[GValue]>::len) as i64;
     if tok_vocab > config.vocab_size {
         return Err(ConvertError::Invalid(format!(
@@ -149,14 +153,18 @@ pub fn convert(gguf: &Path, out: &Path, dtype: OutDtype) -> Result<Report, Conve
 
     let bytes = write_safetensors(&g, &plan, &tmp.path.join("model.safetensors"), dtype)?;
     let mut cfg_json = config.to_json();
-    if let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = config.rope_scaling {
-        cfg_json["rope_scaling"] = json!({
-            "rope_type": "llama3",
-            "factor": factor,
-            "low_freq_factor": low_freq_factor,
-            "high_freq_factor": high_freq_factor,
-            "original_max_position_embeddings": original_max_position_embeddings as i64,
-        });
+    match config.rope_scaling {
+        RopeScaling::Default => {}
+        RopeScaling::Linear { factor } => cfg_json["rope_scaling"] = json!({"rope_type": "linear", "factor": factor}),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            cfg_json["rope_scaling"] = json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings as i64,
+            });
+        }
     }
     write_json(&tmp.path.join("config.json"), &cfg_json)?;
     let mut gen_cfg = serde_json::Map::new();
@@ -181,8 +189,7 @@ pub fn convert(gguf: &Path, out: &Path, dtype: OutDtype) -> Result<Report, Conve
             "model_max_length": config.max_position_embeddings,
         }),
     )?;
-    if let Some(t) = g.get("tokenizer.chat_template") {
-        let t = t.as_str().ok_or_else(|| ConvertError::Invalid(format!("{}: `tokenizer.chat_template` must be a string", g.path.display())))?;
+    if let Some(t) = template {
         write_file(&tmp.path.join("chat_template.jinja"), t.as_bytes())?;
     }
     tmp.commit(out)?;
