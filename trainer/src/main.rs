@@ -23,6 +23,8 @@ enum Command {
     Import(ImportArgs),
     /// Write a small random model (Hugging Face layout, trained BPE tokenizer, chat template).
     InitModel(InitModelArgs),
+    /// Convert a GGUF file (Ollama, llama.cpp) into a Hugging Face model folder.
+    Convert(ConvertArgs),
     /// Log-probabilities of each pair's chosen and rejected completions (JSONL).
     Score(ScoreArgs),
     /// Supervised LoRA fine-tuning on prompt/completion lines (loss on the completion only).
@@ -499,6 +501,44 @@ struct InitModelArgs {
 }
 
 #[derive(clap::Args)]
+struct ConvertArgs {
+    /// The GGUF file (v2/v3; llama or qwen2 architecture; F32, F16, BF16, Q4_0/1, Q5_0/1, Q8_0,
+    /// Q2_K-Q6_K tensors; byte-level BPE or SentencePiece vocabulary).
+    #[arg(long)]
+    gguf: PathBuf,
+    /// The model folder to write (must not exist, or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Precision of the written weights: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    let dtype = keel_trainer::convert::OutDtype::parse(&a.dtype).with_context(|| format!("--dtype `{}`: use f32 or bf16", a.dtype))?;
+    let start = std::time::Instant::now();
+    let r = keel_trainer::convert::convert(&a.gguf, &a.out, dtype)?;
+    let types: Vec<String> = r.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    eprintln!(
+        "converted {} ({}, {} layers, hidden {}, vocab {}; tensors: {}) into {} tensors, {:.0} MB, in {:.1}s → {}",
+        a.gguf.display(),
+        r.architecture,
+        r.config.num_hidden_layers,
+        r.config.hidden_size,
+        r.config.vocab_size,
+        types.join(", "),
+        r.tensors,
+        r.bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    if !r.skipped.is_empty() {
+        eprintln!("not part of the model, left out: {}", r.skipped.join(", "));
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct ScoreArgs {
     /// A Hugging Face model folder.
     #[arg(long)]
@@ -578,6 +618,7 @@ fn main() -> Result<()> {
         Command::Export(a) => export(a),
         Command::Import(a) => import(a),
         Command::InitModel(a) => init_model(a),
+        Command::Convert(a) => convert(a),
         Command::Score(a) => score(a),
         Command::Sft(a) => keel_trainer::sft::run(&a.train.options(a.data, 0.1)).map(|_| ()),
         Command::Dpo(a) => keel_trainer::dpo::run(&a.train.options(a.pairs, a.beta)).map(|_| ()),

@@ -17,7 +17,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup        install what the build, tests and demo need (idempotent)
+  setup        install what the build, tests and demo need (idempotent);
+               `setup STEP...` runs only those steps (python, model, tasks, editors, podman)
   env          print the environment as shell exports: eval \"$(cargo xtask env)\"
   test         setup, then run every test suite
   demo         setup, then run the demo on the embedded defaults
@@ -32,7 +33,8 @@ fn main() -> Result<()> {
     };
     let rest = &args[1..];
     match cmd.as_str() {
-        "setup" => setup::all(),
+        "setup" if rest.is_empty() => setup::all(),
+        "setup" => setup::steps(rest),
         "env" => {
             setup::python()?;
             env::print_exports()

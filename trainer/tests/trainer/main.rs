@@ -1,5 +1,6 @@
 //! The trainer's test suite: one binary, one module per area.
 
+mod convert;
 mod dpo;
 mod eval;
 mod model;
