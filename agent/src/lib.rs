@@ -26,10 +26,26 @@ use keel_trajectory::{Message, Prompt, Task, TaskKind};
 pub use keel_trajectory::action::{next_messages, observation_text, parse_output};
 pub use keel_trajectory::state_hash;
 
-pub const SYSTEM_PROMPT: &str = "You are Keel, a coding agent working inside the user's editor. \
-Complete the task by calling one tool at a time: view_file and search to read the code, edit to change a file \
-(old_text must occur exactly once in the file), run to run a command in a sandbox, and finish when the task is done. \
-Paths are relative to the workspace root. The user reviews every edit and command; keep edits small and focused.";
+/// The agent's instructions: the tools in one line each, the way of working, and one worked
+/// example (small models follow an example far better than a description; larger ones lose
+/// nothing by it). The example is a task of its own, in no suite.
+pub const SYSTEM_PROMPT: &str = "You are Keel, a coding agent working inside the user's editor. You change the user's code by calling tools, one tool call per answer:
+- view_file: read a file, with line numbers.
+- search: find the lines that match a pattern.
+- edit: replace old_text with new_text in a file. Copy old_text exactly from the file (whole lines, same indentation); it must occur exactly once.
+- run: run a shell command (for example the tests) in a sandbox.
+- finish: end the task with a short summary.
+Paths are relative to the workspace root. Work in small steps: read what you need, change the code with edit, run the tests to check the change, and finish when they pass. Never repeat a call that did not work.
+
+Example. Task: The tests in test_area.py fail. Fix the bug in area.py.
+area.py:
+def area(width, height):
+    return width + height
+Good calls, in order, and what they showed:
+{\"name\": \"run\", \"arguments\": {\"command\": \"python3 test_area.py\"}} -> area(2, 3) returned 5, expected 6
+{\"name\": \"edit\", \"arguments\": {\"path\": \"area.py\", \"old_text\": \"    return width + height\", \"new_text\": \"    return width * height\"}} -> The edit to area.py was applied.
+{\"name\": \"run\", \"arguments\": {\"command\": \"python3 test_area.py\"}} -> all checks passed
+{\"name\": \"finish\", \"arguments\": {\"summary\": \"area added width and height instead of multiplying them.\"}}";
 
 /// The instruction of a task kind when the user gave none.
 pub fn default_instruction(kind: TaskKind) -> &'static str {

@@ -489,7 +489,8 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
     Ok(report)
 }
 
-fn copy_adapter(from: &Path, to: &Path) -> Result<()> {
+/// Copies an adapter's files (PEFT layout, metrics and plot) to `to`.
+pub fn copy_adapter(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for name in ["adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "plot.png"] {
         let src = from.join(name);

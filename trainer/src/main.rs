@@ -237,6 +237,9 @@ struct AgentRunArgs {
     max_tokens: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Run at most this many tasks (a choice fixed by the seed).
+    #[arg(long)]
+    max_tasks: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -660,6 +663,7 @@ fn agent_run(a: AgentRunArgs, out: Option<PathBuf>, store: Option<Option<PathBuf
     for e in &errors {
         eprintln!("skipped: {e}");
     }
+    let tasks = keel_trainer::learn::subset(tasks, a.max_tasks, a.seed);
     anyhow::ensure!(!tasks.is_empty(), "no usable task in {}", a.tasks.display());
     let store = store.map(open_store).transpose()?;
     let writer = store.as_ref().map(|s| s.writer()).transpose()?;

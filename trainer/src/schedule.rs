@@ -57,6 +57,51 @@ pub struct Config {
     pub train: Train,
     #[serde(default)]
     pub gate: Gate,
+    /// Agent tasks: collect episodes on a training split every run, and judge the candidate on
+    /// held-out tasks (the agent, not only the pairs).
+    #[serde(default)]
+    pub tasks: Option<TasksSection>,
+}
+
+/// `[tasks]`: the loop's stages on task suites (docs/tasks.md), on the schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksSection {
+    /// Training splits: each run collects episodes on them with the live policy (SEAlign's
+    /// trajectory collection); search and SFT then use them with the user's episodes.
+    #[serde(default)]
+    pub train: Vec<PathBuf>,
+    /// Held-out splits: the gate evaluates the live policy and the candidate on them, and refuses a
+    /// candidate that is worse at tasks, whatever its preference margins. Never trained on.
+    #[serde(default)]
+    pub heldout: Vec<PathBuf>,
+    /// Episodes per training task.
+    #[serde(default = "four")]
+    pub samples: usize,
+    /// Episodes per held-out task (for each of live and candidate).
+    #[serde(default = "two")]
+    pub eval_samples: usize,
+    /// Collect on at most this many training tasks per run (a different choice each run).
+    #[serde(default)]
+    pub max_train_tasks: Option<usize>,
+    #[serde(default = "four")]
+    pub parallel: usize,
+    /// The most the mean paired per-task held-out success may fall.
+    #[serde(default)]
+    pub success_drop: f64,
+    /// The most each failure-mode rate (invalid calls, loops, empty patches) may rise.
+    #[serde(default = "failure_rise")]
+    pub failure_rise: f64,
+}
+
+fn four() -> usize {
+    4
+}
+fn two() -> usize {
+    2
+}
+fn failure_rise() -> f64 {
+    0.05
 }
 
 fn cpu() -> String {
@@ -191,6 +236,14 @@ impl Config {
             Some(w) => abs(w),
             None => c.store.with_extension("runs"),
         });
+        if let Some(t) = c.tasks.as_mut() {
+            for p in t.train.iter_mut().chain(t.heldout.iter_mut()) {
+                *p = abs(p);
+            }
+            if t.train.is_empty() && t.heldout.is_empty() {
+                bail!("[tasks] names no `train` or `heldout` split");
+            }
+        }
         if !(0.0..1.0).contains(&c.pairs.holdout) {
             bail!("pairs.holdout must be in [0, 1), got {}", c.pairs.holdout);
         }
@@ -454,6 +507,38 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
             write_jsonl(&dir.join("heldout.jsonl"), &held)?;
             run.detail["pairs"] = json!({"human": stats.pairs(), "train": train.len(), "heldout": held.len()});
             eprintln!("schedule: {stats}; {} for training, {} held out", train.len(), held.len());
+            Ok("collect")
+        }
+        "collect" => {
+            // Episodes on the training tasks with the live policy, into the store (search and SFT
+            // take them from there).
+            if let Some(t) = cfg.tasks.as_ref().filter(|t| !t.train.is_empty()) {
+                let live = store.live_model_version()?;
+                for (i, split) in t.train.iter().enumerate() {
+                    let mut args = vec!["collect".into(), "--tasks".into(), s(split), "--store".into(), s(&cfg.store), "--model".into(), model.clone(), "--device".into(), cfg.device.clone()];
+                    args.extend(["--samples".into(), t.samples.to_string(), "--parallel".into(), t.parallel.to_string(), "--temperature".into(), "1.0".into()]);
+                    args.extend(["--seed".into(), (run.created_at as u64 ^ i as u64).to_string(), "--out".into(), s(&dir.join(format!("collect-{i}.json")))]);
+                    if let Some(n) = t.max_train_tasks {
+                        args.extend(["--max-tasks".into(), n.to_string()]);
+                    }
+                    if let Some(a) = live.as_ref().and_then(|v| v.adapter_path.clone()) {
+                        args.extend(["--adapter".into(), a]);
+                    }
+                    if let Some(image) = &cfg.sandbox.image {
+                        args.extend(["--image".into(), image.clone()]);
+                    }
+                    keel_train(exe, &args, &log)?;
+                }
+                let since = run.created_at;
+                let mut examples = Vec::new();
+                for e in store.episodes(&keel_trajectory::EpisodeFilter { since: Some(since), ..Default::default() })? {
+                    if let Some(tree) = store.tree(e.id)? {
+                        examples.extend(crate::learn::sft_examples(&tree));
+                    }
+                }
+                write_jsonl(&dir.join("successes.jsonl"), &examples)?;
+                run.detail["collect"] = json!({"successful_steps": examples.len()});
+            }
             Ok("search")
         }
         "search" => {
@@ -474,7 +559,8 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
                 run.detail["search"] = json!({"pairs": n});
             }
             let train = read_jsonl(&dir.join("train.jsonl"))?.len();
-            if train < cfg.train.min_pairs {
+            let successes = read_jsonl(&dir.join("successes.jsonl")).map(|r| r.len()).unwrap_or(0);
+            if train < cfg.train.min_pairs && successes == 0 {
                 run.status = "skipped".into();
                 run.detail["skipped"] = json!(format!("{train} training pairs, fewer than train.min_pairs = {}", cfg.train.min_pairs));
                 eprintln!("schedule: skipped: {train} training pairs (need {})", cfg.train.min_pairs);
@@ -485,10 +571,12 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
         "sft" => {
             if cfg.train.sft {
                 // The chosen side of the training pairs, as prompt/completion.
-                let rows: Vec<Value> = read_jsonl(&dir.join("train.jsonl"))?
+                let mut rows: Vec<Value> = read_jsonl(&dir.join("train.jsonl"))?
                     .into_iter()
                     .map(|p| json!({"prompt": p["prompt"], "completion": p["chosen"], "tools": p.get("tools").cloned().unwrap_or(Value::Null)}))
                     .collect();
+                // The steps of the trajectories that solved a training task.
+                rows.extend(read_jsonl(&dir.join("successes.jsonl")).unwrap_or_default());
                 write_jsonl(&dir.join("sft.jsonl"), &rows)?;
                 let mut args = vec!["sft".into(), "--model".into(), model.clone(), "--data".into(), s(&dir.join("sft.jsonl")), "--out".into(), s(&dir.join("sft_adapter")), "--device".into(), cfg.device.clone()];
                 args.extend(cfg.train.sft_args.iter().cloned());
@@ -498,6 +586,13 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
         }
         "dpo" => {
             let out = dir.join("adapter");
+            if read_jsonl(&dir.join("train.jsonl"))?.is_empty() {
+                // Only successes to learn from: the SFT adapter is the candidate.
+                let sft = dir.join("sft_adapter");
+                anyhow::ensure!(sft.join("adapter_config.json").exists(), "no pairs and no SFT adapter: nothing was trained");
+                crate::learn::copy_adapter(&sft, &out)?;
+                return Ok("eval");
+            }
             let mut args = vec!["dpo".into(), "--model".into(), model.clone(), "--pairs".into(), s(&dir.join("train.jsonl")), "--out".into(), s(&out), "--device".into(), cfg.device.clone()];
             if cfg.train.sft && dir.join("sft_adapter/adapter_config.json").exists() {
                 args.extend(["--init-adapter".into(), s(&dir.join("sft_adapter"))]);
@@ -524,10 +619,29 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
                     .map(|v| Ok((v["chosen_logp"].as_f64().context("chosen_logp")?, v["rejected_logp"].as_f64().context("rejected_logp")?)))
                     .collect()
             };
-            let cand_scores = score(Some(&s(&dir.join("adapter"))), &dir.join("scores_candidate.jsonl"))?;
-            let live_scores = score(live.as_ref().and_then(|v| v.adapter_path.as_deref()), &dir.join("scores_live.jsonl"))?;
-            let report = gate(&cfg.gate, &pairs, &cand_scores, &live_scores);
+            let tasks_judge = cfg.tasks.as_ref().is_some_and(|t| !t.heldout.is_empty());
+            let (cand_scores, live_scores) = if pairs.is_empty() && tasks_judge {
+                (vec![], vec![])
+            } else {
+                (score(Some(&s(&dir.join("adapter"))), &dir.join("scores_candidate.jsonl"))?, score(live.as_ref().and_then(|v| v.adapter_path.as_deref()), &dir.join("scores_live.jsonl"))?)
+            };
+            let mut report = gate(&cfg.gate, &pairs, &cand_scores, &live_scores);
+            if pairs.is_empty() && tasks_judge {
+                // No user pairs held out: the tasks alone judge.
+                report.promote = true;
+                report.why = "no held-out pairs; judged on tasks".into();
+            }
             eprintln!("{}", report.table(live.as_ref().map(|v| v.id.as_str()).unwrap_or("base")));
+            if let Some(t) = cfg.tasks.as_ref().filter(|t| !t.heldout.is_empty()) {
+                let tg = task_gate(cfg, t, exe, &log, dir, live.as_ref().and_then(|v| v.adapter_path.as_deref()), &dir.join("adapter"), run.created_at as u64)?;
+                eprintln!("schedule: task gate: {}", tg);
+                if tg["verdict"] != "promote" {
+                    report.promote = false;
+                    let reasons: Vec<String> = tg["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
+                    report.why = format!("{}{}", if report.why.is_empty() { String::new() } else { format!("{}; ", report.why) }, reasons.join("; "));
+                }
+                run.detail["task_gate"] = tg;
+            }
             let adapter = dir.join("adapter");
             let hash = crate::models::adapter_hash(&adapter)?;
             let id = format!("{}@{hash}", cfg.model_name);
@@ -563,6 +677,37 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
         }
         other => bail!("unknown stage `{other}`"),
     }
+}
+
+/// Evaluates the live policy and the candidate on the held-out task splits (same seeds) and
+/// judges the candidate by [`crate::eval::task_gate`].
+#[allow(clippy::too_many_arguments)]
+fn task_gate(cfg: &Config, t: &TasksSection, exe: &Path, log: &Path, dir: &Path, live: Option<&str>, candidate: &Path, seed: u64) -> Result<Value> {
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for (i, split) in t.heldout.iter().enumerate() {
+        for (who, adapter, into) in [("live", live.map(PathBuf::from), &mut before), ("candidate", Some(candidate.to_path_buf()), &mut after)] {
+            let out = dir.join(format!("eval-{who}-{i}.json"));
+            if !out.exists() {
+                let mut args = vec!["eval".into(), "--tasks".into(), s(split), "--model".into(), s(&cfg.base_model), "--device".into(), cfg.device.clone(), "--out".into(), s(&out)];
+                args.extend(["--samples".into(), t.eval_samples.to_string(), "--parallel".into(), t.parallel.to_string(), "--seed".into(), seed.to_string()]);
+                if let Some(a) = &adapter {
+                    args.extend(["--adapter".into(), s(a)]);
+                }
+                if let Some(image) = &cfg.sandbox.image {
+                    args.extend(["--image".into(), image.clone()]);
+                }
+                keel_train(exe, &args, log)?;
+            }
+            let v: Value = serde_json::from_slice(&std::fs::read(&out)?).with_context(|| format!("reading {}", out.display()))?;
+            let rows: Vec<crate::eval::EpisodeResult> = serde_json::from_value(v["results"].clone()).with_context(|| format!("the results in {}", out.display()))?;
+            into.extend(rows.into_iter().map(|mut r| {
+                r.task = format!("{i}/{}", r.task);
+                r
+            }));
+        }
+    }
+    Ok(crate::eval::task_gate(&before, &after, &crate::eval::GateConfig { success_drop: t.success_drop, failure_rise: t.failure_rise }))
 }
 
 /// Figures of one model on the held-out pairs.

@@ -2,8 +2,8 @@
 //!
 //! - Debian packages `podman`, `runc` and `busybox-static` (skipped when `podman` and a static
 //!   `/bin/busybox` are there).
-//! - `/etc/containers/containers.conf`: `runtime = "runc"` under `[engine]` and default ulimits under
-//!   `[containers]`, each only if not set already.
+//! - `/etc/containers/containers.conf`: `runtime = "runc"` and `exit_command_delay = 5` under
+//!   `[engine]`, default ulimits under `[containers]`, each only if not set already.
 //! - Podman's Docker-compatible API service on `.keel/podman.sock`, started detached (it outlives
 //!   xtask); skipped when the socket answers `GET /_ping`. `env.rs` exports `DOCKER_HOST` for it.
 //! - The base image `localhost/keel-sandbox:<version>`, imported from a busybox rootfs made here
@@ -44,7 +44,10 @@ const CONF: &str = "/etc/containers/containers.conf";
 
 pub fn setup() -> Result<()> {
     packages()?;
-    containers_conf()?;
+    if containers_conf()? {
+        // The service reads the configuration when it starts.
+        stop_service();
+    }
     service()?;
     image()?;
     python_image_build()?;
@@ -142,10 +145,17 @@ fn ensure_key(text: &str, section: &str, key: &str, line: &str) -> Option<String
     Some(lines.join("\n") + "\n")
 }
 
-fn containers_conf() -> Result<()> {
+/// Sets what Keel needs in containers.conf; `true` when the file changed.
+fn containers_conf() -> Result<bool> {
     let old = std::fs::read_to_string(CONF).unwrap_or_default();
     let mut text = old.clone();
     if let Some(t) = ensure_key(&text, "engine", "runtime", "runtime = \"runc\"") {
+        text = t;
+    }
+    // An exec through the API keeps its `conmon` alive this long after the command ends (Docker's
+    // 5-minute reaper, by default): a search or an evaluation runs thousands of commands, and
+    // thousands of idle monitors slowed the whole machine. Keel reads each exit code at once.
+    if let Some(t) = ensure_key(&text, "engine", "exit_command_delay", "exit_command_delay = 5") {
         text = t;
     }
     if let Some(t) = ensure_key(
@@ -157,9 +167,9 @@ fn containers_conf() -> Result<()> {
         text = t;
     }
     if text == old {
-        return Ok(());
+        return Ok(false);
     }
-    eprintln!("xtask: setting the runtime (runc) and default ulimits in {CONF}");
+    eprintln!("xtask: setting the runtime (runc), the exec exit delay and default ulimits in {CONF}");
     let mut c = privileged("tee");
     c.arg(CONF).stdin(Stdio::piped()).stdout(Stdio::null());
     let mut child = c.spawn().with_context(|| format!("writing {CONF}"))?;
@@ -172,7 +182,23 @@ fn containers_conf() -> Result<()> {
     if !status.success() {
         bail!("writing {CONF} failed ({status})");
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Stops the API service this setup started on `.keel/podman.sock`, if it runs (its containers
+/// keep running: each has its own monitor).
+fn stop_service() {
+    let sock = socket();
+    if !ping(&sock) {
+        return;
+    }
+    eprintln!("xtask: restarting podman's API service to apply {CONF}");
+    let pattern = format!("podman system service --time=0 unix://{}", sock.display());
+    let _ = Command::new("pkill").args(["-f", &pattern]).status();
+    let start = Instant::now();
+    while ping(&sock) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Whether the API service on `sock` answers `GET /_ping` with `OK`.

@@ -472,6 +472,30 @@ pub fn sample(logits: &mut [f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
         return argmax(logits);
     }
     let t = p.temperature as f32;
+    if p.top_k == 0 && p.top_p >= 1.0 {
+        // Plain temperature sampling needs no order: one pass for the maximum, one for the draw
+        // (sorting the whole vocabulary for every token of every row cost more than the draw).
+        let max = logits.iter().copied().filter(|l| l.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return argmax(logits);
+        }
+        let weight = |l: f32| if l.is_finite() { (((l - max) / t) as f64).exp() } else { 0.0 };
+        let sum: f64 = logits.iter().map(|&l| weight(l)).sum();
+        let u = rng.uniform() * sum;
+        let mut cum = 0.0;
+        let mut last = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            let w = weight(l);
+            if w > 0.0 {
+                cum += w;
+                last = i;
+                if u < cum {
+                    return i as u32;
+                }
+            }
+        }
+        return last as u32;
+    }
     let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
     if idx.is_empty() {
         return argmax(logits);

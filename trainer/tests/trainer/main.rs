@@ -5,6 +5,7 @@ mod dpo;
 mod eval;
 mod model;
 mod pairs;
+mod prefix;
 mod search;
 mod models;
 mod serve;

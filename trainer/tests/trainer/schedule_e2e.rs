@@ -106,7 +106,7 @@ fn a_killed_run_resumes_at_each_stage_and_one_pass_runs_at_a_time() {
     // same run at that stage.
     let mut run_id = None;
     let mut prev: Option<&str> = None;
-    for stage in ["pairs", "search", "sft", "dpo", "eval", "promote"] {
+    for stage in ["pairs", "collect", "search", "sft", "dpo", "eval", "promote"] {
         let (code, err) = schedule(&cfg, Some(stage));
         assert_eq!(code, None, "killed by a signal at `{stage}`: {err}");
         let runs = Store::open(dir.path().join("k.db")).unwrap().runs().unwrap();
