@@ -38,7 +38,7 @@ impl Pipeline {
     ///
     /// `qwen2` is on transformers' list of model types whose declared tokenizer class is not
     /// trusted (`MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS`): it always gets `Qwen2Tokenizer`. A
-    /// Llama model gets the declared class: `GPT2Tokenizer` rebuilds; `PreTrainedTokenizerFast`,
+    /// Llama model gets the declared class: `GPT2Tokenizer` and `Qwen2Tokenizer` rebuild; `PreTrainedTokenizerFast`,
     /// `TokenizersBackend` and a `LlamaTokenizer` over a byte-level `tokenizer.json` load the file
     /// as written. (A `LlamaTokenizer` over a SentencePiece-style file is rebuilt by transformers
     /// too; Keel reads that file as written.)
@@ -50,6 +50,7 @@ impl Pipeline {
                 let class = tokenizer_config.get("tokenizer_class").and_then(Value::as_str).unwrap_or("");
                 match class.strip_suffix("Fast").unwrap_or(class) {
                     "GPT2Tokenizer" => Pipeline::Gpt2 { add_prefix_space },
+                    "Qwen2Tokenizer" => Pipeline::Qwen2 { add_prefix_space },
                     _ => Pipeline::AsWritten,
                 }
             }

@@ -546,7 +546,7 @@ fn grid_logprobs_match_transformers_at_every_position_up_to_the_context() {
         let ids: Vec<i64> = serde_json::from_value(exp["long_ids"].clone()).unwrap();
         let n = ids.len() as i64;
         assert_eq!(n, m.config.max_position_embeddings, "{name}: the sequence fills the context");
-        let logits = tch::no_grad(|| m.transformer.forward(&ids_tensor(&[ids.clone()]), &Tensor::ones([1, n], (Kind::Int64, Device::Cpu)), None));
+        let logits = tch::no_grad(|| m.transformer.forward(&ids_tensor(std::slice::from_ref(&ids)), &Tensor::ones([1, n], (Kind::Int64, Device::Cpu)), None));
         let targets = Tensor::from_slice(&ids[1..]).view([n - 1, 1]);
         let got = to_vec(&logits.get(0).narrow(0, 0, n - 1).log_softmax(-1, Kind::Float).gather(1, &targets, false));
         let want: Vec<f32> = serde_json::from_value(exp["token_logps"].clone()).unwrap();
@@ -648,6 +648,33 @@ fn scores_of_text_pairs_match_trl_on_qwen2_with_a_foreign_pre_tokenizer() {
         })
         .collect();
     assert_scores(&got, &grid("qwen2_issue").1["text_scores"], "keel-train score on the issue's model");
+}
+
+#[test]
+fn the_pipeline_follows_family_and_declared_class() {
+    let cfg = |class: Option<&str>, aps: Option<bool>| {
+        let mut v = serde_json::json!({});
+        if let Some(c) = class {
+            v["tokenizer_class"] = c.into();
+        }
+        if let Some(a) = aps {
+            v["add_prefix_space"] = a.into();
+        }
+        v
+    };
+    let qwen = Pipeline::Qwen2 { add_prefix_space: false };
+    // qwen2: Qwen2Tokenizer whatever is declared, or with no tokenizer_config.json at all.
+    for c in [None, Some("PreTrainedTokenizerFast"), Some("TokenizersBackend"), Some("Qwen2TokenizerFast"), Some("GPT2Tokenizer"), Some("LlamaTokenizerFast")] {
+        assert_eq!(Pipeline::for_model(Family::Qwen2, &cfg(c, None)), qwen, "{c:?}");
+    }
+    assert_eq!(Pipeline::for_model(Family::Qwen2, &Value::Null), qwen);
+    assert_eq!(Pipeline::for_model(Family::Qwen2, &cfg(None, Some(true))), Pipeline::Qwen2 { add_prefix_space: true });
+    // llama: the declared class.
+    assert_eq!(Pipeline::for_model(Family::Llama, &cfg(Some("GPT2TokenizerFast"), Some(true))), Pipeline::Gpt2 { add_prefix_space: true });
+    assert_eq!(Pipeline::for_model(Family::Llama, &cfg(Some("Qwen2Tokenizer"), None)), qwen);
+    for c in [None, Some("PreTrainedTokenizerFast"), Some("TokenizersBackend"), Some("LlamaTokenizerFast")] {
+        assert_eq!(Pipeline::for_model(Family::Llama, &cfg(c, None)), Pipeline::AsWritten, "{c:?}");
+    }
 }
 
 #[test]
