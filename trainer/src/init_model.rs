@@ -24,11 +24,8 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::model::config::{Config, Family, RopeScaling};
 use crate::model::rng::Rng;
+use crate::model::tokenizer::QWEN2_PRETOKENIZE_REGEX;
 use crate::model::weights;
-
-/// Qwen2's pre-tokenizer regex.
-pub const PRETOKENIZE_REGEX: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Qwen's special tokens: (text, special).
 pub const SPECIAL_TOKENS: [(&str, bool); 5] =
@@ -143,7 +140,7 @@ pub fn train_tokenizer(vocab_target: usize) -> Result<Tokenizer> {
     // NFC, the Qwen split regex, then byte-level without its own regex.
     let mut tk = Tokenizer::new(ModelWrapper::BPE(BPE::default()));
     tk.with_normalizer(Some(NFC));
-    let split = Split::new(SplitPattern::Regex(PRETOKENIZE_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
+    let split = Split::new(SplitPattern::Regex(QWEN2_PRETOKENIZE_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
         .map_err(|e| anyhow::anyhow!("pre-tokenizer regex: {e}"))?;
     let byte_level = ByteLevel::default().add_prefix_space(false).trim_offsets(false).use_regex(false);
     tk.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![

@@ -185,6 +185,9 @@ impl Config {
         {
             return Err(format!("hidden_act `{act}` is not supported (silu)"));
         }
+        if family == Family::Qwen2 {
+            check_no_sliding_window(obj, int("num_hidden_layers")?)?;
+        }
         let attention_bias = boolean("attention_bias", false)?;
         let (qkv_bias, o_bias, mlp_bias) = match family {
             Family::Qwen2 => (true, false, false),
@@ -264,4 +267,49 @@ impl Config {
     pub fn kv_groups(&self) -> i64 {
         self.num_attention_heads / self.num_key_value_heads
     }
+}
+
+/// Qwen2 configs carry sliding-window fields that transformers honours: a layer attends only to
+/// the last `sliding_window` positions when `use_sliding_window` is true and the layer is a
+/// `sliding_attention` one (`layer_types` as written, else the layers from `max_window_layers` on,
+/// as `Qwen2Config.__post_init__` derives them). Keel's attention is full everywhere, so such a
+/// config would score differently past the window without a word: it is refused instead. Every
+/// Qwen2 and Qwen2.5 checkpoint ships `use_sliding_window: false`.
+fn check_no_sliding_window(obj: &serde_json::Map<String, Value>, layers: i64) -> std::result::Result<(), String> {
+    let use_sliding = match obj.get("use_sliding_window") {
+        None | Some(Value::Null) => false,
+        Some(x) => x.as_bool().ok_or_else(|| format!("field `use_sliding_window` must be true or false, found {x}"))?,
+    };
+    let window = match obj.get("sliding_window") {
+        None | Some(Value::Null) => None,
+        Some(x) => Some(x.as_i64().filter(|&n| n > 0).ok_or_else(|| format!("field `sliding_window` must be a positive integer, found {x}"))?),
+    };
+    let Some(window) = window.filter(|_| use_sliding) else {
+        return Ok(());
+    };
+    let sliding: Vec<i64> = match obj.get("layer_types") {
+        Some(Value::Array(types)) => {
+            if types.len() as i64 != layers {
+                return Err(format!("field `layer_types` has {} entries for {layers} layers", types.len()));
+            }
+            (0..layers).filter(|&i| types[i as usize].as_str() == Some("sliding_attention")).collect()
+        }
+        None | Some(Value::Null) => {
+            let from = match obj.get("max_window_layers") {
+                None | Some(Value::Null) => 28,
+                Some(x) => x.as_i64().ok_or_else(|| format!("field `max_window_layers` must be an integer, found {x}"))?,
+            };
+            (from.max(0)..layers).collect()
+        }
+        Some(x) => return Err(format!("field `layer_types` must be a list, found {x}")),
+    };
+    if let Some(first) = sliding.first() {
+        return Err(format!(
+            "sliding-window attention is not supported (use_sliding_window is true with sliding_window {window}, \
+             and {} of {layers} layers slide, from layer {first}); set use_sliding_window to false if the model was \
+             trained with full attention",
+            sliding.len()
+        ));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! Model::load(dir, &LoadOptions { device, kind: None })   // config + weights + tokenizer + template
 //!   .config: Config           // config.json (family, sizes, rope, biases, eos ids)
 //!   .transformer: Transformer // the network (frozen base weights, optional LoRA)
-//!   .tokenizer: Tokenizer     // tokenizer.json; encode (no special tokens), decode, IncrementalDecoder
+//!   .tokenizer: Tokenizer     // tokenizer.json in transformers' pipeline; encode (no special tokens), decode
 //!   .template: Option<ChatTemplate> // render(messages, tools, add_generation_prompt)
 //!   .eos_ids: Vec<u32>        // generation_config.json + config.json + the template's eos token
 //!   .lora: Option<Lora>       // the attached adapter (its VarStore is what DPO optimises)
@@ -54,7 +54,7 @@ pub use error::{ModelError, Result};
 pub use generate::{FinishReason, Generation, Generator, LogitsProcessor, PrefixCache, SamplingParams, StepToken, generate};
 pub use logprob::{Sequence, completion_logps, pair_logps};
 pub use lora::{Lora, LoraConfig};
-pub use tokenizer::{IncrementalDecoder, Tokenizer};
+pub use tokenizer::{IncrementalDecoder, Pipeline, Tokenizer};
 pub use transformer::{KvCache, Transformer};
 pub use weights::Weights;
 
@@ -118,7 +118,7 @@ impl Model {
     /// Loads `config.json`, the safetensors, `tokenizer.json` and the chat template of `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         let config = Config::load(dir)?;
-        let tokenizer = Tokenizer::load(dir)?;
+        let tokenizer = Tokenizer::load(dir, config.family)?;
         tokenizer.check_vocab(config.vocab_size)?;
         let template = ChatTemplate::load(dir)?;
         let weights = Weights::open(dir)?;
