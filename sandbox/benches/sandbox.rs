@@ -8,6 +8,10 @@
 //! holding the episode's workspace (a pooled one reset to the snapshot, as search does, or a new
 //! one), replay an `edit`, run the task's verification command, read its exit status, give the
 //! container back. The workspace is a small shell project whose test fails until the edit.
+//!
+//! An edit is located and applied by the agent's tools (keel-agent), which this crate must not
+//! depend on; what they cost in a container is the file read out and written back, so that is
+//! what [`replay_edit`] does here, with the texts before and after known in advance.
 
 use std::path::Path;
 use std::process::Command;
@@ -44,6 +48,7 @@ fn args() -> Args {
 }
 
 const CALC: &str = "add() { echo $(( $1 - $2 )); }\nmul() { echo $(( $1 * $2 )); }\n";
+const FIXED: &str = "add() { echo $(( $1 + $2 )); }\nmul() { echo $(( $1 * $2 )); }\n";
 const TEST: &str = ". ./calc.sh\n[ \"$(add 2 3)\" = 5 ] || { echo 'add 2 3 is not 5'; exit 1; }\n[ \"$(mul 2 3)\" = 6 ] || { echo 'mul 2 3 is not 6'; exit 1; }\necho ok\n";
 const VERIFY: &str = "sh test.sh";
 
@@ -86,6 +91,13 @@ fn host_command(dir: &Path, command: &str) -> Duration {
     d
 }
 
+/// What an accepted `edit` costs in a container: the file read out, its new text written back.
+async fn replay_edit(c: &Container, before: &str, after: &str) {
+    let text = c.read_file("calc.sh").await.expect("reading calc.sh");
+    assert_eq!(text, before.as_bytes(), "calc.sh is not the text the edit starts from");
+    c.write_file("calc.sh", after.as_bytes()).await.expect("writing calc.sh");
+}
+
 async fn one_rollout(sandbox: &Sandbox, pool: &Mutex<Vec<Container>>, snap: &WorkspaceSnapshot, pooled: bool) -> Container {
     let reused = if pooled { pool.lock().unwrap().pop() } else { None };
     let c = match reused {
@@ -95,7 +107,7 @@ async fn one_rollout(sandbox: &Sandbox, pool: &Mutex<Vec<Container>>, snap: &Wor
         }
         None => sandbox.start(snap).await.expect("starting a container"),
     };
-    c.apply_edit("calc.sh", "$1 - $2", "$1 + $2").await.expect("edit");
+    replay_edit(&c, CALC, FIXED).await;
     let r = c.exec(VERIFY).await.expect("verify");
     assert!(r.success(), "the fixed project fails its test: {}{}", r.stdout, r.stderr);
     c
@@ -151,13 +163,13 @@ async fn main() {
     };
     let snap = snapshot();
     let host_dir = tempfile::tempdir().expect("tempdir");
-    for (p, c) in [("calc.sh", CALC.replace("$1 - $2", "$1 + $2")), ("test.sh", TEST.to_string())] {
+    for (p, c) in [("calc.sh", FIXED), ("test.sh", TEST)] {
         std::fs::write(host_dir.path().join(p), c).expect("writing");
     }
 
     println!("one command, {} runs each (p50 / p90 / mean)", a.reps);
     let warm = sandbox.start(&snap).await.expect("starting a container");
-    warm.apply_edit("calc.sh", "$1 - $2", "$1 + $2").await.expect("edit");
+    replay_edit(&warm, CALC, FIXED).await;
     for command in ["true", VERIFY] {
         let mut host = Vec::new();
         let mut boxed = Vec::new();
@@ -176,9 +188,9 @@ async fn main() {
     }
     let mut edits = Vec::new();
     for i in 0..a.reps {
-        let (old, new) = if i % 2 == 0 { ("$1 + $2", "$1 - $2") } else { ("$1 - $2", "$1 + $2") };
+        let (before, after) = if i % 2 == 0 { (FIXED, CALC) } else { (CALC, FIXED) };
         let t = Instant::now();
-        warm.apply_edit("calc.sh", old, new).await.expect("edit");
+        replay_edit(&warm, before, after).await;
         edits.push(t.elapsed());
     }
     let e = stats(edits);

@@ -17,6 +17,10 @@
 //!   timeout, cancellation, panic), and, should the process die outright, the container's own
 //!   lifetime (its init exits after [`Limits::lifetime`] and the engine auto-removes it).
 //!   Containers carry the label `keel.sandbox=1`; [`Sandbox::cleanup_leftovers`] removes old ones.
+//!
+//! Files move in and out with [`Container::write_file`] and [`Container::read_file`]. What an
+//! action means (locating an edit's `old_text`, formatting an observation) is the agent's
+//! (keel-agent, which builds on this crate): the agent's tools are written once, over any workspace.
 
 pub mod image;
 mod raw;
@@ -36,7 +40,6 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use keel_trajectory::Observation;
-use keel_trajectory::action::{EditError, locate_edit};
 
 pub use image::{BASE_IMAGE, PYTHON_IMAGE, ensure_base_image, import_rootfs};
 pub use snapshot::WorkspaceSnapshot;
@@ -88,16 +91,8 @@ pub enum Error {
     OutsideWorkspace(String),
     #[error("the container is gone: {0}")]
     Gone(String),
-    #[error("{path}: {source}")]
-    Edit {
-        path: String,
-        #[source]
-        source: EditError,
-    },
     #[error("{0}: not found in the container")]
     NotFound(String),
-    #[error("{0}: not UTF-8 text")]
-    NotText(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -782,22 +777,6 @@ impl Container {
             }
         }
         Err(Error::NotFound(rel))
-    }
-
-    /// Replay an accepted `edit`: `old` must occur exactly once in the file (see
-    /// [`keel_trajectory::action::locate_edit`]); an empty `old` on a missing or empty file writes
-    /// `new`.
-    pub async fn apply_edit(&self, path: &str, old: &str, new: &str) -> Result<()> {
-        let text = match self.read_file(path).await {
-            Ok(bytes) => String::from_utf8(bytes).map_err(|_| Error::NotText(path.to_string()))?,
-            Err(Error::NotFound(_)) if old.is_empty() => String::new(),
-            Err(e) => return Err(e),
-        };
-        let edit = locate_edit(&text, old, new).map_err(|source| Error::Edit {
-            path: path.to_string(),
-            source,
-        })?;
-        self.write_file(path, edit.apply(&text).as_bytes()).await
     }
 }
 

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_e2e::{Reply, ScriptedModel};
+use keel_trajectory::{Action, Decision, EpisodeFilter, Store};
 use serde_json::{Value, json};
 
 pub const CALC: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
@@ -79,4 +80,50 @@ pub fn run_with_deadline(cmd: &mut Command, limit: Duration) -> (bool, String) {
 pub fn facts(results: &Value) -> &Value {
     assert!(results.get("error").is_none(), "the scenario failed: {}\nmessages shown: {:#}", results["error"].as_str().unwrap_or(""), results["notes"]);
     &results["facts"]
+}
+
+/// The engine accepted `run` steps execute in (what `cargo xtask env` exports).
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").expect("DOCKER_HOST, the container engine: run `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`")
+}
+
+/// The command the model runs after its edit. It reads `calc.py`, so its output shows the text the
+/// sandbox was given: the edited buffer prints `return a + b`, the file on disk `return a - b`.
+pub const READ_CALC: &str = "grep -n 'return a' calc.py";
+
+/// The script of the unsaved-run story: an edit of `calc.py`, a `run` that reads it, finish.
+pub fn script_unsaved_run(model: &ScriptedModel) {
+    model.push(edit("return a - b", "return a + b"), true);
+    model.push(Reply::tool("run", json!({"command": READ_CALC})), false);
+    model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+}
+
+/// After the unsaved-run story in an editor: the disk still holds the old text (nothing was
+/// saved), and the accepted `run` recorded in the store saw the edited buffer, which the same
+/// command on the disk's text does not show; the model was told what the sandbox printed.
+pub fn check_unsaved_run(ws: &Workspace) {
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), CALC, "the editor saved the buffer");
+    // The control: the command on the unsaved disk content prints the old line.
+    let disk = Command::new("sh").arg("-c").arg(READ_CALC).current_dir(&ws.root).output().unwrap();
+    let disk = String::from_utf8(disk.stdout).unwrap();
+    assert_eq!(disk, "2:    return a - b\n6:    return a * b\n");
+
+    let s = Store::open(&ws.store).unwrap();
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    assert_eq!(eps.len(), 1, "{eps:#?}");
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    let steps: Vec<(Option<&Action>, Option<&Decision>)> = tree.steps.iter().map(|r| (r.step.parsed.action(), r.decision())).collect();
+    assert_eq!(steps.len(), 3, "edit, run, finish: {steps:#?}");
+    assert!(matches!(steps[0], (Some(Action::Edit { .. }), Some(Decision::Accepted))), "{steps:#?}");
+    assert_eq!(steps[1], (Some(&Action::Run { command: READ_CALC.into() }), Some(&Decision::Accepted)));
+    assert!(matches!(steps[2].0, Some(Action::Finish { .. })), "{steps:#?}");
+    let obs = tree.steps[1].observation.as_ref().expect("the run's output is recorded");
+    assert_eq!(obs.exit_code, Some(0), "{obs:?}");
+    assert_eq!(obs.output, "2:    return a + b\n6:    return a * b\n", "the sandbox saw the edited buffer");
+    assert_ne!(obs.output, disk);
+    // The model's next turn carried that output as the run's result.
+    let reqs = ws.model.requests();
+    let last = &reqs.last().expect("the model was asked")["messages"];
+    let results: Vec<&str> = last.as_array().unwrap().iter().filter(|m| m["role"] == "tool").filter_map(|m| m["content"].as_str()).collect();
+    assert!(results.iter().any(|r| r.contains("2:    return a + b")), "{results:#?}");
 }

@@ -7,7 +7,7 @@ use keel_e2e::{Reply, bin};
 use keel_trajectory::{Decision, EpisodeEnd, EpisodeFilter, RejectCause, Store};
 use serde_json::{Value, json};
 
-use crate::{CALC, Workspace, edit, facts, root, run_with_deadline};
+use crate::{CALC, Workspace, check_unsaved_run, docker_host, edit, facts, root, run_with_deadline, script_unsaved_run};
 
 /// `$KEEL_NVIM`, else `.venv/bin/nvim` (installed by `cargo xtask setup`).
 fn nvim() -> PathBuf {
@@ -188,4 +188,20 @@ fn a_crashing_server_is_a_clear_message() {
     // :KeelRestart brings it back.
     assert_eq!(f["restarted"], true);
     assert_eq!(f["responsive"], true);
+}
+
+/// An accepted `run` after an accepted edit that Neovim has not written sees the buffer's text.
+#[test]
+fn an_accepted_run_sees_the_unsaved_edit_in_neovim() {
+    let ws = Workspace::new();
+    script_unsaved_run(&ws.model);
+    let (lsp, socket) = (lsp(), docker_host());
+    let v = scenario("unsaved_run", &ws, &[("KEEL_E2E_LSP", &lsp), ("KEEL_E2E_DOCKER_HOST", &socket)]);
+    let f = facts(&v);
+    assert_eq!(f["modified_before_run"], true, "the edit is unsaved when the run is accepted: {f:#}");
+    assert!(f["run_title"].as_str().unwrap().contains("run `grep -n"), "{f:#}");
+    assert_eq!(f["buffer_final"].as_str().unwrap(), CALC.replace("a - b", "a + b"));
+    assert_eq!(f["modified_at_end"], true, "{f:#}");
+    assert_eq!(f["errors"], json!([]), "{f:#}");
+    check_unsaved_run(&ws);
 }

@@ -10,7 +10,7 @@ use keel_e2e::{Reply, bin};
 use keel_trajectory::{Decision, EpisodeEnd, EpisodeFilter, Store};
 use serde_json::{Value, json};
 
-use crate::{CALC, Workspace, edit, root, run_with_deadline};
+use crate::{CALC, Workspace, check_unsaved_run, docker_host, edit, root, run_with_deadline, script_unsaved_run};
 
 fn need(p: PathBuf, what: &str) -> PathBuf {
     assert!(p.exists(), "{} is missing ({what}): run `cargo xtask setup`", p.display());
@@ -79,8 +79,8 @@ fn free_port() -> u16 {
 }
 
 /// Installs the .vsix into a fresh code-server, serves `ws` with `server_path` as `keel.serverPath`,
-/// runs the driver (`case`: "episode", "no_binary", "unreachable" or "crash"); returns what the driver
-/// saw. `endpoint` overrides the scripted model's URL.
+/// runs the driver (`case`: "episode", "unsaved_run", "no_binary", "unreachable" or "crash"); returns
+/// what the driver saw. `endpoint` overrides the scripted model's URL.
 fn drive(ws: &Workspace, server_path: &Path, case: &str, shot: Option<&Path>, endpoint: Option<&str>) -> Value {
     let t = tools();
     let data = ws.dir.path().join("code-server");
@@ -101,7 +101,10 @@ fn drive(ws: &Workspace, server_path: &Path, case: &str, shot: Option<&Path>, en
             "window.commandCenter": false,
             "workbench.colorTheme": "Default Dark Modern",
             "workbench.secondarySideBar.defaultVisibility": "hidden",
-            "chat.disableAIFeatures": true
+            "chat.disableAIFeatures": true,
+            // Desktop VS Code's default. In a browser VS Code saves a changed file a second after
+            // the change, so an accepted edit would not stay unsaved (which a test needs).
+            "files.autoSave": "off"
         })
         .to_string(),
     )
@@ -207,6 +210,25 @@ fn code_action_then_accept_from_the_lens_in_code_server() {
     let tree = s.tree(eps[0].id).unwrap().unwrap();
     assert_eq!(tree.steps[0].decision(), Some(&Decision::Accepted));
     assert!(matches!(tree.end.as_ref().unwrap().end, EpisodeEnd::Finished { .. }));
+}
+
+/// An accepted `run` after an accepted edit that VS Code has not saved sees the editor's text.
+#[test]
+fn an_accepted_run_sees_the_unsaved_edit_in_code_server() {
+    // keel-lsp finds the engine in its environment (`DOCKER_HOST`), which code-server and its
+    // extension host pass down from this process, as from a user's shell.
+    docker_host();
+    let ws = Workspace::new();
+    script_unsaved_run(&ws.model);
+    let r = drive(&ws, &bin("keel-lsp"), "unsaved_run", None, None);
+    let f = &r["facts"];
+    assert!(f["run_lens"].as_str().unwrap().contains("run `grep -n"), "{f:#}");
+    assert_eq!(f["dirty_before_run"], true, "the edit is unsaved when the run is accepted: {f:#}");
+    assert!(f["status_after"].as_str().unwrap().contains("finished"), "{f:#}");
+    assert_eq!(f["dirty_at_end"], true, "{f:#}");
+    let lines: Vec<&str> = f["editor_lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(lines.contains(&"    return a + b"), "{lines:?}");
+    check_unsaved_run(&ws);
 }
 
 #[test]

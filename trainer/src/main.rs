@@ -48,6 +48,8 @@ enum Command {
     /// The whole loop on tasks: collect → search → sft → dpo, and eval before and after on
     /// held-out tasks (RUN_DIR/report.json, RUN_DIR/adapter/).
     Loop(LoopArgs),
+    /// The scheduler's runs, oldest first: stage, status, attempts, error, candidate, gate verdict.
+    Runs(RunsArgs),
 }
 
 #[derive(clap::Args)]
@@ -635,6 +637,7 @@ fn main() -> Result<()> {
             let cfg = keel_trainer::schedule::Config::load(&a.config)?;
             keel_trainer::schedule::run(&cfg, a.once, std::time::Duration::from_secs(a.every.max(1)))
         }
+        Command::Runs(a) => runs(a),
     }
 }
 
@@ -862,4 +865,37 @@ fn pairs(a: PairsArgs) -> Result<()> {
     let stats = keel_trainer::pairs::export(&store, since, &a.out)?;
     eprintln!("{stats}");
     Ok(())
+}
+
+#[derive(clap::Args)]
+struct RunsArgs {
+    /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn runs(a: RunsArgs) -> Result<()> {
+    use keel_trainer::schedule;
+    let path = a.store.unwrap_or_else(keel_trajectory::default_path);
+    // Listing must not leave an empty store behind where the user mistyped the path.
+    anyhow::ensure!(path.exists(), "no store at {} (give --store, or set KEEL_STORE)", path.display());
+    let runs = open_store(Some(path.clone()))?.runs()?;
+    let none = format!("no runs in {} (`keel-train schedule` records them)\n", path.display());
+    let text = match (runs.is_empty(), a.json) {
+        (true, true) => {
+            eprint!("{none}");
+            String::new()
+        }
+        (true, false) => none,
+        (false, true) => runs.iter().map(|r| format!("{}\n", schedule::run_row(r))).collect(),
+        (false, false) => schedule::runs_table(&runs),
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

@@ -898,26 +898,63 @@ pub fn serve(cfg: &Config, exe: &Path, every: std::time::Duration, mut backoff: 
     }
 }
 
-/// A table of runs, oldest first: id, when, stage, status, and what happened (the error of a
-/// failed run, why a run was skipped, the candidate and the gate's decision).
+/// What `keel-train runs --json` prints for a run (one line each): the run as the scheduler sees
+/// it, with the answers people look for pulled out of `detail` (kept whole beside them, since its
+/// shape grows with the stages): `attempts`; `error` (stage, message, attempt) while the run is
+/// `failed`, `null` otherwise (an earlier attempt's error stays in `detail`); the `candidate`
+/// model version; the `gate`'s verdict (`promote` or `refuse`) and why.
+pub fn run_row(r: &Run) -> Value {
+    let d = &r.detail;
+    let gate = d.get("gate").filter(|g| g.is_object()).map(|g| {
+        let verdict = if g["promote"].as_bool().unwrap_or(false) { "promote" } else { "refuse" };
+        json!({"verdict": verdict, "why": g["why"].as_str().unwrap_or("")})
+    });
+    json!({
+        "id": r.id,
+        "created_at": r.created_at,
+        "created": crate::models::chrono_like(r.created_at),
+        "updated_at": r.updated_at,
+        "stage": r.stage,
+        "status": r.status,
+        "attempts": attempts(r),
+        "error": if r.status == "failed" { d.get("error").cloned().unwrap_or(Value::Null) } else { Value::Null },
+        "candidate": d.get("candidate").cloned().unwrap_or(Value::Null),
+        "gate": gate,
+        "reason": d.get("reason").cloned().unwrap_or(Value::Null),
+        "skipped": d.get("skipped").cloned().unwrap_or(Value::Null),
+        "detail": d,
+    })
+}
+
+/// A table of runs, oldest first: id, when, stage, status, attempts, the candidate and the gate's
+/// verdict, and what happened (the error of a failed run, why a run was skipped, why the gate
+/// decided as it did, or why a run that is still going started).
 pub fn runs_table(runs: &[Run]) -> String {
-    let mut t = format!("{:<32} {:<20} {:<8} {:<9} {}\n", "run", "created", "stage", "status", "detail");
+    let mut t = format!("{:<32} {:<20} {:<8} {:<9} {:<8} {:<24} {:<8} {}\n", "run", "created", "stage", "status", "attempts", "candidate", "gate", "detail");
     for r in runs {
-        let d = &r.detail;
-        let what = match r.status.as_str() {
-            "failed" => {
-                let e = &d["error"];
-                let first = e["message"].as_str().and_then(|m| m.lines().next()).unwrap_or("");
-                format!("at {} (attempt {} of {MAX_ATTEMPTS}): {first}", e["stage"].as_str().unwrap_or(&r.stage), e["attempt"].as_u64().unwrap_or(1))
-            }
-            "skipped" => d["skipped"].as_str().unwrap_or("").to_string(),
-            _ => match (d["candidate"].as_str(), d.pointer("/gate/why").and_then(Value::as_str)) {
-                (Some(c), Some(why)) => format!("{c}: {why}"),
-                (Some(c), None) => c.to_string(),
-                _ => d["reason"].as_str().unwrap_or("").to_string(),
-            },
+        let row = run_row(r);
+        let e = &row["error"];
+        let what = if e.is_object() {
+            let first = e["message"].as_str().and_then(|m| m.lines().next()).unwrap_or("");
+            format!("at {} (attempt {} of {MAX_ATTEMPTS}): {first}", e["stage"].as_str().unwrap_or(&r.stage), e["attempt"].as_u64().unwrap_or(1))
+        } else if let Some(skipped) = row["skipped"].as_str() {
+            skipped.to_string()
+        } else if let Some(why) = row.pointer("/gate/why").and_then(Value::as_str) {
+            why.to_string()
+        } else {
+            row["reason"].as_str().unwrap_or("").to_string()
         };
-        let _ = writeln!(t, "{:<32} {:<20} {:<8} {:<9} {what}", r.id, crate::models::chrono_like(r.created_at), r.stage, r.status);
+        let _ = writeln!(
+            t,
+            "{:<32} {:<20} {:<8} {:<9} {:<8} {:<24} {:<8} {what}",
+            r.id,
+            row["created"].as_str().unwrap_or(""),
+            r.stage,
+            r.status,
+            attempts(r),
+            row["candidate"].as_str().unwrap_or("-"),
+            row.pointer("/gate/verdict").and_then(Value::as_str).unwrap_or("-"),
+        );
     }
     t
 }

@@ -144,8 +144,10 @@ async fn a_recorded_git_state_is_rebuilt() {
     h.assert_no_leftovers().await;
 }
 
+/// The file API moves bytes in and out of `/work`; editing (locating `old_text`) is the agent's
+/// tools' job, in keel-agent, over this API.
 #[tokio::test]
-async fn edits_apply() {
+async fn files_are_written_and_read_back() {
     let h = harness(small_limits()).await;
     let c = h
         .sandbox
@@ -155,39 +157,41 @@ async fn edits_apply() {
         )]))
         .await
         .unwrap();
-    c.apply_edit("src/lib.rs", "fn b() {}", "fn b() -> u8 { 1 }")
+    assert_eq!(
+        c.read_file("src/lib.rs").await.unwrap(),
+        b"fn a() {}\nfn b() {}\n"
+    );
+    // A whole new text replaces the old one; commands see it.
+    c.write_file("src/lib.rs", b"fn a() {}\nfn b() -> u8 { 1 }\n")
         .await
         .unwrap();
     assert_eq!(
-        c.read_file("src/lib.rs").await.unwrap(),
+        c.read_file("/work/src/lib.rs").await.unwrap(),
         b"fn a() {}\nfn b() -> u8 { 1 }\n"
     );
     assert_eq!(
         c.exec("cat /work/src/lib.rs").await.unwrap().stdout,
         "fn a() {}\nfn b() -> u8 { 1 }\n"
     );
-
-    // An edit that matches twice, or nothing, changes nothing.
-    let e = c
-        .apply_edit("src/lib.rs", "fn", "pub fn")
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::Edit { .. }), "{e}");
-    let e = c.apply_edit("src/lib.rs", "fn zzz", "x").await.unwrap_err();
-    assert!(matches!(e, Error::Edit { .. }), "{e}");
+    // A command's change is what the next read sees.
+    c.exec("sed -i 's/u8/u16/' src/lib.rs").await.unwrap();
     assert_eq!(
         c.read_file("src/lib.rs").await.unwrap(),
-        b"fn a() {}\nfn b() -> u8 { 1 }\n"
+        b"fn a() {}\nfn b() -> u16 { 1 }\n"
     );
 
-    // New files: an empty old text creates, write_file makes parents; both stay writable by commands.
-    c.apply_edit("new/file.txt", "", "created\n").await.unwrap();
-    c.write_file("/work/other/x.txt", b"raw").await.unwrap();
+    // New files get their parents; they stay writable by commands. Bytes need not be text.
+    c.write_file("new/deep/file.txt", b"created\n").await.unwrap();
+    c.write_file("/work/other/x.bin", &[0, 159, 255]).await.unwrap();
     let r = c
-        .exec("cat new/file.txt other/x.txt; echo more >> other/x.txt && echo ok")
+        .exec("cat new/deep/file.txt; wc -c < other/x.bin; echo more >> other/x.bin && echo ok")
         .await
         .unwrap();
-    assert_eq!(r.stdout, "created\nrawok\n", "{r:?}");
+    assert_eq!(r.stdout, "created\n3\nok\n", "{r:?}");
+    assert_eq!(
+        c.read_file("other/x.bin").await.unwrap(),
+        b"\0\x9f\xffmore\n"
+    );
 
     assert!(matches!(
         c.read_file("nope.txt").await,

@@ -260,7 +260,7 @@ async fn writing_outside_the_work_directory_fails() {
         Err(Error::OutsideWorkspace(_))
     ));
     assert!(matches!(
-        c.apply_edit("../../bin/sh", "", "x").await,
+        c.write_file("../../bin/sh", b"x").await,
         Err(Error::OutsideWorkspace(_))
     ));
     // No privileges to gain back: capabilities are all dropped.

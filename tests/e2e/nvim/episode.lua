@@ -10,15 +10,7 @@ return function(t)
   })
   t.record("enabled", enabled)
 
-  vim.cmd.edit(vim.env.KEEL_E2E_ROOT .. "/calc.py")
-  local buf = vim.api.nvim_get_current_buf()
-  t.wait("keel-lsp to attach", function()
-    return #vim.lsp.get_clients({ name = "keel", bufnr = buf }) > 0
-  end)
-  local client = keel.client(buf)
-  t.wait("initialize", function()
-    return client.initialized
-  end)
+  local buf, client = t.open("calc.py")
   t.record("root_dir", client.root_dir)
 
   -- Pick the Keel code action on `return a - b` (line 2) the way a user would, through

@@ -34,6 +34,21 @@ function t.wait(what, cond, ms)
   end
 end
 
+--- Opens `name` (relative to the workspace) and waits until keel-lsp is attached to it and
+--- initialized; returns the buffer and the client.
+function t.open(name)
+  vim.cmd.edit(assert(vim.env.KEEL_E2E_ROOT, "KEEL_E2E_ROOT") .. "/" .. name)
+  local buf = vim.api.nvim_get_current_buf()
+  t.wait("keel-lsp to attach", function()
+    return #vim.lsp.get_clients({ name = "keel", bufnr = buf }) > 0
+  end)
+  local client = require("keel").client(buf)
+  t.wait("initialize", function()
+    return client.initialized
+  end)
+  return buf, client
+end
+
 function t.notes_matching(pat, level)
   local n = {}
   for _, x in ipairs(results.notes) do

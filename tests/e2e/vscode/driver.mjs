@@ -1,6 +1,7 @@
 // Drives VS Code (code-server) in Debian's Chromium through playwright-core, like a person would:
 // open calc.py, Ctrl+. on `return a - b`, pick "Keel: implement", wait for the pending step's lens,
-// screenshot it, click "Keel: Accept", save. Writes what it saw as JSON to $KEEL_E2E_OUT; the Rust test
+// screenshot it, click "Keel: Accept", save. Case "unsaved_run": accept the edit, then the `run`
+// proposed after it, and never save. Writes what it saw as JSON to $KEEL_E2E_OUT; the Rust test
 // (tests/e2e/vscode.rs) asserts on it, on the file on disk and on the store.
 //
 // env: KEEL_E2E_URL (code-server URL with ?folder=), KEEL_E2E_OUT, KEEL_E2E_SCREENSHOT,
@@ -149,6 +150,25 @@ try {
     }
     await page.locator(".statusbar-item", { hasText: "Keel: idle" }).first().waitFor();
     facts.status_restarted = (await status.first().innerText()).trim();
+    throw "done";
+  }
+  if (process.env.KEEL_E2E_CASE === "unsaved_run") {
+    // Accept the edit, leave it unsaved, accept the `run` that reads the file; never save.
+    await accept.first().click();
+    await editor.locator(".view-line", { hasText: "return a + b" }).waitFor();
+    log("edit applied");
+    const acceptRun = page.locator(".codelens-decoration a", { hasText: /Keel: Accept\W+run `/ });
+    await acceptRun.first().waitFor();
+    facts.run_lens = (await acceptRun.first().innerText()).trim();
+    facts.dirty_before_run = (await page.locator(".tab.active.dirty").count()) > 0;
+    log(`run proposed: ${facts.run_lens}; unsaved: ${facts.dirty_before_run}`);
+    await acceptRun.first().click();
+    // The container starts, runs the command, goes; then the model finishes.
+    await page.locator(".statusbar-item", { hasText: "finished" }).first().waitFor({ timeout: 120000 });
+    facts.status_after = (await status.first().innerText()).trim();
+    facts.dirty_at_end = (await page.locator(".tab.active.dirty").count()) > 0;
+    facts.editor_lines = (await editor.locator(".view-line").allInnerTexts()).map((s) => s.replace(/\u00a0/g, " "));
+    log("finished, nothing saved");
     throw "done";
   }
   await page.mouse.move(10, 700);

@@ -17,7 +17,8 @@ fn version(id: &str, at: i64, parent: Option<&str>) -> ModelVersion {
     }
 }
 
-fn keel_train(args: &[&str]) -> (bool, String, String) {
+/// Runs the built `keel-train`: (success, stdout, stderr).
+pub(crate) fn keel_train(args: &[&str]) -> (bool, String, String) {
     let out = keel_e2e::command("keel-train").args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }

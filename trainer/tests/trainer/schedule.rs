@@ -224,3 +224,94 @@ fn the_sandbox_image_is_configured() {
     assert_eq!(args.iter().filter(|a| a.starts_with("--device")).count(), 1, "{args:?}");
     assert!(args.windows(2).any(|w| w == ["--adapter", "/a"]));
 }
+
+/// `keel-train runs`: each state a run can be in, as the scheduler records it, listed as a table
+/// and as JSON lines; an empty store says so; a store that is not there is an error, not a new file.
+#[test]
+fn runs_are_listed_from_the_store() {
+    use crate::models::keel_train;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let store = Store::open(&db).unwrap();
+    drop(store);
+    let path = db.to_str().unwrap();
+    let (ok, out, err) = keel_train(&["runs", "--store", path]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("no runs in {path} (`keel-train schedule` records them)"));
+    let (ok, out, err) = keel_train(&["runs", "--store", path, "--json"]);
+    assert!(ok && out.is_empty(), "JSON lines: none for no runs: {out}");
+    assert!(err.contains("no runs in"), "{err}");
+    let missing = dir.path().join("nope.db");
+    let (ok, _, err) = keel_train(&["runs", "--store", missing.to_str().unwrap()]);
+    assert!(!ok && err.contains(&format!("no store at {}", missing.display())), "{err}");
+    assert!(!missing.exists(), "listing created a store");
+
+    let day = 20_000 * 86_400_000i64;
+    let run = |id: &str, hour: i64, stage: &str, status: &str, detail: Value| Run {
+        id: id.into(),
+        created_at: day + hour * 3_600_000,
+        updated_at: day + hour * 3_600_000 + 60_000,
+        stage: stage.into(),
+        status: status.into(),
+        detail,
+    };
+    let gate = |promote: bool, why: &str| json!({"promote": promote, "why": why, "accuracy": 0.75, "margin": 0.5});
+    let store = Store::open(&db).unwrap();
+    for r in [
+        run("run-a", 1, "done", "promoted", json!({"reason": "every pass", "attempts": 1, "candidate": "keel@aaaa", "gate": gate(true, "accuracy 0.750 vs 0.500, margin 0.500 vs 0.100")})),
+        run("run-b", 2, "done", "refused", json!({"reason": "every pass", "attempts": 1, "candidate": "keel@bbbb", "gate": gate(false, "accuracy 0.400 does not beat 0.500")})),
+        run("run-c", 3, "done", "skipped", json!({"reason": "every pass", "attempts": 1, "skipped": "2 training pairs, fewer than train.min_pairs = 8"})),
+        // Failed twice at search: the second attempt's error is the one shown.
+        run(
+            "run-d",
+            4,
+            "search",
+            "failed",
+            json!({"reason": "every pass", "attempts": 2, "error": {"stage": "search", "message": "`keel-train search` failed (exit status: 2)\nerror: no engine", "attempt": 2, "at": day}}),
+        ),
+        // Retried after a failure and now going: the old error is history, not the run's state.
+        run("run-e", 5, "sft", "running", json!({"reason": "12 new decisions (trigger: 10)", "attempts": 2, "error": {"stage": "sft", "message": "killed", "attempt": 1}})),
+    ] {
+        store.put_run(&r).unwrap();
+    }
+    drop(store);
+
+    let (ok, table, err) = keel_train(&["runs", "--store", path]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "a header and one line per run:\n{table}");
+    for h in ["run", "created", "stage", "status", "attempts", "candidate", "gate", "detail"] {
+        assert!(lines[0].split_whitespace().any(|w| w == h), "{h} missing from the header: {}", lines[0]);
+    }
+    // Columns line up under the header.
+    let at = lines[0].find("candidate").unwrap();
+    assert_eq!((&lines[1][at..at + 9], &lines[2][at..at + 9], &lines[3][at..at + 2]), ("keel@aaaa", "keel@bbbb", "- "), "{table}");
+    let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let row = |i: usize| cols(lines[i]);
+    // Oldest first; the created time as a date.
+    assert_eq!(row(1)[..8], ["run-a", "2024-10-04", "01:00:00", "done", "promoted", "1", "keel@aaaa", "promote"], "{table}");
+    assert!(lines[1].ends_with("accuracy 0.750 vs 0.500, margin 0.500 vs 0.100"), "{table}");
+    assert_eq!(row(2)[3..8], ["done", "refused", "1", "keel@bbbb", "refuse"], "{table}");
+    assert!(lines[2].ends_with("accuracy 0.400 does not beat 0.500"), "{table}");
+    assert_eq!(row(3)[3..8], ["done", "skipped", "1", "-", "-"], "{table}");
+    assert!(lines[3].ends_with("2 training pairs, fewer than train.min_pairs = 8"), "{table}");
+    assert_eq!(row(4)[3..8], ["search", "failed", "2", "-", "-"], "{table}");
+    assert!(lines[4].ends_with(&format!("at search (attempt 2 of {}): `keel-train search` failed (exit status: 2)", schedule::MAX_ATTEMPTS)), "{table}");
+    assert!(!table.contains("no engine"), "only the error's first line in the table:\n{table}");
+    assert_eq!(row(5)[3..8], ["sft", "running", "2", "-", "-"], "{table}");
+    assert!(lines[5].ends_with("12 new decisions (trigger: 10)"), "{table}");
+
+    let (ok, out, err) = keel_train(&["runs", "--store", path, "--json"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["run-a", "run-b", "run-c", "run-d", "run-e"]);
+    assert_eq!(rows[0]["gate"], json!({"verdict": "promote", "why": "accuracy 0.750 vs 0.500, margin 0.500 vs 0.100"}));
+    assert_eq!((rows[0]["candidate"].as_str(), rows[0]["created_at"].as_i64()), (Some("keel@aaaa"), Some(day + 3_600_000)));
+    assert_eq!(rows[1]["gate"]["verdict"], "refuse");
+    assert_eq!((&rows[2]["gate"], &rows[2]["candidate"], &rows[2]["error"]), (&Value::Null, &Value::Null, &Value::Null));
+    assert_eq!(rows[3]["error"]["message"], "`keel-train search` failed (exit status: 2)\nerror: no engine", "the whole message");
+    assert_eq!((rows[3]["status"].as_str(), rows[3]["stage"].as_str(), rows[3]["attempts"].as_u64()), (Some("failed"), Some("search"), Some(2)));
+    assert_eq!(rows[4]["error"], Value::Null, "a running run has no error");
+    assert_eq!(rows[4]["detail"]["error"]["message"], "killed", "the history stays in detail");
+}
