@@ -159,6 +159,34 @@ pub struct EpisodeResult {
     pub error: Option<String>,
 }
 
+impl EpisodeResult {
+    /// A run of `task` that has not happened yet (an error until it does).
+    fn empty(task: &TaskSpec, sample: usize, seed: u64) -> EpisodeResult {
+        EpisodeResult {
+            task: task.name.clone(),
+            sample,
+            seed,
+            success: false,
+            end: "error".into(),
+            steps: 0,
+            invalid_calls: 0,
+            loops: 0,
+            edits_applied: 0,
+            empty_patch: true,
+            actions: vec![],
+            verify_exit: None,
+            verify_output: String::new(),
+            wall_ms: 0,
+            model_ms: 0,
+            tools_ms: 0,
+            verify_ms: 0,
+            episode: None,
+            meta: task.meta.clone(),
+            error: None,
+        }
+    }
+}
+
 fn is_invalid(cause: RejectCause) -> bool {
     cause.is_automatic() && cause != RejectCause::Loop
 }
@@ -201,28 +229,7 @@ fn precheck(task: &TaskSpec, env: &SandboxEnv) -> Result<(), String> {
 pub fn run_episode(task: &TaskSpec, sample: usize, policy: &dyn Policy, env: &SandboxEnv, cfg: &EvalConfig, model: &ModelRef, writer: Option<&keel_trajectory::Writer>) -> EpisodeResult {
     let started = Instant::now();
     let seed = crate::search::seed_for(cfg.seed, &[task.name.as_bytes(), &(sample as u64).to_le_bytes()]);
-    let mut r = EpisodeResult {
-        task: task.name.clone(),
-        sample,
-        seed,
-        success: false,
-        end: "error".into(),
-        steps: 0,
-        invalid_calls: 0,
-        loops: 0,
-        edits_applied: 0,
-        empty_patch: true,
-        actions: vec![],
-        verify_exit: None,
-        verify_output: String::new(),
-        wall_ms: 0,
-        model_ms: 0,
-        tools_ms: 0,
-        verify_ms: 0,
-        episode: None,
-        meta: task.meta.clone(),
-        error: None,
-    };
+    let mut r = EpisodeResult::empty(task, sample, seed);
     if let Err(e) = episode_inner(task, policy, env, cfg, model, writer, seed, &mut r) {
         r.end = "error".into();
         r.error = Some(format!("{e:#}"));
@@ -457,28 +464,7 @@ pub fn run_suite(tasks: &[TaskSpec], policy: &dyn Policy, envs: &Envs, cfg: &Eva
 }
 
 fn run_episode_error(t: &TaskSpec, sample: usize, cfg: &EvalConfig) -> EpisodeResult {
-    EpisodeResult {
-        task: t.name.clone(),
-        sample,
-        seed: crate::search::seed_for(cfg.seed, &[t.name.as_bytes(), &(sample as u64).to_le_bytes()]),
-        success: false,
-        end: "error".into(),
-        steps: 0,
-        invalid_calls: 0,
-        loops: 0,
-        edits_applied: 0,
-        empty_patch: true,
-        actions: vec![],
-        verify_exit: None,
-        verify_output: String::new(),
-        wall_ms: 0,
-        model_ms: 0,
-        tools_ms: 0,
-        verify_ms: 0,
-        episode: None,
-        meta: t.meta.clone(),
-        error: None,
-    }
+    EpisodeResult::empty(t, sample, crate::search::seed_for(cfg.seed, &[t.name.as_bytes(), &(sample as u64).to_le_bytes()]))
 }
 
 /// `f` over `items` on `n` threads, results in the items' order.
