@@ -359,6 +359,15 @@ impl Transformer {
             };
             let scale = 1.0 / (hd as f64).sqrt();
             let attn = match &attn_mask {
+                // One new token per row (generation): the query heads of a group attend to their
+                // shared key/value head by broadcasting, without copying the cache per head
+                // (repeat_kv copied every cached position of every layer at every token).
+                Some(m) if t == 1 && nh != nkv => {
+                    let g = nh / nkv;
+                    let scores = q.reshape([b, nkv, g, hd]).matmul(&k.transpose(-1, -2)) * scale;
+                    let scores = scores.masked_fill(&m.logical_not(), f64::NEG_INFINITY);
+                    scores.softmax(-1, scores.kind()).matmul(&v).reshape([b, nh, 1, hd])
+                }
                 // With a mask the fused kernels want equal head counts (as transformers' repeat_kv).
                 Some(m) => {
                     let (k, v) = (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv));

@@ -97,9 +97,14 @@ impl Engine for TchEngine {
                     Some(c) if constraint_rows.iter().any(Option::is_some) => Some(c.processor(constraint_rows.clone(), self.model.eos_ids.clone())?),
                     _ => None,
                 };
+                let t0 = std::time::Instant::now();
+                let reused0 = self.prefixes.reused_tokens;
                 let mut g = Generator::with_prefixes(&self.model.transformer, &self.model.tokenizer, rows.clone(), Some(&mut self.prefixes))?;
+                let prefill = t0.elapsed();
                 let mut streamed: Vec<String> = vec![String::new(); index.len()];
+                let mut steps = 0usize;
                 while !g.is_done() {
+                    steps += 1;
                     let toks = match processor.as_mut() {
                         Some(p) => g.step(Some(p))?,
                         None => g.step(None)?,
@@ -113,6 +118,16 @@ impl Engine for TchEngine {
                         }
                     }
                 }
+                tracing::debug!(
+                    target: "keel_trainer::engine",
+                    rows = rows.len(),
+                    prompt_tokens = prompt_lens.iter().sum::<usize>(),
+                    reused = self.prefixes.reused_tokens - reused0,
+                    prefill_ms = prefill.as_millis() as u64,
+                    decode_steps = steps,
+                    decode_ms = (t0.elapsed() - prefill).as_millis() as u64,
+                    "batch"
+                );
                 Ok(g.finish().into_iter().map(|o| (o.text, o.finish.openai().to_string(), o.tokens.len())).collect())
             };
             match run() {

@@ -208,7 +208,7 @@ fn synthetic_sentencepiece_vocabulary_converts_as_transformers_does() {
     let tc: Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap()).unwrap();
     // No flag in the file: SentencePiece vocabularies add bos (llama.cpp's default, and transformers').
     assert_eq!((tc["bos_token"].as_str(), tc["unk_token"].as_str(), tc["add_bos_token"].as_bool()), (Some("<s>"), Some("<unk>"), Some(true)));
-    let tok = Tokenizer::load(&out).unwrap();
+    let tok = Tokenizer::load(&out, read_config(&out).family).unwrap();
     // Characters no piece covers fall back to byte tokens, and decode back.
     let ids = tok.encode("한").unwrap();
     let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
@@ -384,7 +384,7 @@ fn real_gguf_converts_to_the_tensors_and_tokenizer_transformers_makes() {
     assert!(a.tie_word_embeddings && a.rope_theta == 100000.0);
     assert_eq!(std::fs::read(ours.join("chat_template.jinja")).unwrap(), std::fs::read(theirs.join("chat_template.jinja")).unwrap());
     let exp = f.expect("real");
-    let tok = Tokenizer::load(ours).unwrap();
+    let tok = Tokenizer::load(ours, a.family).unwrap();
     assert_encodings(&tok, &exp, "SmolLM2");
     // The long chat prompt too.
     let want: Vec<u32> = serde_json::from_value(exp["ids"].clone()).unwrap();
