@@ -309,6 +309,10 @@ impl Sandbox {
                 format!("PATH={CONTAINER_PATH}"),
                 format!("HOME={WORKDIR}"),
                 "LANG=C.UTF-8".into(),
+                // Python's bytecode cache is keyed by the source's mtime in whole seconds and its
+                // size: an edit of the same length made in the same second as an earlier run (a
+                // `<` made `>`) would run the stale bytecode, and a right fix would be judged wrong.
+                "PYTHONDONTWRITEBYTECODE=1".into(),
             ]),
             labels: Some(labels),
             network_disabled: Some(true),

@@ -2,7 +2,12 @@
 //! better on tasks it never trained on.
 //!
 //! 1. **before** — `eval` of the starting policy on each held-out suite;
-//! 2. **collect** — `samples` episodes per training task, each with its verification outcome;
+//! 2. **collect** — `samples` episodes per training task, each with its verification outcome; with
+//!    `demos`, also one demonstration per training task that ships its known fix (`[[fix]]`): the
+//!    same agent, in the same container, run the tests, make the fix's edits, run the tests again,
+//!    finish — recorded like any episode (model `demo`), kept only if `verify` passes. A small
+//!    model that never solves a task alone gives search and SFT nothing; the demonstrations give
+//!    SFT real trajectories and search a successful sibling beside the model's own steps;
 //! 3. **search** — the episodes of each task merged into one tree (shared prefixes merge), MCTS with
 //!    container rollouts that run the task's `verify`; pairs at the critical decisions;
 //! 4. **sft** — LoRA SFT on the steps of the successful trajectories;
@@ -80,7 +85,7 @@ pub struct LoopConfig {
     pub seed: u64,
     pub device: String,
     pub recipe: Recipe,
-    /// Episodes per training task.
+    /// Episodes per training task (0: none, the demonstrations only).
     pub samples: usize,
     /// Episodes per held-out task (before and after).
     pub eval_samples: usize,
@@ -100,6 +105,8 @@ pub struct LoopConfig {
     pub sft_lr: f64,
     pub dpo_epochs: u64,
     pub dpo_lr: f64,
+    /// Record a demonstration episode per training task that carries its fix.
+    pub demos: bool,
     /// A held-out report of the starting policy to reuse (same suite, samples, seed) instead of
     /// evaluating it again.
     pub baseline: Vec<PathBuf>,
@@ -137,6 +144,56 @@ fn load(dir: &Path) -> Result<Vec<TaskSpec>> {
         bail!("no usable task in {}", dir.display());
     }
     Ok(tasks)
+}
+
+/// The policy of the demonstrations: at a task's first state (its initial user message) it runs the
+/// task's `verify`, makes the fix's edits one by one, runs `verify` again and finishes. Every
+/// candidate it offers is that one action, so `sample(k)` gives k copies (search expands a state
+/// the demonstration reached with the model's policy, never with this one).
+pub struct DemoPolicy {
+    /// Initial user message → (verify command, fix edits).
+    tasks: HashMap<String, (String, Vec<keel_agent::task::FixEdit>)>,
+}
+
+impl DemoPolicy {
+    pub fn new(tasks: &[TaskSpec]) -> DemoPolicy {
+        let tasks = tasks
+            .iter()
+            .filter(|t| !t.fix.is_empty())
+            .filter_map(|t| {
+                let user = t.initial_prompt().messages.into_iter().find(|m| m.role == keel_trajectory::Role::User)?.content?;
+                Some((user, (t.verify.clone(), t.fix.clone())))
+            })
+            .collect();
+        DemoPolicy { tasks }
+    }
+
+    /// The action at a state: the script's step after the tool calls already in the prompt.
+    pub fn action(&self, prompt: &keel_trajectory::Prompt) -> Option<keel_trajectory::Action> {
+        use keel_trajectory::{Action, Role};
+        let user = prompt.messages.iter().find(|m| m.role == Role::User)?.content.as_ref()?;
+        let (verify, fix) = self.tasks.get(user)?;
+        let done = prompt.messages.iter().filter(|m| m.role == Role::Assistant).count();
+        Some(match done {
+            0 => Action::Run { command: verify.clone() },
+            n if n <= fix.len() => {
+                let f = &fix[n - 1];
+                Action::Edit { path: f.path.clone(), old_text: f.old_text.clone(), new_text: f.new_text.clone() }
+            }
+            n if n == fix.len() + 1 => Action::Run { command: verify.clone() },
+            _ => Action::Finish { summary: "Fixed the bug; the tests pass.".into() },
+        })
+    }
+}
+
+impl Policy for DemoPolicy {
+    fn sample(&self, prompt: &keel_trajectory::Prompt, k: usize, _seed: u64) -> Result<Vec<keel_trajectory::ModelOutput>> {
+        let a = self.action(prompt).context("the demonstration policy does not know this task")?;
+        Ok((0..k.max(1)).map(|i| keel_trajectory::ModelOutput { content: None, tool_calls: vec![a.to_tool_call(format!("demo{i}"))] }).collect())
+    }
+    fn version(&self) -> Option<String> {
+        Some("demo".into())
+    }
 }
 
 /// The steps of the successful episodes as SFT examples (TRL's conversational prompt/completion,
@@ -327,7 +384,10 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
     // 2. collect
     let store_path = cfg.out.join("collect.db");
     let collected_marker = cfg.out.join("collect.json");
-    if !collected_marker.exists() {
+    if cfg.samples == 0 && !cfg.demos {
+        bail!("nothing to train on: no samples per task and no demonstrations");
+    }
+    if cfg.samples > 0 && !collected_marker.exists() {
         let _ = std::fs::remove_file(&store_path);
         stages.time("collect", || {
             let store = Store::open(&store_path)?;
@@ -351,7 +411,35 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
             eval::write_report(&v, &collected_marker)
         })?;
     }
-    let collect_report: Value = serde_json::from_slice(&std::fs::read(&collected_marker)?)?;
+    let demos_marker = cfg.out.join("demos.json");
+    if cfg.demos && !demos_marker.exists() {
+        let with_fix: Vec<TaskSpec> = train.iter().filter(|t| !t.fix.is_empty()).cloned().collect();
+        stages.time("demos", || {
+            let store = Store::open(&store_path)?;
+            let writer = store.writer()?;
+            let p = DemoPolicy::new(&with_fix);
+            let ecfg = EvalConfig {
+                samples: 1,
+                parallel: cfg.parallel,
+                seed: cfg.seed ^ 0xDE40,
+                image: cfg.image.clone(),
+                max_steps: cfg.max_steps.max(with_fix.iter().map(|t| t.fix.len() + 3).max().unwrap_or(0)),
+                client: "keel-train demo".into(),
+                ..Default::default()
+            };
+            let model = ModelRef { name: "demo".into(), version: Some("demo".into()) };
+            let run = eval::run_suite(&with_fix, &p, &envs, &ecfg, &model, Some(&writer), &|r| progress("demo", r));
+            writer.flush().wait()?;
+            let v = eval::report_json(&run, &ecfg, &model, &cfg.tasks[0]);
+            let failed: Vec<&str> = run.results.iter().filter(|r| !r.success).map(|r| r.task.as_str()).collect();
+            if !failed.is_empty() {
+                eprintln!("loop: {} demonstration(s) did not pass verify (left out of SFT): {}", failed.len(), failed.join(", "));
+            }
+            eval::write_report(&v, &demos_marker)
+        })?;
+    }
+    let collect_report: Value = if cfg.samples > 0 { serde_json::from_slice(&std::fs::read(&collected_marker)?)? } else { Value::Null };
+    let demos_report: Option<Value> = if cfg.demos { Some(serde_json::from_slice(&std::fs::read(&demos_marker)?)?) } else { None };
     let store = Store::open(&store_path)?;
     let episodes = store.episodes(&Default::default())?;
     let mut trees: Vec<EpisodeTree> = Vec::new();
@@ -364,7 +452,8 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
     // 3. search: one tree per task (its episodes share their first state).
     let pairs_path = cfg.out.join("pairs.jsonl");
     let all_pairs_path = cfg.out.join("pairs-all.jsonl");
-    if !pairs_path.exists() || !all_pairs_path.exists() {
+    // SFT alone needs no search.
+    if cfg.recipe.dpo() && (!pairs_path.exists() || !all_pairs_path.exists()) {
         stages.time("search", || {
             let mut groups: BTreeMap<String, Vec<EpisodeTree>> = BTreeMap::new();
             for t in &trees {
@@ -470,10 +559,13 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
             "expand": cfg.search.expand, "margin": cfg.search.margin, "max_depth": cfg.search.max_depth,
             "lora_r": cfg.train.lora_r, "beta": cfg.train.beta, "sft_lr": cfg.sft_lr, "dpo_lr": cfg.dpo_lr,
             "sft_epochs": cfg.sft_epochs, "dpo_epochs": cfg.dpo_epochs, "max_length": cfg.train.max_length,
+            "demos": cfg.demos, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
         },
         "data": {
             "episodes": trees.len(),
             "collect_success_rate": collect_report["success_rate"],
+            "demonstrations": demos_report.as_ref().map(|d| d["tasks"].clone()),
+            "demonstrations_passed": demos_report.as_ref().map(|d| d["success_rate"]["value"].clone()),
             "successful_episodes": trees.iter().filter(|t| t.end.as_ref().and_then(|e| e.outcome.as_ref()).is_some_and(|o| o.passed)).count(),
             "sft_examples": sft_rows.len(),
             "critical_pairs": count(&pairs_path),

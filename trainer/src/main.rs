@@ -77,7 +77,7 @@ struct LoopArgs {
     /// Start from this adapter.
     #[arg(long)]
     init_adapter: Option<PathBuf>,
-    /// Episodes per training task.
+    /// Episodes per training task (0: no collection, the demonstrations only).
     #[arg(long, default_value_t = 4)]
     samples: usize,
     /// Episodes per held-out task, before and after.
@@ -125,11 +125,19 @@ struct LoopArgs {
     lora_alpha: f64,
     #[arg(long, default_value_t = 2048)]
     max_length: usize,
-    #[arg(long, default_value_t = 4)]
+    /// Examples per forward pass; the optimiser steps every `batch_size × grad_accum` examples
+    /// (prompts of the real model run to 2,000 tokens: one at a time keeps SFT within a few GB).
+    #[arg(long, default_value_t = 1)]
     batch_size: usize,
+    #[arg(long, default_value_t = 4)]
+    grad_accum: usize,
     /// Held-out reports of the starting policy to reuse (one per held-out split, same order).
     #[arg(long)]
     baseline: Vec<PathBuf>,
+    /// No demonstrations: train only on what the model itself did (by default every training
+    /// task that ships its fix adds one demonstration episode: run the tests, the fix, run, finish).
+    #[arg(long)]
+    no_demos: bool,
 }
 
 /// The shipped suites' splits named `split` under ./tasks and ./.keel/tasks.
@@ -158,6 +166,7 @@ fn learn(a: LoopArgs) -> Result<()> {
     train.lora_alpha = a.lora_alpha;
     train.max_length = a.max_length;
     train.batch_size = a.batch_size;
+    train.grad_accum = a.grad_accum.max(1);
     train.save_steps = 0;
     let cfg = learn::LoopConfig {
         model: a.model,
@@ -168,7 +177,7 @@ fn learn(a: LoopArgs) -> Result<()> {
         seed: a.seed,
         device: a.device,
         recipe: learn::Recipe::parse(&a.recipe)?,
-        samples: a.samples.max(1),
+        samples: a.samples,
         eval_samples: a.eval_samples.max(1),
         parallel: a.parallel.max(1),
         collect_temperature: a.collect_temperature,
@@ -194,6 +203,7 @@ fn learn(a: LoopArgs) -> Result<()> {
         dpo_epochs: a.dpo_epochs,
         dpo_lr: a.dpo_lr,
         baseline: a.baseline,
+        demos: !a.no_demos,
     };
     let report = learn::run(&cfg)?;
     eprint!("{}", learn::summary(&report));

@@ -102,6 +102,15 @@ async fn python_tests_pass_and_fail_in_the_python_image() {
         "pytest's code for failed tests: {fail:?}"
     );
     assert!(fail.stdout.contains("1 failed"), "{fail:?}");
+    // An edit of the same length in the same second as the last run is what runs next (no stale
+    // bytecode cache: `a + b` made `a - b` changes neither the size nor the mtime's second).
+    let mtime = c.exec("stat -c %Y calc.py").await.unwrap().stdout;
+    c.write_file("calc.py", b"# patched\ndef add(a, b):\n    return a - b\n").await.unwrap();
+    let edited = c
+        .exec(&format!("touch -d @{} calc.py && python3 -c 'from calc import add; print(add(2, 2))'", mtime.trim()))
+        .await
+        .unwrap();
+    assert_eq!(edited.stdout, "0\n", "{edited:?}");
     // No network here either.
     let net = c
         .exec("python3 -c \"import socket; socket.create_connection(('1.1.1.1', 80), timeout=2)\"")
