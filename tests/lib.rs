@@ -384,11 +384,18 @@ impl LspClient {
 
     /// Sends a request and waits for its response (the whole response object).
     pub fn request_full(&mut self, method: &str, params: Value, timeout: Duration) -> Value {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let mut msg = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        let mut msg = json!({"jsonrpc": "2.0", "method": method});
         if !params.is_null() {
             msg["params"] = params;
         }
+        self.request_message(msg, timeout)
+    }
+
+    /// Sends `msg` as it is, with the next request id, and waits for its whole response.
+    pub fn request_message(&mut self, mut msg: Value, timeout: Duration) -> Value {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        msg["id"] = json!(id);
+        let method = msg["method"].as_str().unwrap_or("").to_string();
         write_frame(&mut *self.stdin.lock().unwrap(), &msg).unwrap();
         let deadline = Instant::now() + timeout;
         loop {

@@ -62,9 +62,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<Fr
             Some(Frame::BadHeader(format!("a message of {n} bytes is over the limit of {MAX_FRAME}")))
         }
         Some(Ok(n)) => {
-            let mut body = vec![0u8; n];
-            r.read_exact(&mut body).await.ok()?;
-            Some(Frame::Body(body))
+            // Memory grows with the bytes that arrive, not with what the header claims.
+            let mut body = Vec::with_capacity(n.min(1 << 20));
+            (&mut *r).take(n as u64).read_to_end(&mut body).await.ok()?;
+            (body.len() == n).then_some(Frame::Body(body))
         }
     }
 }
@@ -73,6 +74,19 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// The body to hand tower-lsp, when it must differ from the client's: `"params": null` is dropped
+/// (JSON-RPC allows it, some clients send it with `shutdown`, and tower-lsp answers a
+/// parameterless method that gets it with "Unexpected params: null").
+pub fn normalize(body: &[u8]) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let o = v.as_object_mut()?;
+    if o.get("params").is_some_and(Value::is_null) {
+        o.remove("params");
+        return serde_json::to_vec(&v).ok();
+    }
+    None
 }
 
 /// Why a body is not a message tower-lsp can take, as the JSON-RPC error to answer with.
@@ -100,6 +114,11 @@ pub fn check(body: &[u8]) -> Result<(), Value> {
     }
 }
 
+/// Whether a body may hold `"params": null` (a cheap test before parsing it again).
+fn memchr_null_params(body: &[u8]) -> bool {
+    body.windows(4).any(|w| w == b"null") && body.windows(8).any(|w| w == b"\"params\"")
+}
+
 fn is_exit(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body).is_ok_and(|v| v.get("method").and_then(Value::as_str) == Some("exit") && v.get("id").is_none())
 }
@@ -112,6 +131,7 @@ pub async fn guard_input<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(input: R, 
             Frame::BadHeader(why) => tracing::warn!("skipped a malformed frame: {why}"),
             Frame::Body(body) => match check(&body) {
                 Ok(()) => {
+                    let body = if memchr_null_params(&body) { normalize(&body).unwrap_or(body) } else { body };
                     if to_server.write_all(&frame(&body)).await.is_err() {
                         return;
                     }
@@ -165,6 +185,22 @@ mod tests {
         assert_eq!(check(br#"{"jsonrpc":"1.0","id":3,"method":"x"}"#).unwrap_err()["id"], 3);
         assert_eq!(check(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err()["id"], Value::Null);
         assert_eq!(check(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err()["error"]["code"], -32600);
+    }
+
+    #[test]
+    fn null_params_are_dropped_and_other_bodies_kept() {
+        let got = normalize(br#"{"jsonrpc":"2.0","id":7,"method":"shutdown","params":null}"#).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&got).unwrap(), json!({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}));
+        assert!(normalize(br#"{"jsonrpc":"2.0","id":7,"method":"shutdown"}"#).is_none());
+        assert!(normalize(br#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":null}}"#).is_none());
+        assert!(memchr_null_params(br#"{"params" : null}"#));
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_length_ends_the_stream() {
+        let input = b"Content-Length: 1000000\r\n\r\n{}".to_vec();
+        let mut r = BufReader::new(&input[..]);
+        assert!(read_frame(&mut r).await.is_none());
     }
 
     #[tokio::test]

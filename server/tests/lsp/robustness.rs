@@ -61,6 +61,9 @@ fn malformed_messages_unknown_methods_and_bad_positions() {
     // original text below would need a model; keel/pending is empty here, so ask the lens path).
     let lenses = c.request("textDocument/codeLens", json!({"textDocument": {"uri": f.uri("calc.py")}}));
     assert_eq!(lenses, json!([]));
+    // `"params": null` on a parameterless request is valid JSON-RPC; some clients send it.
+    let r = c.request_message(json!({"jsonrpc": "2.0", "method": "shutdown", "params": null}), WAIT);
+    assert!(r.get("error").is_none(), "shutdown with null params: {r}");
     assert!(c.shutdown().success());
 }
 
