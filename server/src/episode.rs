@@ -125,7 +125,7 @@ impl Ep {
         };
         let selected = (end_char > start_char).then(|| text.slice(start_char..end_char).to_string());
         let lang_id = if language.is_empty() { req.uri.rsplit('.').next().unwrap_or("").to_string() } else { language.clone() };
-        let budget = cfg.limits.context_tokens * 4;
+        let budget = cfg.limits.context_tokens.saturating_mul(4);
         let uri = req.uri.clone();
         let (start_byte, end_byte) = (text.char_to_byte(start_char), text.char_to_byte(end_char));
         let ctx_task = tokio::task::spawn_blocking(move || {

@@ -50,7 +50,7 @@ impl Watch {
     /// `text` is the document before the edit; `start_char..start_char+old_len` is replaced by `new_text`.
     pub fn new(step: Uuid, episode: Uuid, uri: String, text: &str, start_char: usize, old_len: usize, new_text: &str, window: std::time::Duration) -> Option<Watch> {
         let before: Vec<char> = text.chars().collect();
-        if before.len() > MAX_WATCHED_CHARS || start_char + old_len > before.len() {
+        if before.len() > MAX_WATCHED_CHARS || start_char.saturating_add(old_len) > before.len() {
             return None;
         }
         let new_chars: Vec<char> = new_text.chars().collect();
@@ -61,7 +61,9 @@ impl Watch {
             step,
             episode,
             uri,
-            deadline: std::time::Instant::now() + window,
+            // A client's window of any size: past what an Instant can hold is "for as long as the
+            // server runs" (a year).
+            deadline: std::time::Instant::now().checked_add(window).unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(365 * 86400)),
             after,
             start: start_char,
             len_old: old_len,
@@ -186,6 +188,10 @@ mod tests {
         let doc = Document::new("u", "python", 1, text, Encoding::Utf16);
         let start = text.find("a - b").unwrap();
         let w = Watch::new(Uuid::nil(), Uuid::nil(), "u".into(), text, start, 5, "a + b", std::time::Duration::from_secs(60)).unwrap();
+        // A window no Instant can hold (a client's `watch_secs` of u64::MAX) and a range past the
+        // end by overflow are no panic.
+        assert!(Watch::new(Uuid::nil(), Uuid::nil(), "u".into(), text, start, 5, "a + b", std::time::Duration::from_secs(u64::MAX)).is_some());
+        assert!(Watch::new(Uuid::nil(), Uuid::nil(), "u".into(), text, usize::MAX, 5, "a + b", std::time::Duration::from_secs(1)).is_none());
         (doc, w)
     }
 
