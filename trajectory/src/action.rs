@@ -380,8 +380,8 @@ fn build_tools_schema() -> Vec<Value> {
             "Show a file of the workspace with line numbers, optionally only lines start_line..=end_line (1-based).",
             json!({
                 "path": {"type": "string", "description": "Path relative to the workspace root."},
-                "start_line": {"type": "integer", "minimum": 1},
-                "end_line": {"type": "integer", "minimum": 1}
+                "start_line": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                "end_line": {"type": "integer", "minimum": 1, "maximum": 1000000}
             }),
             &["path"],
         ),
@@ -389,7 +389,7 @@ fn build_tools_schema() -> Vec<Value> {
             "search",
             "Search the workspace (or one path in it) for a regular expression; returns matching lines as path:line: text.",
             json!({
-                "pattern": {"type": "string", "description": "A regular expression.", "maxLength": 200},
+                "pattern": {"type": "string", "description": "A regular expression.", "minLength": 1, "maxLength": 200},
                 "path": {"type": "string", "description": "A file or directory relative to the workspace root."}
             }),
             &["pattern"],
@@ -407,7 +407,7 @@ fn build_tools_schema() -> Vec<Value> {
         f(
             "run",
             "Run a shell command in a sandbox copy of the workspace (after the user allows it).",
-            json!({"command": {"type": "string", "maxLength": 500}}),
+            json!({"command": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"}}),
             &["command"],
         ),
         f(
