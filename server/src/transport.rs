@@ -76,22 +76,12 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The body to hand tower-lsp, when it must differ from the client's: `"params": null` is dropped
-/// (JSON-RPC allows it, some clients send it with `shutdown`, and tower-lsp answers a
-/// parameterless method that gets it with "Unexpected params: null").
-pub fn normalize(body: &[u8]) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let o = v.as_object_mut()?;
-    if o.get("params").is_some_and(Value::is_null) {
-        o.remove("params");
-        return serde_json::to_vec(&v).ok();
-    }
-    None
-}
-
-/// Why a body is not a message tower-lsp can take, as the JSON-RPC error to answer with.
-pub fn check(body: &[u8]) -> Result<(), Value> {
-    let v: Value = match serde_json::from_slice(body) {
+/// Why a body is not a message tower-lsp can take, as the JSON-RPC error to answer with; `Ok(Some)`
+/// is the body to hand on instead of the client's: `"params": null` dropped (JSON-RPC allows it, some
+/// clients send it with `shutdown`, and tower-lsp answers a parameterless method that gets it with
+/// "Unexpected params: null").
+pub fn check(body: &[u8]) -> Result<Option<Vec<u8>>, Value> {
+    let mut v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Err(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("Parse error: {e}")}})),
     };
@@ -107,16 +97,17 @@ pub fn check(body: &[u8]) -> Result<(), Value> {
         }
     }
     match o.get("method") {
-        Some(Value::String(_)) => Ok(()),
+        Some(Value::String(_)) if o.get("params").is_some_and(Value::is_null) => {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("params");
+            }
+            Ok(serde_json::to_vec(&v).ok())
+        }
+        Some(Value::String(_)) => Ok(None),
         Some(_) => invalid("`method` must be a string"),
-        None if o.contains_key("id") && (o.contains_key("result") || o.contains_key("error")) => Ok(()),
+        None if o.contains_key("id") && (o.contains_key("result") || o.contains_key("error")) => Ok(None),
         None => invalid("neither a request, a notification nor a response"),
     }
-}
-
-/// Whether a body may hold `"params": null` (a cheap test before parsing it again).
-fn memchr_null_params(body: &[u8]) -> bool {
-    body.windows(4).any(|w| w == b"null") && body.windows(8).any(|w| w == b"\"params\"")
 }
 
 fn is_exit(body: &[u8]) -> bool {
@@ -130,8 +121,8 @@ pub async fn guard_input<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(input: R, 
         match f {
             Frame::BadHeader(why) => tracing::warn!("skipped a malformed frame: {why}"),
             Frame::Body(body) => match check(&body) {
-                Ok(()) => {
-                    let body = if memchr_null_params(&body) { normalize(&body).unwrap_or(body) } else { body };
+                Ok(replaced) => {
+                    let body = replaced.unwrap_or(body);
                     if to_server.write_all(&frame(&body)).await.is_err() {
                         return;
                     }
@@ -189,11 +180,10 @@ mod tests {
 
     #[test]
     fn null_params_are_dropped_and_other_bodies_kept() {
-        let got = normalize(br#"{"jsonrpc":"2.0","id":7,"method":"shutdown","params":null}"#).unwrap();
+        let got = check(br#"{"jsonrpc":"2.0","id":7,"method":"shutdown","params":null}"#).unwrap().unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&got).unwrap(), json!({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}));
-        assert!(normalize(br#"{"jsonrpc":"2.0","id":7,"method":"shutdown"}"#).is_none());
-        assert!(normalize(br#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":null}}"#).is_none());
-        assert!(memchr_null_params(br#"{"params" : null}"#));
+        assert_eq!(check(br#"{"jsonrpc":"2.0","id":7,"method":"shutdown"}"#), Ok(None));
+        assert_eq!(check(br#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":null}}"#), Ok(None));
     }
 
     #[tokio::test]

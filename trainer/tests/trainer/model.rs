@@ -242,6 +242,17 @@ fn scores_match_the_trl_convention_in_python() {
     }
 }
 
+/// (chosen, rejected) log-probs from `keel-train score`'s JSON lines.
+fn score_lines(stdout: &[u8]) -> Vec<(f64, f64)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["chosen_logp"].as_f64().unwrap(), v["rejected_logp"].as_f64().unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn score_command_prints_one_line_per_pair() {
     let f = fx();
@@ -251,14 +262,7 @@ fn score_command_prints_one_line_per_pair() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got: Vec<(f64, f64)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["chosen_logp"].as_f64().unwrap(), v["rejected_logp"].as_f64().unwrap())
-        })
-        .collect();
+    let got = score_lines(&out.stdout);
     assert_scores(&got, &f.expect("llama")["peft_scores"], "score --adapter");
 }
 
@@ -639,14 +643,7 @@ fn scores_of_text_pairs_match_trl_on_qwen2_with_a_foreign_pre_tokenizer() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got: Vec<(f64, f64)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["chosen_logp"].as_f64().unwrap(), v["rejected_logp"].as_f64().unwrap())
-        })
-        .collect();
+    let got = score_lines(&out.stdout);
     assert_scores(&got, &grid("qwen2_issue").1["text_scores"], "keel-train score on the issue's model");
 }
 
