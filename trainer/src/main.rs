@@ -54,9 +54,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LoopArgs {
-    /// The base model (a Hugging Face folder).
+    /// The base model (a Hugging Face folder; default: the default model, see `serve --help`).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Where the run's files go: report.json, adapter/, the evals, the store of collected episodes.
     #[arg(long)]
     out: PathBuf,
@@ -140,6 +140,14 @@ struct LoopArgs {
     no_demos: bool,
 }
 
+/// `--model`, or the default model when it is not given.
+fn default_model(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(m) => Ok(m),
+        None => keel_trainer::model::default_dir().map_err(anyhow::Error::msg),
+    }
+}
+
 /// The shipped suites' splits named `split` under ./tasks and ./.keel/tasks.
 fn shipped_splits(split: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -158,7 +166,8 @@ fn learn(a: LoopArgs) -> Result<()> {
     let heldout = if a.heldout.is_empty() { shipped_splits("heldout") } else { a.heldout };
     anyhow::ensure!(!tasks.is_empty(), "no training split: give --tasks DIR (or run from the repository, where tasks/ and .keel/tasks/ hold the shipped suites)");
     anyhow::ensure!(!heldout.is_empty(), "no held-out split: give --heldout DIR");
-    let mut train = keel_trainer::train::TrainOptions::new(a.model.clone(), PathBuf::new(), PathBuf::new());
+    let model = default_model(a.model)?;
+    let mut train = keel_trainer::train::TrainOptions::new(model.clone(), PathBuf::new(), PathBuf::new());
     train.device = a.device.clone();
     train.seed = a.seed;
     train.beta = a.beta;
@@ -169,7 +178,7 @@ fn learn(a: LoopArgs) -> Result<()> {
     train.grad_accum = a.grad_accum.max(1);
     train.save_steps = 0;
     let cfg = learn::LoopConfig {
-        model: a.model,
+        model,
         init_adapter: a.init_adapter,
         out: a.out,
         tasks,
@@ -217,10 +226,11 @@ struct AgentRunArgs {
     /// A folder of tasks: a suite, one of its splits, or one task (docs/tasks.md).
     #[arg(long)]
     tasks: PathBuf,
-    /// The policy: a Hugging Face model folder, run in this process ...
-    #[arg(long, required_unless_present = "endpoint")]
+    /// The policy: a Hugging Face model folder, run in this process (default: the default model,
+    /// see `serve --help`) ...
+    #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, requires = "model")]
+    #[arg(long, conflicts_with = "endpoint")]
     adapter: Option<PathBuf>,
     /// ... or an OpenAI-compatible endpoint (keel-train serve, vLLM, Ollama).
     #[arg(long, conflicts_with = "model")]
@@ -283,8 +293,9 @@ struct SearchArgs {
     /// The trajectory store (default: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// The policy: a Hugging Face model folder, run in this process ...
-    #[arg(long, required_unless_present = "endpoint")]
+    /// The policy: a Hugging Face model folder, run in this process (default: the default model,
+    /// see `serve --help`) ...
+    #[arg(long)]
     model: Option<PathBuf>,
     #[arg(long)]
     adapter: Option<PathBuf>,
@@ -434,9 +445,12 @@ struct DpoArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json).
+    /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json). Default: the
+    /// default model, SmolLM2-135M-Instruct: `$KEEL_MODEL_DIR`, else
+    /// `.keel/models/smollm2-135m-instruct` here or in a folder above (`cargo xtask setup` makes it),
+    /// else `~/.local/share/keel/models/smollm2-135m-instruct`.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// A PEFT LoRA adapter folder to serve on top of the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
@@ -661,11 +675,11 @@ fn make_policy(
     temperature: f64,
     max_tokens: usize,
 ) -> Result<Box<dyn keel_trainer::search::Policy>> {
-    use keel_trainer::search::policy;
+    use keel_trainer::{search::policy, serve::tch_engine::TchEngine};
     Ok(match (model, endpoint) {
-        (Some(m), _) => Box::new(policy::ModelPolicy::new(keel_trainer::serve::tch_engine::TchEngine::load(m, adapter, device, name)?, temperature, max_tokens)),
+        (Some(m), _) => Box::new(policy::ModelPolicy::new(TchEngine::load(m, adapter, device, name)?, temperature, max_tokens)),
         (None, Some(e)) => Box::new(policy::EndpointPolicy::new(e, name, temperature)?),
-        (None, None) => anyhow::bail!("give --model DIR or --endpoint URL"),
+        (None, None) => Box::new(policy::ModelPolicy::new(TchEngine::load(&default_model(None)?, adapter, device, name)?, temperature, max_tokens)),
     })
 }
 
@@ -787,7 +801,9 @@ fn search(a: SearchArgs) -> Result<()> {
 
 fn serve(a: ServeArgs) -> Result<()> {
     use keel_trainer::serve::{self, engine, tch_engine::TchEngine};
-    let e = TchEngine::load(&a.model, a.adapter.as_deref(), &a.device, &a.name)?;
+    let model = default_model(a.model)?;
+    eprintln!("keel-train serve: model {}", model.display());
+    let e = TchEngine::load(&model, a.adapter.as_deref(), &a.device, &a.name)?;
     let handle = engine::spawn(Box::new(e), a.max_batch.max(1), std::time::Duration::from_millis(5));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve::run(

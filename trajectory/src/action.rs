@@ -379,7 +379,7 @@ fn build_tools_schema() -> Vec<Value> {
             "view_file",
             "Show a file of the workspace with line numbers, optionally only lines start_line..=end_line (1-based).",
             json!({
-                "path": {"type": "string", "description": "Path relative to the workspace root."},
+                "path": {"type": "string", "description": "Path relative to the workspace root.", "minLength": 1},
                 "start_line": {"type": "integer", "minimum": 1, "maximum": 1000000},
                 "end_line": {"type": "integer", "minimum": 1, "maximum": 1000000}
             }),
@@ -398,7 +398,7 @@ fn build_tools_schema() -> Vec<Value> {
             "edit",
             "Replace old_text, which must occur exactly once in the file, with new_text. An empty old_text creates a new file.",
             json!({
-                "path": {"type": "string", "description": "Path relative to the workspace root."},
+                "path": {"type": "string", "description": "Path relative to the workspace root.", "minLength": 1},
                 "old_text": {"type": "string"},
                 "new_text": {"type": "string"}
             }),

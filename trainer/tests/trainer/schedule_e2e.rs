@@ -240,3 +240,45 @@ fn a_failing_stage_fails_the_run_and_once_exits_non_zero() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains(&format!("retrying run {} at stage `search` (attempt 2 of 3)", runs[0].id)), "{err}");
 }
+
+/// Without `--model`, `keel-train serve` takes the default model: `$KEEL_MODEL_DIR`, else
+/// `.keel/models/smollm2-135m-instruct` in the working directory or a folder above it; with
+/// neither it stops and says where it looked and how to make the model.
+#[test]
+fn serve_without_model_uses_the_default_model_or_says_how_to_make_it() {
+    let home = tempfile::tempdir().unwrap();
+    let deep = home.path().join("project/src");
+    std::fs::create_dir_all(&deep).unwrap();
+    // A port that is taken: serve loads the model, says which, then fails to bind and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let serve = |envs: &[(&str, &Path)]| {
+        let mut c = keel_e2e::command("keel-train");
+        c.args(["serve", "--port", &port]).current_dir(&deep).env("HOME", home.path()).env_remove("KEEL_MODEL_DIR").env_remove("XDG_DATA_HOME");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.stdout(Stdio::null()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (ok, err) = serve(&[]);
+    assert!(!ok);
+    assert!(err.contains("default model is not installed") && err.contains("cargo xtask setup") && err.contains(&deep.display().to_string()), "{err}");
+
+    let (ok, err) = serve(&[("KEEL_MODEL_DIR", tiny())]);
+    assert!(!ok, "the port is taken");
+    assert!(err.contains(&format!("keel-train serve: model {}", tiny().display())), "{err}");
+
+    let (ok, err) = serve(&[("KEEL_MODEL_DIR", home.path())]);
+    assert!(!ok);
+    assert!(err.contains("is not a model folder"), "{err}");
+
+    let installed = home.path().join("project/.keel/models/smollm2-135m-instruct");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(tiny(), &installed).unwrap();
+    let (ok, err) = serve(&[]);
+    assert!(!ok, "the port is taken");
+    assert!(err.contains(&format!("keel-train serve: model {}", installed.display())), "{err}");
+    drop(taken);
+}
