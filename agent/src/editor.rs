@@ -42,12 +42,17 @@ impl EditorWorkspace {
         &self.root
     }
 
-    /// The absolute path of a normalised relative path, links followed and checked.
+    /// The absolute path of a normalised relative path, links followed and checked, and no name in
+    /// it another case of an existing one.
     pub fn abs(&self, rel: &str) -> Result<PathBuf, String> {
         if rel.is_empty() {
             return Ok(self.root.clone());
         }
-        workspace_path(&self.root, rel).map_err(|e| e.to_string())
+        let abs = workspace_path(&self.root, rel).map_err(|e| e.to_string())?;
+        if let Some(twin) = case_twin(&self.root, rel) {
+            return Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name"));
+        }
+        Ok(abs)
     }
 
     fn open_text(&self, abs: &Path) -> Option<&str> {
@@ -72,8 +77,8 @@ impl Workspace for EditorWorkspace {
         self.root_str.as_deref()
     }
 
-    fn check(&self, rel: &str) -> Result<(), keel_trajectory::action::OutsideWorkspace> {
-        if rel.is_empty() { Ok(()) } else { workspace_path(&self.root, rel).map(|_| ()) }
+    fn check(&self, rel: &str) -> Result<(), String> {
+        self.abs(rel).map(|_| ())
     }
 
     fn read(&self, rel: &str) -> Result<FileRead, String> {
@@ -179,6 +184,27 @@ impl Workspace for EditorWorkspace {
             out
         })
     }
+}
+
+/// The first name along `rel` (normalised) that is missing from its directory while an entry there
+/// differs from it only by case, as a path relative to `root`. On a case-insensitive file system
+/// (or a replay on one) such a name opens that entry — which may be a link out of the workspace
+/// that [`workspace_path`] did not see under the name given.
+fn case_twin(root: &Path, rel: &str) -> Option<String> {
+    let mut dir = root.to_path_buf();
+    let mut seen: Vec<&str> = Vec::new();
+    for name in rel.split('/') {
+        let entries: Vec<String> = std::fs::read_dir(&dir).ok()?.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        if !entries.iter().any(|e| e == name) {
+            let lower = name.to_lowercase();
+            let twin = entries.into_iter().find(|e| e.to_lowercase() == lower)?;
+            seen.push(&twin);
+            return Some(seen.join("/"));
+        }
+        seen.push(name);
+        dir.push(name);
+    }
+    None
 }
 
 /// Runs git with a time limit; `None` when it fails or takes too long.
