@@ -233,12 +233,14 @@ pub const MAX_UNTRACKED_FILES: usize = 64;
 pub const MAX_UNTRACKED_BYTES: u64 = 256 * 1024;
 
 /// Commit, uncommitted changes and untracked files (not ignored), so a container can rebuild the
-/// workspace. Blocking: call it off an async runtime's workers.
+/// workspace; what is over the limits is left out and named in `left_out`. Blocking: call it off
+/// an async runtime's workers.
 pub fn git_snapshot(root: &Path) -> Option<VcsState> {
     let commit = String::from_utf8(git(root, &["rev-parse", "HEAD"])?).ok()?.trim().to_string();
+    let mut left_out = Vec::new();
     let patch = git(root, &["diff", "--binary", "HEAD"]).unwrap_or_default();
     let patch = if patch.len() > MAX_PATCH_BYTES {
-        tracing::warn!("the uncommitted changes in {} ({} bytes) are too large to snapshot; left out", root.display(), patch.len());
+        left_out.push(format!("the uncommitted changes ({} bytes, over {MAX_PATCH_BYTES})", patch.len()));
         String::new()
     } else {
         String::from_utf8_lossy(&patch).into_owned()
@@ -247,18 +249,59 @@ pub fn git_snapshot(root: &Path) -> Option<VcsState> {
     let mut untracked = Vec::new();
     let names: Vec<&[u8]> = list.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
     if names.len() > MAX_UNTRACKED_FILES {
-        tracing::warn!("{} untracked files in {}; only the first {MAX_UNTRACKED_FILES} are snapshot", names.len(), root.display());
+        left_out.push(format!("{} of {} untracked files (at most {MAX_UNTRACKED_FILES} are kept)", names.len() - MAX_UNTRACKED_FILES, names.len()));
     }
     for name in names.into_iter().take(MAX_UNTRACKED_FILES) {
         let name = String::from_utf8_lossy(name).into_owned();
         let p = root.join(&name);
-        if std::fs::metadata(&p).is_ok_and(|m| m.len() <= MAX_UNTRACKED_BYTES) {
-            if let Ok(content) = std::fs::read_to_string(&p) {
-                untracked.push(FileSnapshot { path: name, content });
-            }
-        } else {
-            tracing::warn!("untracked {name} is over {MAX_UNTRACKED_BYTES} bytes; left out of the snapshot");
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() <= MAX_UNTRACKED_BYTES => match std::fs::read_to_string(&p) {
+                Ok(content) => untracked.push(FileSnapshot { path: name, content }),
+                Err(e) => left_out.push(format!("untracked {name} ({e})")),
+            },
+            Ok(m) if m.is_file() => left_out.push(format!("untracked {name} ({} bytes, over {MAX_UNTRACKED_BYTES})", m.len())),
+            Ok(_) => left_out.push(format!("untracked {name} (not a regular file)")),
+            Err(e) => left_out.push(format!("untracked {name} ({e})")),
         }
     }
-    Some(VcsState { kind: "git".into(), commit, patch, untracked })
+    for l in &left_out {
+        tracing::warn!("the snapshot of {} leaves out {l}", root.display());
+    }
+    Some(VcsState { kind: "git".into(), commit, patch, untracked, left_out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git_in(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git").arg("-C").arg(dir).args(args).stdout(std::process::Stdio::null()).status().unwrap().success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// A snapshot over the limits says what it left out; one within them leaves nothing out.
+    #[test]
+    fn a_partial_snapshot_says_what_it_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git_in(root, &["init", "-q"]);
+        std::fs::write(root.join("a.txt"), "a\n").unwrap();
+        git_in(root, &["add", "a.txt"]);
+        git_in(root, &["-c", "user.email=k@e", "-c", "user.name=k", "commit", "-qm", "init"]);
+        std::fs::write(root.join("new.txt"), "small\n").unwrap();
+        let v = git_snapshot(root).unwrap();
+        assert_eq!((v.untracked.len(), v.left_out.len()), (1, 0), "{:?}", v.left_out);
+        // A big untracked file, more untracked files than kept, and a patch over the limit.
+        std::fs::write(root.join("big.txt"), "x".repeat(MAX_UNTRACKED_BYTES as usize + 1)).unwrap();
+        for i in 0..MAX_UNTRACKED_FILES {
+            std::fs::write(root.join(format!("u{i:03}.txt")), "u\n").unwrap();
+        }
+        std::fs::write(root.join("a.txt"), "y\n".repeat(MAX_PATCH_BYTES)).unwrap();
+        let v = git_snapshot(root).unwrap();
+        assert!(v.patch.is_empty());
+        let all = v.left_out.join("\n");
+        assert!(all.contains("the uncommitted changes"), "{all}");
+        assert!(all.contains("untracked files (at most 64"), "{all}");
+        assert!(all.contains("untracked big.txt"), "{all}");
+    }
 }

@@ -50,6 +50,7 @@ pub fn build() -> (LspService<Backend>, tower_lsp::ClientSocket) {
         *lock(&state.config) = crate::config::Config::default();
         let b = Backend { client, state };
         b.spawn_watch_timer();
+        tokio::spawn(crate::recorder::run(Arc::downgrade(&b.state), b.client.clone()));
         b
     })
     .custom_method("keel/pending", Backend::pending)
@@ -81,7 +82,7 @@ impl Backend {
                 };
                 for w in expired {
                     if let Some(d) = w.final_decision() {
-                        let _ = state.decide(w.step, d);
+                        state.decide(w.step, d);
                     }
                 }
             }
@@ -98,7 +99,7 @@ impl Backend {
         };
         for w in done {
             if let Some(d) = w.final_decision() {
-                let _ = self.state.decide(w.step, d);
+                self.state.decide(w.step, d);
             }
         }
     }
@@ -176,16 +177,14 @@ impl Backend {
             PendingKind::Run { command } => {
                 if self.state.config().sandbox.is_none() {
                     let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
-                    let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
+                    self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
                     send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
                     self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
                     return Ok(json!({"applied": false, "reason": msg}));
                 }
                 // Accepted: it runs in a container made from a copy of the workspace as the editor
                 // shows it (unsaved buffers included), never here.
-                if let Err(e) = self.state.decide(step, Decision::Accepted) {
-                    ui::error(&self.client, &e).await;
-                }
+                self.state.decide(step, Decision::Accepted);
                 let root = lock(&self.state.root).clone();
                 let state = self.state.clone();
                 let client = self.client.clone();
@@ -209,20 +208,37 @@ impl Backend {
             PendingKind::Edit { path, rel, old_text, new_text } => {
                 // Locate the edit in the text as it is now (the user may have typed since).
                 let uri = p.uri.clone();
-                let (text, version) = {
+                // The file may have become a link out of the workspace since it was proposed.
+                let root = lock(&self.state.root).clone();
+                if let Some(Err(msg)) = root.map(|r| crate::files::inside_root(&r, &path)) {
+                    self.state.decide(step, Decision::Rejected { cause: RejectCause::OutsideWorkspace, reason: Some(msg.clone()) });
+                    send(UserDecision::AutoRejected { cause: RejectCause::OutsideWorkspace, message: msg.clone() });
+                    ui::error(&self.client, &msg).await;
+                    return Ok(json!({"applied": false, "reason": msg}));
+                }
+                let open = {
                     let inner = lock(&self.state.inner);
-                    match inner.docs.get(&uri) {
-                        Some(e) => (Some(e.doc.text.to_string()), Some(e.doc.version)),
-                        None => (std::fs::read_to_string(&path).ok().or_else(|| (!path.exists()).then(String::new)), None),
-                    }
+                    inner.docs.get(&uri).map(|e| (e.doc.text.to_string(), e.doc.version))
                 };
-                let text = text.unwrap_or_default();
+                let (text, version) = match open {
+                    Some((t, v)) => (t, Some(v)),
+                    // Not open: the file on disk (a new file when missing), read off the main loop.
+                    None => match crate::files::read_text(path.clone()).await {
+                        Ok(t) => (t.unwrap_or_default(), None),
+                        Err(msg) => {
+                            self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(msg.clone()) });
+                            send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: msg.clone() });
+                            ui::error(&self.client, &msg).await;
+                            return Ok(json!({"applied": false, "reason": msg}));
+                        }
+                    },
+                };
                 let located = keel_trajectory::action::locate_edit(&text, &old_text, &new_text);
                 let edit = match located {
                     Ok(e) => e,
                     Err(e) => {
                         let msg = format!("the edit no longer applies: {e}");
-                        let _ = self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
+                        self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
                         send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: e.to_string() });
                         ui::error(&self.client, &msg).await;
                         return Ok(json!({"applied": false, "reason": msg}));
@@ -254,14 +270,12 @@ impl Backend {
                     Err(e) => (false, Some(e.to_string())),
                 };
                 if applied {
-                    if let Err(e) = self.state.decide(step, Decision::Accepted) {
-                        ui::error(&self.client, &e).await;
-                    }
+                    self.state.decide(step, Decision::Accepted);
                     send(UserDecision::Accepted(keel_agent::tools::edit_applied(&rel)));
                 } else {
                     lock(&self.state.inner).watches.retain(|w| w.step != step);
                     let why = reason.unwrap_or_else(|| "the editor did not apply it".into());
-                    let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
+                    self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
                     send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: format!("the editor did not apply it: {why}") });
                 }
                 Ok(json!({"applied": applied}))
@@ -274,9 +288,7 @@ impl Backend {
         let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
         let reason = args.get("reason").and_then(Value::as_str).map(str::to_string).filter(|r| !r.trim().is_empty());
         let cause = if retry { RejectCause::Retry } else { RejectCause::User };
-        if let Err(e) = self.state.decide(step, Decision::Rejected { cause, reason: reason.clone() }) {
-            ui::error(&self.client, &e).await;
-        }
+        self.state.decide(step, Decision::Rejected { cause, reason: reason.clone() });
         if let Some(tx) = p.tx.take() {
             let _ = tx.send(if retry { UserDecision::Retry } else { UserDecision::Rejected { reason } });
         }
@@ -335,7 +347,7 @@ impl Backend {
             instruction: args.get("instruction").and_then(Value::as_str).map(str::to_string),
             diagnostics,
         };
-        match episode::start(&self.state, &self.client, req) {
+        match episode::start(&self.state, &self.client, req).await {
             Ok(id) => Ok(json!({ "episode": id })),
             Err(e) => {
                 ui::error(&self.client, &e).await;
@@ -411,7 +423,10 @@ impl LanguageServer for Backend {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        self.state.flush().await;
+        if let Err(n) = self.state.flush(std::time::Duration::from_secs(5)).await {
+            let why = self.state.recording.failing().unwrap_or_else(|| "it did not finish in time".into());
+            ui::error(&self.client, &format!("{n} record(s) could not be written to the Keel store before shutdown: {why}")).await;
+        }
         Ok(())
     }
 
@@ -488,7 +503,7 @@ impl LanguageServer for Backend {
             }
         }
         for s in reverted {
-            let _ = self.state.decide(s, Decision::Reverted);
+            self.state.decide(s, Decision::Reverted);
         }
     }
 

@@ -26,6 +26,7 @@ fn episode(root: &str) -> Episode {
                 commit: "0123456789abcdef0123456789abcdef01234567".into(),
                 patch: "diff --git a/src/lib.rs b/src/lib.rs\n+fn added() {}\n".repeat(200),
                 untracked: vec![FileSnapshot { path: "notes.txt".into(), content: "todo".into() }],
+                left_out: vec![],
             }),
         },
         task: Task {
