@@ -476,13 +476,13 @@ impl LanguageServer for Backend {
             }
             let watched = inner.watches.iter().any(|w| w.uri == uri);
             if watched {
-                let cur: Vec<char> = entry.doc.text.chars().collect();
+                let cur = &entry.doc.text;
                 for w in inner.watches.iter_mut().filter(|w| w.uri == uri) {
                     for (a, c) in applied.iter().zip(&changes) {
                         w.change(a, &c.text);
                     }
                     let was_armed = w.armed();
-                    if w.check(&cur) == Outcome::Reverted {
+                    if w.check(cur) == Outcome::Reverted {
                         reverted.push(w.step);
                     } else if !was_armed && w.armed() {
                         // This change is our own accepted edit landing.
