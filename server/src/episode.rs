@@ -508,10 +508,12 @@ fn fallback_prompt(p: &Prompt) -> Prompt {
 /// The editor's workspace for `root`: the disk overlaid by the open documents, `run` in the
 /// configured sandbox and image.
 pub fn editor_workspace(state: &State, root: &Path) -> keel_agent::EditorWorkspace {
-    let open: Vec<(PathBuf, String)> = {
+    // Rope clones under the lock (O(1) each); the texts are made after it is released.
+    let open: Vec<(String, ropey::Rope)> = {
         let inner = lock(&state.inner);
-        inner.docs.values().filter_map(|e| Some((uri_to_path(&e.doc.uri)?, e.doc.text.to_string()))).collect()
+        inner.docs.values().map(|e| (e.doc.uri.clone(), e.doc.text.clone())).collect()
     };
+    let open: Vec<(PathBuf, String)> = open.into_iter().filter_map(|(uri, text)| Some((uri_to_path(&uri)?, text.to_string()))).collect();
     let cfg = state.config();
     let sandbox = cfg.sandbox.map(|socket| keel_agent::SandboxSpec { socket, image: cfg.sandbox_image.clone() });
     keel_agent::EditorWorkspace::new(root, open).with_sandbox(sandbox)

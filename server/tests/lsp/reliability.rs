@@ -212,3 +212,33 @@ fn typing_in_a_large_watched_file_does_not_stall_the_server() {
     assert!(took < Duration::from_millis(1000), "400 keystrokes took {took:?}");
     assert!(c.shutdown().success());
 }
+
+/// An untracked file over the snapshot's limit: the recorded snapshot says it is partial, and the
+/// user is told.
+#[test]
+fn a_partial_workspace_snapshot_is_recorded_as_such_and_shown() {
+    let f = Fixture::new();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git").arg("-C").arg(&f.root).args(args).stdout(std::process::Stdio::null()).status().unwrap().success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "calc.py"]);
+    git(&["-c", "user.email=k@e", "-c", "user.name=k", "commit", "-qm", "init"]);
+    std::fs::write(f.root.join("notes.txt"), "n".repeat(300 * 1024)).unwrap();
+    f.model.push(Reply::tool("finish", json!({"summary": "nothing to do"})), false);
+    let mut c = f.spawn();
+    f.open(&c, "calc.py", CALC);
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "implement"}]}));
+    c.wait_status(from, "finished", WAIT);
+    let told = messages(&c, from, "partial");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("notes.txt"), "{told:?}");
+    assert!(c.shutdown().success());
+    let s = crate::store(&f.store);
+    let ep = &s.episodes(&EpisodeFilter::default()).unwrap()[0];
+    let vcs = ep.workspace.vcs.as_ref().expect("a git snapshot");
+    assert!(vcs.left_out.iter().any(|l| l.contains("untracked notes.txt")), "{:?}", vcs.left_out);
+    assert!(vcs.untracked.is_empty());
+}
