@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use keel_trajectory::{Record, Store, Writer};
+use keel_trajectory::{Durability, Record, Store, Writer};
 use tokio::sync::Notify;
 use tower_lsp::Client;
 use tower_lsp::lsp_types::MessageType;
@@ -73,6 +73,7 @@ impl Recording {
 /// replaced: SQLite would go on writing to the unlinked file, and everything would be lost).
 struct Open {
     path: PathBuf,
+    durability: Durability,
     file: Option<(u64, u64)>,
     writer: Writer,
 }
@@ -88,10 +89,10 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
-fn open(path: &Path) -> Result<Open, String> {
-    let store = Store::open(path).map_err(|e| format!("cannot open the Keel store {}: {e}", path.display()))?;
+fn open(path: &Path, durability: Durability) -> Result<Open, String> {
+    let store = Store::open_with(path, durability).map_err(|e| format!("cannot open the Keel store {}: {e}", path.display()))?;
     let writer = store.writer().map_err(|e| format!("cannot write to the Keel store {}: {e}", path.display()))?;
-    Ok(Open { path: path.to_path_buf(), file: identity(path), writer })
+    Ok(Open { path: path.to_path_buf(), durability, file: identity(path), writer })
 }
 
 /// The writing task: runs until the server's state is gone.
@@ -114,7 +115,8 @@ pub async fn run(state: Weak<Shared>, client: Client) {
             if batch.is_empty() {
                 break;
             }
-            match write(&mut store, &shared.config().store, batch).await {
+            let cfg = shared.config();
+            match write(&mut store, &cfg.store, cfg.store_sync, batch).await {
                 Ok(n) => {
                     lock(&shared.recording.queue).drain(..n);
                     let was = lock(&shared.recording.failing).take();
@@ -145,8 +147,8 @@ pub async fn run(state: Weak<Shared>, client: Client) {
 /// `n` may leave the queue (written, or each one refused by the store on its own while the records
 /// after it were written — such a record could never be written, and is logged). `Err((n, why))`:
 /// the first `n` are written, the rest must be tried again.
-async fn write(store: &mut Option<Open>, path: &Path, batch: Vec<Record>) -> Result<usize, (usize, String)> {
-    if store.as_ref().is_some_and(|s| s.path != path || identity(path) != s.file) {
+async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, batch: Vec<Record>) -> Result<usize, (usize, String)> {
+    if store.as_ref().is_some_and(|s| s.path != path || s.durability != durability || identity(path) != s.file) {
         if let Some(old) = store.take() {
             if old.path == path {
                 tracing::warn!("the Keel store {} was deleted or replaced; opening it again", path.display());
@@ -155,7 +157,7 @@ async fn write(store: &mut Option<Open>, path: &Path, batch: Vec<Record>) -> Res
         }
     }
     if store.is_none() {
-        *store = Some(open(path).map_err(|e| (0, e))?);
+        *store = Some(open(path, durability).map_err(|e| (0, e))?);
     }
     let writer = &store.as_ref().expect("opened above").writer;
     let n = batch.len();
@@ -182,5 +184,20 @@ async fn write(store: &mut Option<Open>, path: &Path, batch: Vec<Record>) -> Res
 fn log_refused(results: &[Result<(), String>]) {
     for e in results.iter().filter_map(|r| r.as_ref().err()) {
         tracing::error!("the Keel store refused a record (it is dropped; the records around it were written): {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `store_sync = "full"` reaches the connection the records are written on.
+    #[tokio::test]
+    async fn the_configured_durability_is_the_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        for (d, want) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let o = open(&dir.path().join("keel.db"), d).unwrap();
+            assert_eq!(o.writer.synchronous().await.unwrap(), want, "{d:?}");
+        }
     }
 }
