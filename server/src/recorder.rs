@@ -148,13 +148,13 @@ pub async fn run(state: Weak<Shared>, client: Client) {
 /// after it were written — such a record could never be written, and is logged). `Err((n, why))`:
 /// the first `n` are written, the rest must be tried again.
 async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, batch: Vec<Record>) -> Result<usize, (usize, String)> {
-    if store.as_ref().is_some_and(|s| s.path != path || s.durability != durability || identity(path) != s.file) {
-        if let Some(old) = store.take() {
-            if old.path == path {
-                tracing::warn!("the Keel store {} was deleted or replaced; opening it again", path.display());
-            }
-            let _ = old.writer.flush().durable().await;
+    let stale = store.as_ref().is_some_and(|s| s.path != path || s.durability != durability || identity(path) != s.file);
+    if let Some(old) = store.take_if(|_| stale) {
+        if old.path == path && old.durability == durability {
+            tracing::warn!("the Keel store {} was deleted or replaced; opening it again", path.display());
         }
+        // Everything written to it was acknowledged already; this only lets its writer finish.
+        let _ = old.writer.flush().durable().await;
     }
     if store.is_none() {
         *store = Some(open(path, durability).map_err(|e| (0, e))?);
