@@ -465,8 +465,9 @@ impl LanguageServer for Backend {
                     return;
                 }
             };
+            let len_bytes = entry.doc.text.len_bytes();
             for a in &applied {
-                entry.syntax.edit(a);
+                entry.syntax.edit(a, len_bytes);
             }
             // Pending steps shown in this document follow the text.
             for pend in inner.pending.iter_mut().filter(|x| x.uri == uri) {
