@@ -55,7 +55,7 @@ pub async fn start(state: &State, client: &Client, req: StartRequest) -> Result<
         .ok_or("no workspace root: open a folder")?;
     // The agent works on the workspace: a file outside it is neither read nor shown to the model.
     if let Some(p) = &path {
-        crate::files::inside_root(&root, p)?;
+        crate::files::check_inside_root(root.clone(), p.clone()).await?;
     }
     // Snapshot of the document (O(1) rope clone) and its last syntax tree.
     let open = {

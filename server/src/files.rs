@@ -16,6 +16,12 @@ pub fn inside_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
         .map_err(|_| format!("{shown} is outside the workspace root {}; Keel reads and edits only the files in it", root.display()))
 }
 
+/// [`inside_root`] on the blocking pool (it follows links: a slow file system must not stall the
+/// handler's thread).
+pub async fn check_inside_root(root: PathBuf, path: PathBuf) -> Result<PathBuf, String> {
+    tokio::task::spawn_blocking(move || inside_root(&root, &path)).await.map_err(|e| format!("checking a path failed: {e}"))?
+}
+
 /// The text of the regular file at `path`; `None` when it does not exist. Runs on the blocking
 /// pool.
 pub async fn read_text(path: PathBuf) -> Result<Option<String>, String> {

@@ -157,7 +157,10 @@ async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, ba
         let _ = old.writer.flush().durable().await;
     }
     if store.is_none() {
-        *store = Some(open(path, durability).map_err(|e| (0, e))?);
+        // Opening creates and migrates the file, and may wait on another process's lock.
+        let p = path.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || open(&p, durability)).await.map_err(|e| (0, format!("opening the Keel store failed: {e}")))?;
+        *store = Some(opened.map_err(|e| (0, e))?);
     }
     let writer = &store.as_ref().expect("opened above").writer;
     let n = batch.len();

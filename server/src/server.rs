@@ -210,7 +210,11 @@ impl Backend {
                 let uri = p.uri.clone();
                 // The file may have become a link out of the workspace since it was proposed.
                 let root = lock(&self.state.root).clone();
-                if let Some(Err(msg)) = root.map(|r| crate::files::inside_root(&r, &path)) {
+                let checked = match root {
+                    Some(r) => Some(crate::files::check_inside_root(r, path.clone()).await),
+                    None => None,
+                };
+                if let Some(Err(msg)) = checked {
                     self.state.decide(step, Decision::Rejected { cause: RejectCause::OutsideWorkspace, reason: Some(msg.clone()) });
                     send(UserDecision::AutoRejected { cause: RejectCause::OutsideWorkspace, message: msg.clone() });
                     ui::error(&self.client, &msg).await;
