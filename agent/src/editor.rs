@@ -59,14 +59,17 @@ impl EditorWorkspace {
         self.open.iter().find(|(p, _)| p == abs).map(|(_, t)| t.as_str())
     }
 
-    /// Open buffers inside the root, by relative path.
+    /// Open buffers inside the root, by relative path. A buffer whose path leaves the root through
+    /// a link (the user opened `link/secret` with `link` pointing out) is not the workspace's: it
+    /// is neither listed nor copied into the sandbox.
     fn open_files(&self) -> Vec<(String, &str)> {
         let root_real = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
         self.open
             .iter()
             .filter_map(|(p, t)| {
                 let rel = p.strip_prefix(&self.root).or_else(|_| p.strip_prefix(&root_real)).ok()?;
-                Some((rel.to_str()?.replace('\\', "/"), t.as_str()))
+                let rel = rel.to_str()?.replace('\\', "/");
+                self.abs(&rel).is_ok().then_some((rel, t.as_str()))
             })
             .collect()
     }
@@ -277,6 +280,24 @@ mod tests {
     fn git_in(dir: &Path, args: &[&str]) {
         let ok = std::process::Command::new("git").arg("-C").arg(dir).args(args).stdout(std::process::Stdio::null()).status().unwrap().success();
         assert!(ok, "git {args:?}");
+    }
+
+    /// An open buffer reached through a link out of the root is not the workspace's: the search's
+    /// file list and the sandbox's overlay leave it out; one inside is in both.
+    #[test]
+    fn open_buffers_through_a_link_out_are_not_the_workspaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let open = vec![(root.join("link/secret.txt"), "secret\n".to_string()), (root.join("new.py"), "x = 1\n".to_string())];
+        let ws = EditorWorkspace::new(&root, open);
+        let overlay: Vec<String> = ws.open_files().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(overlay, ["new.py"]);
+        let listed: Vec<String> = ws.files("").unwrap().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(listed, ["new.py"]);
     }
 
     /// A snapshot over the limits says what it left out; one within them leaves nothing out.
