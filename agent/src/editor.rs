@@ -42,17 +42,12 @@ impl EditorWorkspace {
         &self.root
     }
 
-    /// The absolute path of a normalised relative path, links followed and checked, and no name in
-    /// it another case of an existing one.
+    /// The absolute path of a normalised relative path, links followed and checked.
     pub fn abs(&self, rel: &str) -> Result<PathBuf, String> {
         if rel.is_empty() {
             return Ok(self.root.clone());
         }
-        let abs = workspace_path(&self.root, rel).map_err(|e| e.to_string())?;
-        if let Some(twin) = case_twin(&self.root, rel) {
-            return Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name"));
-        }
-        Ok(abs)
+        workspace_path(&self.root, rel).map_err(|e| e.to_string())
     }
 
     fn open_text(&self, abs: &Path) -> Option<&str> {
@@ -81,7 +76,13 @@ impl Workspace for EditorWorkspace {
     }
 
     fn check(&self, rel: &str) -> Result<(), String> {
-        self.abs(rel).map(|_| ())
+        self.abs(rel)?;
+        // Only for the paths the model gives: the names the tools list come from the directories
+        // themselves (and a listing per name would make a search quadratic).
+        match case_twin(&self.root, rel) {
+            Some(twin) => Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name")),
+            None => Ok(()),
+        }
     }
 
     fn read(&self, rel: &str) -> Result<FileRead, String> {
