@@ -392,21 +392,38 @@ impl LspClient {
     }
 
     /// Sends `msg` as it is, with the next request id, and waits for its whole response.
-    pub fn request_message(&mut self, mut msg: Value, timeout: Duration) -> Value {
+    pub fn request_message(&mut self, msg: Value, timeout: Duration) -> Value {
+        let method = msg["method"].as_str().unwrap_or("").to_string();
+        let id = self.send_request_message(msg);
+        self.response(id, timeout).unwrap_or_else(|| panic!("no answer to {method} within {timeout:?}"))
+    }
+
+    /// Sends a request without waiting for its response; returns its id (for [`Self::response`]).
+    pub fn send_request(&mut self, method: &str, params: Value) -> i64 {
+        self.send_request_message(json!({"jsonrpc": "2.0", "method": method, "params": params}))
+    }
+
+    fn send_request_message(&mut self, mut msg: Value) -> i64 {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         msg["id"] = json!(id);
-        let method = msg["method"].as_str().unwrap_or("").to_string();
         write_frame(&mut *self.stdin.lock().unwrap(), &msg).unwrap();
+        id
+    }
+
+    /// The whole response to request `id`, waiting at most `timeout`.
+    pub fn response(&mut self, id: i64, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             {
                 let mut r = self.responses.lock().unwrap();
                 if let Some(i) = r.iter().position(|m| m["id"] == json!(id)) {
-                    return r.remove(i);
+                    return Some(r.remove(i));
                 }
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             self.drain(Duration::from_millis(10));
-            assert!(Instant::now() < deadline, "no answer to {method} within {timeout:?}");
         }
     }
 

@@ -54,14 +54,17 @@ impl EditorWorkspace {
         self.open.iter().find(|(p, _)| p == abs).map(|(_, t)| t.as_str())
     }
 
-    /// Open buffers inside the root, by relative path.
+    /// Open buffers inside the root, by relative path. A buffer whose path leaves the root through
+    /// a link (the user opened `link/secret` with `link` pointing out) is not the workspace's: it
+    /// is neither listed nor copied into the sandbox.
     fn open_files(&self) -> Vec<(String, &str)> {
         let root_real = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
         self.open
             .iter()
             .filter_map(|(p, t)| {
                 let rel = p.strip_prefix(&self.root).or_else(|_| p.strip_prefix(&root_real)).ok()?;
-                Some((rel.to_str()?.replace('\\', "/"), t.as_str()))
+                let rel = rel.to_str()?.replace('\\', "/");
+                self.abs(&rel).is_ok().then_some((rel, t.as_str()))
             })
             .collect()
     }
@@ -72,8 +75,14 @@ impl Workspace for EditorWorkspace {
         self.root_str.as_deref()
     }
 
-    fn check(&self, rel: &str) -> Result<(), keel_trajectory::action::OutsideWorkspace> {
-        if rel.is_empty() { Ok(()) } else { workspace_path(&self.root, rel).map(|_| ()) }
+    fn check(&self, rel: &str) -> Result<(), String> {
+        self.abs(rel)?;
+        // Only for the paths the model gives: the names the tools list come from the directories
+        // themselves (and a listing per name would make a search quadratic).
+        match case_twin(&self.root, rel) {
+            Some(twin) => Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name")),
+            None => Ok(()),
+        }
     }
 
     fn read(&self, rel: &str) -> Result<FileRead, String> {
@@ -181,6 +190,27 @@ impl Workspace for EditorWorkspace {
     }
 }
 
+/// The first name along `rel` (normalised) that is missing from its directory while an entry there
+/// differs from it only by case, as a path relative to `root`. On a case-insensitive file system
+/// (or a replay on one) such a name opens that entry — which may be a link out of the workspace
+/// that [`workspace_path`] did not see under the name given.
+fn case_twin(root: &Path, rel: &str) -> Option<String> {
+    let mut dir = root.to_path_buf();
+    let mut seen: Vec<&str> = Vec::new();
+    for name in rel.split('/') {
+        let entries: Vec<String> = std::fs::read_dir(&dir).ok()?.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        if !entries.iter().any(|e| e == name) {
+            let lower = name.to_lowercase();
+            let twin = entries.into_iter().find(|e| e.to_lowercase() == lower)?;
+            seen.push(&twin);
+            return Some(seen.join("/"));
+        }
+        seen.push(name);
+        dir.push(name);
+    }
+    None
+}
+
 /// Runs git with a time limit; `None` when it fails or takes too long.
 fn git(root: &Path, args: &[&str]) -> Option<Vec<u8>> {
     let child = std::process::Command::new("git")
@@ -207,12 +237,14 @@ pub const MAX_UNTRACKED_FILES: usize = 64;
 pub const MAX_UNTRACKED_BYTES: u64 = 256 * 1024;
 
 /// Commit, uncommitted changes and untracked files (not ignored), so a container can rebuild the
-/// workspace. Blocking: call it off an async runtime's workers.
+/// workspace; what is over the limits is left out and named in `left_out`. Blocking: call it off
+/// an async runtime's workers.
 pub fn git_snapshot(root: &Path) -> Option<VcsState> {
     let commit = String::from_utf8(git(root, &["rev-parse", "HEAD"])?).ok()?.trim().to_string();
+    let mut left_out = Vec::new();
     let patch = git(root, &["diff", "--binary", "HEAD"]).unwrap_or_default();
     let patch = if patch.len() > MAX_PATCH_BYTES {
-        tracing::warn!("the uncommitted changes in {} ({} bytes) are too large to snapshot; left out", root.display(), patch.len());
+        left_out.push(format!("the uncommitted changes ({} bytes, over {MAX_PATCH_BYTES})", patch.len()));
         String::new()
     } else {
         String::from_utf8_lossy(&patch).into_owned()
@@ -221,18 +253,77 @@ pub fn git_snapshot(root: &Path) -> Option<VcsState> {
     let mut untracked = Vec::new();
     let names: Vec<&[u8]> = list.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
     if names.len() > MAX_UNTRACKED_FILES {
-        tracing::warn!("{} untracked files in {}; only the first {MAX_UNTRACKED_FILES} are snapshot", names.len(), root.display());
+        left_out.push(format!("{} of {} untracked files (at most {MAX_UNTRACKED_FILES} are kept)", names.len() - MAX_UNTRACKED_FILES, names.len()));
     }
     for name in names.into_iter().take(MAX_UNTRACKED_FILES) {
         let name = String::from_utf8_lossy(name).into_owned();
         let p = root.join(&name);
-        if std::fs::metadata(&p).is_ok_and(|m| m.len() <= MAX_UNTRACKED_BYTES) {
-            if let Ok(content) = std::fs::read_to_string(&p) {
-                untracked.push(FileSnapshot { path: name, content });
-            }
-        } else {
-            tracing::warn!("untracked {name} is over {MAX_UNTRACKED_BYTES} bytes; left out of the snapshot");
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() <= MAX_UNTRACKED_BYTES => match std::fs::read_to_string(&p) {
+                Ok(content) => untracked.push(FileSnapshot { path: name, content }),
+                Err(e) => left_out.push(format!("untracked {name} ({e})")),
+            },
+            Ok(m) if m.is_file() => left_out.push(format!("untracked {name} ({} bytes, over {MAX_UNTRACKED_BYTES})", m.len())),
+            Ok(_) => left_out.push(format!("untracked {name} (not a regular file)")),
+            Err(e) => left_out.push(format!("untracked {name} ({e})")),
         }
     }
-    Some(VcsState { kind: "git".into(), commit, patch, untracked })
+    for l in &left_out {
+        tracing::warn!("the snapshot of {} leaves out {l}", root.display());
+    }
+    Some(VcsState { kind: "git".into(), commit, patch, untracked, left_out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git_in(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git").arg("-C").arg(dir).args(args).stdout(std::process::Stdio::null()).status().unwrap().success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// An open buffer reached through a link out of the root is not the workspace's: the search's
+    /// file list and the sandbox's overlay leave it out; one inside is in both.
+    #[test]
+    fn open_buffers_through_a_link_out_are_not_the_workspaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let open = vec![(root.join("link/secret.txt"), "secret\n".to_string()), (root.join("new.py"), "x = 1\n".to_string())];
+        let ws = EditorWorkspace::new(&root, open);
+        let overlay: Vec<String> = ws.open_files().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(overlay, ["new.py"]);
+        let listed: Vec<String> = ws.files("").unwrap().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(listed, ["new.py"]);
+    }
+
+    /// A snapshot over the limits says what it left out; one within them leaves nothing out.
+    #[test]
+    fn a_partial_snapshot_says_what_it_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git_in(root, &["init", "-q"]);
+        std::fs::write(root.join("a.txt"), "a\n").unwrap();
+        git_in(root, &["add", "a.txt"]);
+        git_in(root, &["-c", "user.email=k@e", "-c", "user.name=k", "commit", "-qm", "init"]);
+        std::fs::write(root.join("new.txt"), "small\n").unwrap();
+        let v = git_snapshot(root).unwrap();
+        assert_eq!((v.untracked.len(), v.left_out.len()), (1, 0), "{:?}", v.left_out);
+        // A big untracked file, more untracked files than kept, and a patch over the limit.
+        std::fs::write(root.join("big.txt"), "x".repeat(MAX_UNTRACKED_BYTES as usize + 1)).unwrap();
+        for i in 0..MAX_UNTRACKED_FILES {
+            std::fs::write(root.join(format!("u{i:03}.txt")), "u\n").unwrap();
+        }
+        std::fs::write(root.join("a.txt"), "y\n".repeat(MAX_PATCH_BYTES)).unwrap();
+        let v = git_snapshot(root).unwrap();
+        assert!(v.patch.is_empty());
+        let all = v.left_out.join("\n");
+        assert!(all.contains("the uncommitted changes"), "{all}");
+        assert!(all.contains("untracked files (at most 64"), "{all}");
+        assert!(all.contains("untracked big.txt"), "{all}");
+    }
 }

@@ -119,9 +119,9 @@ impl Agent {
             return Verdict::Rejected { cause: RejectCause::Loop, message: "the same action as an earlier step".into() };
         }
         let path = match action.path() {
-            Some(p) => match normalize_path(p, ws.root_hint()).and_then(|rel| ws.check(&rel).map(|()| rel)) {
+            Some(p) => match normalize_path(p, ws.root_hint()).map_err(|e| e.to_string()).and_then(|rel| ws.check(&rel).map(|()| rel)) {
                 Ok(rel) => Some(rel),
-                Err(e) => return Verdict::Rejected { cause: RejectCause::OutsideWorkspace, message: e.to_string() },
+                Err(message) => return Verdict::Rejected { cause: RejectCause::OutsideWorkspace, message },
             },
             None => None,
         };
@@ -267,5 +267,62 @@ mod tests {
         assert_eq!(agent.prompt().messages.len(), 4);
         let outside = Action::ViewFile { path: "../x".into(), start_line: None, end_line: None };
         assert!(matches!(agent.judge(&p(&outside), &ws), Verdict::Rejected { cause: RejectCause::OutsideWorkspace, .. }));
+    }
+
+    /// `view_file` and `edit` through a link out of the root, `..`, an absolute path elsewhere, a
+    /// look-alike of `..` or `/`, or another case of a link's name: refused with an observation that
+    /// says why, and nothing outside is read or changed.
+    #[test]
+    fn paths_that_leave_the_workspace_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
+        std::fs::write(root.join("a.py"), "x = 1\n").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("file_link")).unwrap();
+        let ws = EditorWorkspace::new(&root, vec![]);
+        let prompt = Prompt { messages: vec![Message::system("s"), Message::user("u")], tools: keel_trajectory::action::tools_schema() };
+        let abs = outside.join("secret.txt").display().to_string();
+        let paths = [
+            "link/secret.txt",
+            "link/new.py",
+            "file_link",
+            "../outside/secret.txt",
+            abs.as_str(),
+            "LINK/secret.txt",
+            "Link/new.py",
+            "..\u{FF0F}outside\u{FF0F}secret.txt",
+            "\u{FF0E}\u{FF0E}/outside/secret.txt",
+            "\u{2025}/outside/secret.txt",
+            "..\\outside\\secret.txt",
+        ];
+        for path in paths {
+            for action in [
+                Action::ViewFile { path: path.into(), start_line: None, end_line: None },
+                Action::Edit { path: path.into(), old_text: String::new(), new_text: "pwned\n".into() },
+                Action::Edit { path: path.into(), old_text: "secret".into(), new_text: "pwned".into() },
+            ] {
+                let mut agent = Agent::new(prompt.clone(), 10_000);
+                let u = agent.step_unattended(&call(&action), &ws);
+                let Decision::Rejected { cause: RejectCause::OutsideWorkspace, reason: Some(r) } = &u.decision else {
+                    panic!("{action:?} was not refused: {:?} {:?}", u.decision, u.observation);
+                };
+                assert!(r.contains(path), "{path:?}: {r}");
+                // What the model is shown once the resamples are spent.
+                let shown = tools::rejected(RejectCause::OutsideWorkspace, r);
+                assert!(shown.output.starts_with("refused: `"), "{}", shown.output);
+            }
+        }
+        // A name that differs only by case from an existing file is refused too, and says which.
+        let mut agent = Agent::new(prompt.clone(), 10_000);
+        let v = agent.judge(&Parsed::Action { action: Action::ViewFile { path: "A.py".into(), start_line: None, end_line: None }, call_id: None }, &ws);
+        assert!(matches!(&v, Verdict::Rejected { cause: RejectCause::OutsideWorkspace, message } if message.contains("`a.py`")), "{v:?}");
+        // The exact names still work, and nothing outside changed.
+        let v = agent.judge(&Parsed::Action { action: Action::ViewFile { path: "a.py".into(), start_line: None, end_line: None }, call_id: None }, &ws);
+        assert!(matches!(&v, Verdict::Observed(o) if o.output.contains("x = 1")), "{v:?}");
+        assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).unwrap(), "secret\n");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
     }
 }

@@ -273,7 +273,7 @@ impl TaskSpec {
             created_at: keel_trajectory::now_ms(),
             workspace: WorkspaceRecord {
                 root: self.dir.join("workspace").display().to_string(),
-                vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked }),
+                vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked, left_out: vec![] }),
             },
             task: self.task(),
             model,

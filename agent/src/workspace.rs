@@ -28,8 +28,11 @@ pub trait Workspace {
     fn root_hint(&self) -> Option<&str> {
         None
     }
-    /// Refuses a normalised path that leaves the workspace another way (a symbolic link).
-    fn check(&self, _rel: &str) -> Result<(), OutsideWorkspace> {
+    /// Refuses a normalised path that leaves the workspace another way (a symbolic link), or
+    /// that names an existing file by another case (a case-insensitive file system or a replay
+    /// there would take it for that file, or for a link of that name). The message is shown to
+    /// the model.
+    fn check(&self, _rel: &str) -> Result<(), String> {
         Ok(())
     }
     /// The file at `rel` (normalised) as it is now.
@@ -49,12 +52,27 @@ pub fn skip_dir(name: &str) -> bool {
     name.starts_with('.') || matches!(name, "target" | "node_modules" | "__pycache__" | "dist" | "build" | "venv")
 }
 
+/// Characters that read as `.`, `/` or `\\` — their compatibility (NFKC) form is one, or they are
+/// drawn like one. A path with one could mean `..` or another directory to a person, to a file
+/// system or a tool that normalises names, or on another platform; the tools refuse it.
+fn look_alike(c: char) -> bool {
+    matches!(
+        c,
+        '\\' // a separator on Windows
+            | '\u{2024}' | '\u{2025}' | '\u{2026}' // one and two dot leader, ellipsis: NFKC `.`, `..`, `...`
+            | '\u{FE52}' | '\u{FF0E}' // small and fullwidth full stop: NFKC `.`
+            | '\u{FF0F}' | '\u{FF3C}' | '\u{FE68}' // fullwidth solidus and reverse solidus, small reverse solidus
+            | '\u{2215}' | '\u{2044}' | '\u{29F8}' | '\u{29F9}' // division and fraction slash, big solidus and reverse
+    )
+}
+
 /// A path the model gave, relative to the workspace root and normalised (`a/./b/../c` → `a/c`);
-/// `""` for the root itself. `..` that leaves the root, absolute paths, NUL bytes and empty paths
-/// are refused. Absolute paths inside `root` (when given) are made relative.
+/// `""` for the root itself. `..` that leaves the root, absolute paths, NUL bytes, empty paths and
+/// look-alikes of `.`, `/` and `\\` are refused. Absolute paths inside `root` (when given) are
+/// made relative.
 pub fn normalize_path(path: &str, root: Option<&str>) -> Result<String, OutsideWorkspace> {
     let outside = || OutsideWorkspace { path: path.to_string() };
-    if path.is_empty() || path.contains('\0') {
+    if path.is_empty() || path.contains('\0') || path.chars().any(look_alike) {
         return Err(outside());
     }
     let rel = if path.starts_with('/') {
@@ -101,5 +119,15 @@ mod tests {
         assert!(normalize_path("/workspace/x", Some("/work")).is_err());
         assert!(normalize_path("", None).is_err());
         assert!(under("src", "src/a.py") && under("", "a.py") && !under("src", "srcx/a.py"));
+    }
+
+    #[test]
+    fn look_alikes_of_dots_and_slashes_are_refused() {
+        // Each reads as (or normalises under NFKC to) a path that leaves the root.
+        for p in ["..\u{FF0F}etc/passwd", "\u{FF0E}\u{FF0E}/etc/passwd", "\u{2025}/etc/passwd", "a/\u{FE52}\u{FE52}/../../x", "..\\..\\x", "..\u{2215}x", "\u{FF0F}etc\u{FF0F}passwd"] {
+            assert!(normalize_path(p, None).is_err(), "{p:?} was accepted");
+        }
+        // Other non-ASCII names are fine.
+        assert_eq!(normalize_path("src/café/数据.py", None).unwrap(), "src/café/数据.py");
     }
 }

@@ -16,6 +16,9 @@ pub struct Config {
     /// The name of the environment variable holding the API key (never the key itself).
     pub api_key_env: Option<String>,
     pub store: PathBuf,
+    /// `store_sync`: `"normal"` (the default: a commit survives the server being killed) or
+    /// `"full"` (it also survives a power cut; an fsync per batch).
+    pub store_sync: keel_trajectory::Durability,
     pub verify: Option<String>,
     /// The container engine `run` steps execute in (`unix:///…/docker.sock`, Podman's socket
     /// works); `None`: no sandbox, and `run` is never executed.
@@ -66,6 +69,7 @@ impl Default for Config {
             model: env("KEEL_MODEL").unwrap_or_else(|| DEFAULT_MODEL.to_string()),
             api_key_env: None,
             store: keel_trajectory::default_path(),
+            store_sync: keel_trajectory::Durability::default(),
             verify: None,
             sandbox: env("DOCKER_HOST"),
             sandbox_image: env("KEEL_SANDBOX_IMAGE"),
@@ -80,6 +84,8 @@ struct Raw {
     model: Option<RawModel>,
     #[serde(default)]
     store: Option<String>,
+    #[serde(default)]
+    store_sync: Option<String>,
     #[serde(default)]
     verify: Option<String>,
     /// `"off"`, or the engine socket.
@@ -132,6 +138,13 @@ impl Config {
         }
         if let Some(s) = raw.store.filter(|s| !s.trim().is_empty()) {
             c.store = expand_home(&s);
+        }
+        if let Some(sync) = raw.store_sync {
+            c.store_sync = match sync.trim() {
+                "" | "normal" => keel_trajectory::Durability::Normal,
+                "full" => keel_trajectory::Durability::Full,
+                other => return Err(format!("invalid Keel settings: store_sync must be \"normal\" or \"full\", got `{other}`")),
+            };
         }
         if let Some(sb) = raw.sandbox {
             c.sandbox = match sb.trim() {
@@ -212,6 +225,9 @@ mod tests {
         let e = c.merged(&json!({"model": {"endpoint": "ftp://x"}})).unwrap_err();
         assert!(e.contains("http"), "{e}");
         assert_eq!(c.merged(&Value::Null).unwrap(), c);
+        assert_eq!(c.merged(&json!({"store_sync": "full"})).unwrap().store_sync, keel_trajectory::Durability::Full);
+        let e = c.merged(&json!({"store_sync": "paranoid"})).unwrap_err();
+        assert!(e.contains("store_sync"), "{e}");
     }
 
     #[test]

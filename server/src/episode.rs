@@ -38,8 +38,9 @@ pub fn path_to_uri(p: &Path) -> String {
     Url::from_file_path(p).map(|u| u.to_string()).unwrap_or_else(|_| format!("file://{}", p.display()))
 }
 
-/// Starts an episode in the background and returns its id at once.
-pub fn start(state: &State, client: &Client, req: StartRequest) -> Result<uuid::Uuid, String> {
+/// Starts an episode in the background and returns its id once the task's document is read: the
+/// open buffer, or the file on disk (inside the root, off the runtime's workers, bounded).
+pub async fn start(state: &State, client: &Client, req: StartRequest) -> Result<uuid::Uuid, String> {
     let cfg = state.config();
     let Some(endpoint) = cfg.endpoint.clone() else {
         return Err("no model endpoint is configured: set `keel.model.endpoint` (initializationOptions or settings)".into());
@@ -47,22 +48,28 @@ pub fn start(state: &State, client: &Client, req: StartRequest) -> Result<uuid::
     if req.kind == TaskKind::Instruction && req.instruction.as_deref().is_none_or(|s| s.trim().is_empty()) {
         return Err("instruction required: `keel.episode.start` with kind `instruction` needs an `instruction` argument".into());
     }
-    // Snapshot of the document (O(1) rope clone) and its last syntax tree.
-    let (text, language, tree, version) = {
-        let inner = lock(&state.inner);
-        match inner.docs.get(&req.uri) {
-            Some(e) => (e.doc.text.clone(), e.doc.language.clone(), e.syntax.tree.clone(), Some(e.doc.version)),
-            None => {
-                let path = uri_to_path(&req.uri).ok_or_else(|| format!("`{}` is not an open document or a file", req.uri))?;
-                let t = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                (ropey::Rope::from_str(&t), String::new(), None, None)
-            }
-        }
-    };
+    let path = uri_to_path(&req.uri);
     let root = lock(&state.root)
         .clone()
-        .or_else(|| uri_to_path(&req.uri).and_then(|p| p.parent().map(Path::to_path_buf)))
+        .or_else(|| path.as_ref().and_then(|p| p.parent().map(Path::to_path_buf)))
         .ok_or("no workspace root: open a folder")?;
+    // The agent works on the workspace: a file outside it is neither read nor shown to the model.
+    if let Some(p) = &path {
+        crate::files::check_inside_root(root.clone(), p.clone()).await?;
+    }
+    // Snapshot of the document (O(1) rope clone) and its last syntax tree.
+    let open = {
+        let inner = lock(&state.inner);
+        inner.docs.get(&req.uri).map(|e| (e.doc.text.clone(), e.doc.language.clone(), e.syntax.tree.clone(), Some(e.doc.version)))
+    };
+    let (text, language, tree, version) = match open {
+        Some(x) => x,
+        None => {
+            let path = path.ok_or_else(|| format!("`{}` is not an open document or a file", req.uri))?;
+            let t = crate::files::read_text(path.clone()).await?.ok_or_else(|| format!("cannot read {}: it does not exist", path.display()))?;
+            (ropey::Rope::from_str(&t), String::new(), None, None)
+        }
+    };
     let id = new_id();
     let (cancel, cancel_rx) = watch::channel(false);
     let (call_cancel, call_cancel_rx) = watch::channel(0u64);
@@ -101,14 +108,8 @@ impl Ep {
         *self.cancel.borrow()
     }
 
-    fn record(&self, r: Record) -> bool {
-        match self.state.record(r) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!("{e}");
-                false
-            }
-        }
+    fn record(&self, r: Record) {
+        self.state.record(r);
     }
 
     async fn run(&self, req: StartRequest, text: ropey::Rope, language: String, tree: Option<tree_sitter::Tree>, version: Option<i32>) -> EpisodeEnd {
@@ -152,6 +153,11 @@ impl Ep {
             let root = self.root.clone();
             tokio::task::spawn_blocking(move || keel_agent::git_snapshot(&root)).await.ok().flatten()
         };
+        if let Some(v) = vcs.as_ref().filter(|v| !v.left_out.is_empty()) {
+            let msg = format!("the snapshot of the workspace recorded with this episode is partial (a replay will not match it): it leaves out {}", v.left_out.join("; "));
+            tracing::warn!("{msg}");
+            self.client.show_message(tower_lsp::lsp_types::MessageType::WARNING, format!("Keel: {msg}")).await;
+        }
         let file_rel = uri_to_path(&req.uri)
             .and_then(|p| p.strip_prefix(&self.root).ok().map(|r| r.display().to_string()))
             .unwrap_or_else(|| req.uri.clone());
@@ -175,10 +181,7 @@ impl Ep {
             verify: cfg.verify.clone(),
             protected: vec![],
         };
-        if !self.record(Record::Episode(episode)) {
-            ui::error(&self.client, "cannot write to the Keel store; see the server log").await;
-            return EpisodeEnd::Failed { error: "store unavailable".into() };
-        }
+        self.record(Record::Episode(episode));
         let agent_ctx = keel_agent::TaskContext { imports: ctx.imports, enclosing: ctx.enclosing, nearby: ctx.nearby };
         let mut agent = keel_agent::Agent::new(keel_agent::initial_prompt(&task, &file_rel, &agent_ctx), cfg.limits.max_observation_bytes);
         let mut parent: Option<uuid::Uuid> = None;
@@ -369,9 +372,7 @@ impl Ep {
     }
 
     fn decide(&self, step: uuid::Uuid, decision: Decision) {
-        if let Err(e) = self.state.decide(step, decision) {
-            tracing::error!("{e}");
-        }
+        self.state.decide(step, decision);
     }
 
     fn prepare_edit(&self, step: &Step, ws: &keel_agent::EditorWorkspace, path: &str, prepared: &keel_agent::tools::PreparedEdit, version: Option<String>) -> Result<(Pending, oneshot::Receiver<UserDecision>), String> {
@@ -507,10 +508,12 @@ fn fallback_prompt(p: &Prompt) -> Prompt {
 /// The editor's workspace for `root`: the disk overlaid by the open documents, `run` in the
 /// configured sandbox and image.
 pub fn editor_workspace(state: &State, root: &Path) -> keel_agent::EditorWorkspace {
-    let open: Vec<(PathBuf, String)> = {
+    // Rope clones under the lock (O(1) each); the texts are made after it is released.
+    let open: Vec<(String, ropey::Rope)> = {
         let inner = lock(&state.inner);
-        inner.docs.values().filter_map(|e| Some((uri_to_path(&e.doc.uri)?, e.doc.text.to_string()))).collect()
+        inner.docs.values().map(|e| (e.doc.uri.clone(), e.doc.text.clone())).collect()
     };
+    let open: Vec<(PathBuf, String)> = open.into_iter().filter_map(|(uri, text)| Some((uri_to_path(&uri)?, text.to_string()))).collect();
     let cfg = state.config();
     let sandbox = cfg.sandbox.map(|socket| keel_agent::SandboxSpec { socket, image: cfg.sandbox_image.clone() });
     keel_agent::EditorWorkspace::new(root, open).with_sandbox(sandbox)

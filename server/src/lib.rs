@@ -7,7 +7,8 @@
 //! Layout, in the order data flows: [`config`] (options), [`document`] (text and positions),
 //! [`syntax`] (tree-sitter context), [`model`] (the OpenAI-compatible client), [`episode`] (the
 //! editor's driver of the shared agent, `keel-agent`: its prompt, tools and rules live there),
-//! [`watch`] (reverts and user edits after an accept),
+//! [`watch`] (reverts and user edits after an accept), [`recorder`] (records on their way to the
+//! store, kept while it cannot be written), [`files`] (bounded reads of the user's files),
 //! [`ui`] (lenses, diagnostics, status), [`server`] (the thin `LanguageServer` handlers).
 //! It never links libtorch and never runs a model-proposed command on the host: an accepted `run`
 //! executes in a container (`keel_agent::EditorWorkspace::run`).
@@ -15,7 +16,9 @@
 pub mod config;
 pub mod document;
 pub mod episode;
+pub mod files;
 pub mod model;
+pub mod recorder;
 pub mod server;
 pub mod state;
 pub mod syntax;

@@ -50,6 +50,7 @@ pub fn build() -> (LspService<Backend>, tower_lsp::ClientSocket) {
         *lock(&state.config) = crate::config::Config::default();
         let b = Backend { client, state };
         b.spawn_watch_timer();
+        tokio::spawn(crate::recorder::run(Arc::downgrade(&b.state), b.client.clone()));
         b
     })
     .custom_method("keel/pending", Backend::pending)
@@ -81,7 +82,7 @@ impl Backend {
                 };
                 for w in expired {
                     if let Some(d) = w.final_decision() {
-                        let _ = state.decide(w.step, d);
+                        state.decide(w.step, d);
                     }
                 }
             }
@@ -98,7 +99,7 @@ impl Backend {
         };
         for w in done {
             if let Some(d) = w.final_decision() {
-                let _ = self.state.decide(w.step, d);
+                self.state.decide(w.step, d);
             }
         }
     }
@@ -176,16 +177,14 @@ impl Backend {
             PendingKind::Run { command } => {
                 if self.state.config().sandbox.is_none() {
                     let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
-                    let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
+                    self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
                     send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
                     self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
                     return Ok(json!({"applied": false, "reason": msg}));
                 }
                 // Accepted: it runs in a container made from a copy of the workspace as the editor
                 // shows it (unsaved buffers included), never here.
-                if let Err(e) = self.state.decide(step, Decision::Accepted) {
-                    ui::error(&self.client, &e).await;
-                }
+                self.state.decide(step, Decision::Accepted);
                 let root = lock(&self.state.root).clone();
                 let state = self.state.clone();
                 let client = self.client.clone();
@@ -209,20 +208,41 @@ impl Backend {
             PendingKind::Edit { path, rel, old_text, new_text } => {
                 // Locate the edit in the text as it is now (the user may have typed since).
                 let uri = p.uri.clone();
-                let (text, version) = {
-                    let inner = lock(&self.state.inner);
-                    match inner.docs.get(&uri) {
-                        Some(e) => (Some(e.doc.text.to_string()), Some(e.doc.version)),
-                        None => (std::fs::read_to_string(&path).ok().or_else(|| (!path.exists()).then(String::new)), None),
-                    }
+                // The file may have become a link out of the workspace since it was proposed.
+                let root = lock(&self.state.root).clone();
+                let checked = match root {
+                    Some(r) => Some(crate::files::check_inside_root(r, path.clone()).await),
+                    None => None,
                 };
-                let text = text.unwrap_or_default();
+                if let Some(Err(msg)) = checked {
+                    self.state.decide(step, Decision::Rejected { cause: RejectCause::OutsideWorkspace, reason: Some(msg.clone()) });
+                    send(UserDecision::AutoRejected { cause: RejectCause::OutsideWorkspace, message: msg.clone() });
+                    ui::error(&self.client, &msg).await;
+                    return Ok(json!({"applied": false, "reason": msg}));
+                }
+                let open = {
+                    let inner = lock(&self.state.inner);
+                    inner.docs.get(&uri).map(|e| (e.doc.text.to_string(), e.doc.version))
+                };
+                let (text, version) = match open {
+                    Some((t, v)) => (t, Some(v)),
+                    // Not open: the file on disk (a new file when missing), read off the main loop.
+                    None => match crate::files::read_text(path.clone()).await {
+                        Ok(t) => (t.unwrap_or_default(), None),
+                        Err(msg) => {
+                            self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(msg.clone()) });
+                            send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: msg.clone() });
+                            ui::error(&self.client, &msg).await;
+                            return Ok(json!({"applied": false, "reason": msg}));
+                        }
+                    },
+                };
                 let located = keel_trajectory::action::locate_edit(&text, &old_text, &new_text);
                 let edit = match located {
                     Ok(e) => e,
                     Err(e) => {
                         let msg = format!("the edit no longer applies: {e}");
-                        let _ = self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
+                        self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
                         send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: e.to_string() });
                         ui::error(&self.client, &msg).await;
                         return Ok(json!({"applied": false, "reason": msg}));
@@ -254,14 +274,12 @@ impl Backend {
                     Err(e) => (false, Some(e.to_string())),
                 };
                 if applied {
-                    if let Err(e) = self.state.decide(step, Decision::Accepted) {
-                        ui::error(&self.client, &e).await;
-                    }
+                    self.state.decide(step, Decision::Accepted);
                     send(UserDecision::Accepted(keel_agent::tools::edit_applied(&rel)));
                 } else {
                     lock(&self.state.inner).watches.retain(|w| w.step != step);
                     let why = reason.unwrap_or_else(|| "the editor did not apply it".into());
-                    let _ = self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
+                    self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
                     send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: format!("the editor did not apply it: {why}") });
                 }
                 Ok(json!({"applied": applied}))
@@ -274,9 +292,7 @@ impl Backend {
         let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
         let reason = args.get("reason").and_then(Value::as_str).map(str::to_string).filter(|r| !r.trim().is_empty());
         let cause = if retry { RejectCause::Retry } else { RejectCause::User };
-        if let Err(e) = self.state.decide(step, Decision::Rejected { cause, reason: reason.clone() }) {
-            ui::error(&self.client, &e).await;
-        }
+        self.state.decide(step, Decision::Rejected { cause, reason: reason.clone() });
         if let Some(tx) = p.tx.take() {
             let _ = tx.send(if retry { UserDecision::Retry } else { UserDecision::Rejected { reason } });
         }
@@ -335,7 +351,7 @@ impl Backend {
             instruction: args.get("instruction").and_then(Value::as_str).map(str::to_string),
             diagnostics,
         };
-        match episode::start(&self.state, &self.client, req) {
+        match episode::start(&self.state, &self.client, req).await {
             Ok(id) => Ok(json!({ "episode": id })),
             Err(e) => {
                 ui::error(&self.client, &e).await;
@@ -411,7 +427,10 @@ impl LanguageServer for Backend {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        self.state.flush().await;
+        if let Err(n) = self.state.flush(std::time::Duration::from_secs(5)).await {
+            let why = self.state.recording.failing().unwrap_or_else(|| "it did not finish in time".into());
+            ui::error(&self.client, &format!("{n} record(s) could not be written to the Keel store before shutdown: {why}")).await;
+        }
         Ok(())
     }
 
@@ -450,8 +469,9 @@ impl LanguageServer for Backend {
                     return;
                 }
             };
+            let len_bytes = entry.doc.text.len_bytes();
             for a in &applied {
-                entry.syntax.edit(a);
+                entry.syntax.edit(a, len_bytes);
             }
             // Pending steps shown in this document follow the text.
             for pend in inner.pending.iter_mut().filter(|x| x.uri == uri) {
@@ -461,13 +481,13 @@ impl LanguageServer for Backend {
             }
             let watched = inner.watches.iter().any(|w| w.uri == uri);
             if watched {
-                let cur: Vec<char> = entry.doc.text.chars().collect();
+                let cur = &entry.doc.text;
                 for w in inner.watches.iter_mut().filter(|w| w.uri == uri) {
                     for (a, c) in applied.iter().zip(&changes) {
                         w.change(a, &c.text);
                     }
                     let was_armed = w.armed();
-                    if w.check(&cur) == Outcome::Reverted {
+                    if w.check(cur) == Outcome::Reverted {
                         reverted.push(w.step);
                     } else if !was_armed && w.armed() {
                         // This change is our own accepted edit landing.
@@ -488,7 +508,7 @@ impl LanguageServer for Backend {
             }
         }
         for s in reverted {
-            let _ = self.state.decide(s, Decision::Reverted);
+            self.state.decide(s, Decision::Reverted);
         }
     }
 

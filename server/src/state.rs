@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use keel_trajectory::{Decision, Record, Step, Writer};
+use keel_trajectory::{Decision, Record, Step};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
@@ -73,11 +73,6 @@ pub struct Inner {
     pub watches: Vec<Watch>,
 }
 
-pub struct Recorder {
-    pub path: PathBuf,
-    pub writer: Writer,
-}
-
 #[derive(Default)]
 pub struct Shared {
     pub inner: Mutex<Inner>,
@@ -87,7 +82,8 @@ pub struct Shared {
     pub client_name: Mutex<Option<String>>,
     pub lens_refresh: Mutex<bool>,
     pub work_done_progress: Mutex<bool>,
-    pub recorder: Mutex<Option<Recorder>>,
+    /// Records on their way to the store (written by [`crate::recorder::run`]).
+    pub recording: crate::recorder::Recording,
     /// Endpoints that refused `tools`: use the JSON-in-content fallback with them.
     pub no_tools: Mutex<std::collections::HashSet<String>>,
 }
@@ -106,37 +102,20 @@ impl Shared {
         *lock(&self.encoding)
     }
 
-    /// Appends a record to the store configured now (opening it on first use). Never waits on disk.
-    pub fn record(&self, r: Record) -> Result<(), String> {
-        let path = self.config().store;
-        let mut rec = lock(&self.recorder);
-        if rec.as_ref().is_none_or(|r| r.path != path) {
-            if let Some(parent) = path.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            let store = keel_trajectory::Store::open(&path).map_err(|e| format!("cannot open the Keel store {}: {e}", path.display()))?;
-            let writer = store.writer().map_err(|e| format!("cannot write to the Keel store {}: {e}", path.display()))?;
-            if let Some(old) = rec.take() {
-                let _ = old.writer.flush();
-            }
-            *rec = Some(Recorder { path, writer });
-        }
-        let w = &rec.as_ref().expect("opened above").writer;
-        // The receipt is not awaited: the writer keeps order, and flush at shutdown waits for all.
-        let _ = w.append(r);
-        Ok(())
+    /// Hands a record to the store configured now. Never waits on disk and never fails: a record
+    /// the store cannot take yet is kept until it can (see [`crate::recorder`]).
+    pub fn record(&self, r: Record) {
+        self.recording.push(r);
     }
 
-    pub fn decide(&self, step: Uuid, decision: Decision) -> Result<(), String> {
+    pub fn decide(&self, step: Uuid, decision: Decision) {
         self.record(Record::Decision(keel_trajectory::DecisionEvent { step_id: step, at: keel_trajectory::now_ms(), decision }))
     }
 
-    /// Waits until everything appended so far is on disk.
-    pub async fn flush(&self) {
-        let receipt = lock(&self.recorder).as_ref().map(|r| r.writer.flush());
-        if let Some(r) = receipt {
-            let _ = r.durable().await;
-        }
+    /// Waits until everything recorded so far is on disk, at most `within`; `Err` with the number of
+    /// records still unwritten.
+    pub async fn flush(&self, within: std::time::Duration) -> Result<(), usize> {
+        self.recording.flush(within).await
     }
 }
 

@@ -1,8 +1,11 @@
 //! tree-sitter: which languages Keel understands, lazy incremental parsing, and the context sent to
 //! the model (the enclosing function or class, the imports, nearby code) within a token budget.
 //!
-//! Typing never waits on a parse: a change only edits the old tree (`Tree::edit`, cheap) and marks
-//! it stale; the parse happens when context is needed, off the main loop, reusing the edited tree.
+//! Typing never waits on a parse: a change only edits the old tree (`Tree::edit`) and marks it
+//! stale; the parse happens when context is needed, off the main loop, reusing the edited tree.
+//! `Tree::edit` walks the children of every node over the change, so it costs a file with many
+//! top-level items time linear in their number per keystroke: above [`MAX_EDITED_TREE_BYTES`] the
+//! tree is dropped at the first change instead, and the next parse starts afresh (off the main loop).
 
 use tree_sitter::{InputEdit, Language, Node, Parser, Point, Tree};
 
@@ -10,6 +13,9 @@ use crate::document::Applied;
 
 /// Files larger than this are not parsed (context falls back to nearby lines).
 pub const MAX_PARSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Trees of files larger than this are dropped on a change rather than edited.
+pub const MAX_EDITED_TREE_BYTES: usize = 256 * 1024;
 
 pub fn language(language_id: &str, uri: &str) -> Option<Language> {
     let ext = uri.rsplit('.').next().unwrap_or("");
@@ -37,8 +43,12 @@ pub struct Syntax {
 }
 
 impl Syntax {
-    /// Records a text change: the old tree is edited so the next parse can reuse it.
-    pub fn edit(&mut self, a: &Applied) {
+    /// Records a text change (`len_bytes`: the document's size after it): the old tree is edited so
+    /// the next parse can reuse it, or dropped when the document is large.
+    pub fn edit(&mut self, a: &Applied, len_bytes: usize) {
+        if len_bytes > MAX_EDITED_TREE_BYTES {
+            self.tree = None;
+        }
         if let Some(t) = self.tree.as_mut() {
             t.edit(&InputEdit {
                 start_byte: a.start_byte,
@@ -199,8 +209,9 @@ mod tests {
         let mut doc = crate::document::Document::new("x.rs", "rust", 0, src, Default::default());
         let ins = "fn g() { let z = 1; }\n";
         let applied = doc.apply(1, &[crate::document::Change { range: Some((crate::document::Pos { line: 3, character: 0 }, crate::document::Pos { line: 3, character: 0 })), text: ins.into() }]).unwrap();
-        syn.edit(&applied[0]);
+        syn.edit(&applied[0], doc.text.len_bytes());
         assert!(syn.stale);
+        assert!(syn.tree.is_some(), "a small file's tree is edited, not dropped");
         let text = doc.text.to_string();
         let tree = parse(&l, &text, syn.tree.as_ref()).unwrap();
         let at = text.find("let z").unwrap();

@@ -26,6 +26,17 @@ pub async fn status(client: &Client, episode: Option<Uuid>, state: &str, message
         .await;
 }
 
+/// Whether steps reach the store: `failing` while they cannot be written (state
+/// `recording_failed`), `None` once they are written again (state `recording`).
+pub async fn recording_status(client: &Client, failing: Option<&str>, message: &str) {
+    let (state, recording) = if failing.is_some() { ("recording_failed", "failing") } else { ("recording", "ok") };
+    client
+        .send_notification::<KeelStatus>(json!({
+            "episode": null, "state": state, "message": message, "recording": recording, "error": failing,
+        }))
+        .await;
+}
+
 pub async fn error(client: &Client, message: &str) {
     tracing::warn!("{message}");
     client.show_message(MessageType::ERROR, format!("Keel: {message}")).await;

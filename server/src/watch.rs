@@ -6,6 +6,7 @@
 //! current text with them tells exactly what happened to the region itself.
 
 use keel_trajectory::Decision;
+use ropey::Rope;
 use uuid::Uuid;
 
 use crate::document::Applied;
@@ -109,10 +110,22 @@ impl Watch {
         self.cur_total = (self.cur_total as isize + ins.len() as isize - removed as isize).max(0) as usize;
     }
 
-    /// Compares the document with both versions after a `didChange`.
-    pub fn check(&mut self, current: &[char]) -> Outcome {
-        self.cur_total = current.len();
-        if current == self.after.as_slice() {
+    /// Compares the document with both versions after a `didChange`. Outside `cur_start..cur_end`
+    /// the document equals both (`change` keeps it so), so only the region is compared: a
+    /// keystroke costs the region, not the file, and nothing is copied. Should the lengths
+    /// disagree, the whole text is compared instead.
+    pub fn check(&mut self, current: &Rope) -> Outcome {
+        self.check_at(current, true)
+    }
+
+    /// [`Self::check`]; `trust_region: false` compares the whole text (the tests' reference).
+    fn check_at(&mut self, current: &Rope, trust_region: bool) -> Outcome {
+        let n = current.len_chars();
+        let bounded = trust_region && n == self.cur_total && self.cur_start <= self.cur_end && self.cur_end <= n && self.cur_start <= self.start;
+        let (lo, tail) = if bounded { (self.cur_start, n - self.cur_end) } else { (0, 0) };
+        self.cur_total = n;
+        let equals = |v: &[char]| n == v.len() && current.slice(lo..n - tail).chars().eq(v[lo..v.len() - tail].iter().copied());
+        if equals(&self.after) {
             self.armed = true;
             self.cur_start = self.start;
             self.cur_end = self.start + self.len_new;
@@ -122,16 +135,21 @@ impl Watch {
         if !self.armed {
             return Outcome::Watching;
         }
-        if current == self.before.as_slice() {
+        if equals(&self.before) {
             return Outcome::Reverted;
         }
         let e1 = self.start + self.len_new;
-        let p = common_prefix(current, &self.after).min(self.start);
-        let s = common_suffix(current, &self.after).min(self.after.len() - e1);
-        let end = current.len().saturating_sub(s).max(p);
-        let region: String = current[p..end].iter().collect();
+        let tail_max = self.after.len().saturating_sub(e1);
+        // The common prefix of the document and `after`, up to the edit's start (known equal up to `lo`).
+        let lo = lo.min(self.start).min(self.after.len());
+        let p = lo + current.chars_at(lo).zip(&self.after[lo..]).take(self.start - lo).take_while(|(x, y)| x == *y).count();
+        // The common suffix, up to the text after the edit (known equal for `tail`).
+        let tail = tail.min(tail_max).min(self.after.len());
+        let s = tail + current.chars_at(n - tail).reversed().zip(self.after[..self.after.len() - tail].iter().rev()).take(tail_max - tail).take_while(|(x, y)| x == *y).count();
+        let end = n.saturating_sub(s).max(p);
+        let region: String = current.slice(p..end).to_string();
         let old: String = self.before[self.start..self.start + self.len_old].iter().collect();
-        if p == self.start && s == self.after.len() - e1 && region == old {
+        if p == self.start && s == tail_max && region == old {
             return Outcome::Reverted;
         }
         self.edited = (region != self.new_text).then_some(region);
@@ -155,13 +173,6 @@ fn splice(v: &mut Vec<char>, a: usize, b: usize, ins: &[char]) {
     v.splice(a..b, ins.iter().copied());
 }
 
-fn common_prefix(a: &[char], b: &[char]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-fn common_suffix(a: &[char], b: &[char]) -> usize {
-    a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count().min(a.len().min(b.len()))
-}
 
 #[cfg(test)]
 mod tests {
@@ -179,8 +190,7 @@ mod tests {
         for (a, c) in applied.iter().zip(&changes) {
             w.change(a, &c.text);
         }
-        let cur: Vec<char> = doc.text.chars().collect();
-        w.check(&cur)
+        w.check(&doc.text)
     }
 
     fn setup() -> (Document, Watch) {
@@ -225,6 +235,36 @@ mod tests {
         // Back to the model's text: no longer edited.
         feed(&mut doc, &mut w, vec![Change { range: Some((pos(1, 16), pos(1, 20))), text: "".into() }]);
         assert_eq!(w.final_decision(), None);
+    }
+
+    /// Random typing, deleting and undoing around and inside the edit: comparing only the region
+    /// decides exactly as comparing the whole text does.
+    #[test]
+    fn the_region_compare_agrees_with_the_whole_text() {
+        use proptest::prelude::*;
+        let op = (0u32..4, 0u32..40, 0u32..6, prop::sample::select(vec!["", "a", "a + b", "-", "\n", "xy\n    ", "a - b"]));
+        proptest!(ProptestConfig::with_cases(300), |(ops in prop::collection::vec(op, 1..25))| {
+            let (mut doc, mut w) = setup();
+            apply_edit(&mut doc, &mut w);
+            for (line, ch, len, ins) in ops {
+                let start = pos(line, ch);
+                let end = pos(line, ch + len);
+                let v = doc.version + 1;
+                let changes = vec![Change { range: Some((start, end)), text: ins.to_string() }];
+                let applied = doc.apply(v, &changes).unwrap();
+                for (a, c) in applied.iter().zip(&changes) {
+                    w.change(a, &c.text);
+                }
+                let mut reference = w.clone();
+                let want = reference.check_at(&doc.text, false);
+                let got = w.check(&doc.text);
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&w.edited, &reference.edited);
+                if got == Outcome::Reverted {
+                    break;
+                }
+            }
+        });
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl Store {
     /// are skipped. A malformed line stops the import with its line number; what came before stays.
     pub fn import_jsonl(&self, input: impl BufRead) -> Result<ImportStats, StoreError> {
         let mut stats = ImportStats::default();
-        let mut conn = crate::store::connect(self.path())?;
+        let mut conn = crate::store::connect(self.path(), self.durability())?;
         for (i, line) in input.lines().enumerate() {
             let line = line.map_err(|e| StoreError::Data(format!("line {}: {e}", i + 1)))?;
             if line.trim().is_empty() {

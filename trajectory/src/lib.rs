@@ -27,7 +27,7 @@ pub use action::{Action, ActionError, ActionErrorKind};
 pub use dump::{DUMP_VERSION, ImportStats};
 pub use state::state_hash;
 pub use store::{
-    APPLICATION_ID, EpisodeFilter, EpisodeTree, Result, Run, SCHEMA_VERSION, StateGroup, Stats, StepRecord, Store,
+    APPLICATION_ID, Durability, EpisodeFilter, EpisodeTree, Result, Run, SCHEMA_VERSION, StateGroup, Stats, StepRecord, Store,
     StoreError, blob_hash, default_path,
 };
 pub use types::*;

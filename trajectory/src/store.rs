@@ -158,11 +158,36 @@ pub fn default_path() -> PathBuf {
     data.join("keel").join("keel.db")
 }
 
+/// How long a commit waits for the disk (SQLite's `PRAGMA synchronous` on every connection of a
+/// store handle and its writer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `NORMAL`: in WAL mode a commit survives the process being killed; a power cut or an OS crash
+    /// can lose the last commits. The default.
+    #[default]
+    Normal,
+    /// `FULL`: the WAL is synced at every commit, so a commit also survives a power cut, at the
+    /// cost of an fsync per batch.
+    Full,
+}
+
+impl Durability {
+    /// The value of `PRAGMA synchronous`.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    }
+}
+
 /// A handle to a store file. Reading is done on this handle's connection; appends go through a
 /// [`crate::Writer`] made by [`Store::writer`].
 pub struct Store {
     path: PathBuf,
     conn: Connection,
+    durability: Durability,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,11 +198,11 @@ impl std::fmt::Debug for Store {
 
 /// Open a connection to a store file, creating and migrating it when needed. Shared by readers and
 /// the writer.
-pub(crate) fn connect(path: &Path) -> Result<Connection> {
-    connect_at(path, SCHEMA_VERSION)
+pub(crate) fn connect(path: &Path, durability: Durability) -> Result<Connection> {
+    connect_at(path, SCHEMA_VERSION, durability)
 }
 
-fn connect_at(path: &Path, target_version: i64) -> Result<Connection> {
+fn connect_at(path: &Path, target_version: i64, durability: Durability) -> Result<Connection> {
     let io = |source| StoreError::Io { path: path.to_path_buf(), source };
     if path.is_dir() {
         return Err(StoreError::IsDirectory(path.to_path_buf()));
@@ -218,8 +243,8 @@ fn connect_at(path: &Path, target_version: i64) -> Result<Connection> {
 
     conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| StoreError::at(path, e))?;
     // In WAL mode NORMAL loses nothing when the process dies (kill -9): a committed transaction is in
-    // the WAL file, which the OS keeps. Only a power cut can lose the last commits.
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| StoreError::at(path, e))?;
+    // the WAL file, which the OS keeps. Only a power cut can lose the last commits; FULL keeps those.
+    conn.pragma_update(None, "synchronous", durability.pragma()).map_err(|e| StoreError::at(path, e))?;
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(|e| StoreError::at(path, e))?;
     conn.pragma_update(None, "cache_size", -32768).map_err(|e| StoreError::at(path, e))?;
     // After a checkpoint resets the WAL, truncate a file that grew large during a burst.
@@ -262,9 +287,18 @@ fn migrate(conn: &Connection, target: i64) -> rusqlite::Result<()> {
 impl Store {
     /// Open (creating or migrating) the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(path, Durability::default())
+    }
+
+    /// [`Store::open`] with the given durability for this handle and the writers it starts.
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
-        let conn = connect(&path)?;
-        Ok(Store { path, conn })
+        let conn = connect(&path, durability)?;
+        Ok(Store { path, conn, durability })
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Open the store at [`default_path`].
@@ -275,7 +309,7 @@ impl Store {
     /// Create a store at an older schema version (for migration tests and tools).
     #[doc(hidden)]
     pub fn create_at_version(path: impl AsRef<Path>, version: i64) -> Result<()> {
-        connect_at(path.as_ref(), version).map(drop)
+        connect_at(path.as_ref(), version, Durability::default()).map(drop)
     }
 
     pub fn path(&self) -> &Path {
@@ -289,7 +323,7 @@ impl Store {
 
     /// Start a writer for this store: a thread with its own connection that batches appends.
     pub fn writer(&self) -> Result<crate::Writer> {
-        crate::Writer::start(&self.path)
+        crate::Writer::start(&self.path, self.durability)
     }
 
     /// The underlying connection, for ad-hoc queries (tests, tools).

@@ -66,6 +66,11 @@ pub struct VcsState {
     /// Untracked files that are not ignored, with their contents.
     #[serde(default)]
     pub untracked: Vec<FileSnapshot>,
+    /// What the snapshot leaves out (a patch or untracked files over the size limits), one line
+    /// each; empty when it is complete. A replay of a partial snapshot does not rebuild the
+    /// workspace the user had.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 8192;
 enum Msg {
     Append(Box<Record>, oneshot::Sender<Result<(), String>>),
     Flush(oneshot::Sender<Result<(), String>>),
+    /// `PRAGMA synchronous` of the writer's connection (0 off, 1 normal, 2 full).
+    Synchronous(oneshot::Sender<Result<i64, String>>),
 }
 
 /// A cheap, cloneable handle for appending to the store. The writer thread ends once every handle
@@ -80,12 +82,12 @@ impl Receipt {
 }
 
 impl Writer {
-    pub(crate) fn start(path: &Path) -> Result<Writer, StoreError> {
-        let conn = store::connect(path)?;
+    pub(crate) fn start(path: &Path, durability: store::Durability) -> Result<Writer, StoreError> {
+        let conn = store::connect(path, durability)?;
         // Checkpoints (copying the WAL into the database file, and syncing it) run on their own
         // thread and connection, so appends do not stall behind them.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoint_conn = store::connect(path)?;
+        let checkpoint_conn = store::connect(path, durability)?;
         let (hint, hints) = mpsc::sync_channel::<()>(1);
         let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         thread::Builder::new()
@@ -104,6 +106,14 @@ impl Writer {
             let _ = ack.send(Err("the store's writer has stopped".into()));
         }
         Receipt { rx }
+    }
+
+    /// `PRAGMA synchronous` of the connection appends are written on (1 normal, 2 full): what
+    /// [`crate::Durability`] the store was opened with, as SQLite applies it.
+    pub async fn synchronous(&self) -> Result<i64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Synchronous(tx)).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
     }
 
     /// A receipt that resolves when everything appended before it is durable.
@@ -134,10 +144,11 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, checkpoint: mpsc::SyncSend
     let mut known_blobs: HashMap<Hash, String> = HashMap::new();
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
+        let Some(first) = answer_query(&conn, first) else { continue };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => batch.extend(answer_query(&conn, m)),
                 Err(_) => break,
             }
         }
@@ -147,6 +158,17 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, checkpoint: mpsc::SyncSend
         if known_blobs.len() > 200_000 {
             known_blobs.clear();
         }
+    }
+}
+
+/// Answers a query about the connection at once; an append or a flush is handed back.
+fn answer_query(conn: &Connection, m: Msg) -> Option<Msg> {
+    match m {
+        Msg::Synchronous(tx) => {
+            let _ = tx.send(conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(|e| e.to_string()));
+            None
+        }
+        m => Some(m),
     }
 }
 
@@ -183,7 +205,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashMap<Has
                         write_record(tx, r, &HashMap::new(), &mut HashMap::new(), &mut None)
                     })
                     .map_err(|e| e.to_string()),
-                    Msg::Flush(_) => Ok(()),
+                    Msg::Flush(_) | Msg::Synchronous(_) => Ok(()),
                 };
                 ack(m, r);
             }
@@ -192,7 +214,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashMap<Has
 }
 
 fn ack(m: &mut Msg, r: Result<(), String>) {
-    let (Msg::Append(_, ack) | Msg::Flush(ack)) = m;
+    let (Msg::Append(_, ack) | Msg::Flush(ack)) = m else { return };
     // The oneshot is consumed by send; swap in a dead one.
     let (dead, _) = oneshot::channel();
     let ack = std::mem::replace(ack, dead);

@@ -26,6 +26,7 @@ fn episode(root: &str) -> Episode {
                 commit: "0123456789abcdef0123456789abcdef01234567".into(),
                 patch: "diff --git a/src/lib.rs b/src/lib.rs\n+fn added() {}\n".repeat(200),
                 untracked: vec![FileSnapshot { path: "notes.txt".into(), content: "todo".into() }],
+                left_out: vec![],
             }),
         },
         task: Task {
@@ -513,6 +514,27 @@ fn dump_round_trips() {
 
     let err = b.import_jsonl(&b"{\"keel_dump\": 1}\nnot json\n"[..]).unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
+}
+
+/// `Durability::Full` is `PRAGMA synchronous=FULL` on the handle's connection and on its writer's,
+/// and appends still round-trip; the default stays `NORMAL`.
+#[test]
+fn durability_full_sets_synchronous_full_on_the_writer() {
+    let dir = temp();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let sync_of = |s: &Store| -> i64 { s.connection().pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap() };
+    let normal = Store::open(dir.path().join("n.db")).unwrap();
+    assert_eq!(normal.durability(), Durability::Normal);
+    assert_eq!(sync_of(&normal), 1);
+    assert_eq!(rt.block_on(normal.writer().unwrap().synchronous()).unwrap(), 1);
+    let full = Store::open_with(dir.path().join("f.db"), Durability::Full).unwrap();
+    assert_eq!(sync_of(&full), 2);
+    let w = full.writer().unwrap();
+    assert_eq!(rt.block_on(w.synchronous()).unwrap(), 2);
+    write_sample(&w);
+    w.flush().wait().unwrap();
+    assert_eq!(full.episodes(&EpisodeFilter::default()).unwrap().len(), 1);
+    assert_eq!(serde_json::from_str::<Durability>("\"full\"").unwrap(), Durability::Full);
 }
 
 // ---- processes -----------------------------------------------------------------------------

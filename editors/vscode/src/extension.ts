@@ -36,12 +36,17 @@ interface PendingStep {
 /// `keel/status` params.
 interface Status {
   episode: string | null;
-  state: "idle" | "thinking" | "pending" | "finished" | "cancelled" | "error";
+  state: "idle" | "thinking" | "pending" | "finished" | "cancelled" | "error" | "recording_failed" | "recording";
   message: string;
   model: string | null;
   model_version: string | null;
   step: string | null;
+  /// Only on `recording_failed` / `recording`.
+  recording?: "failing" | "ok";
 }
+
+/// Why steps do not reach the store, while they do not (the server's `recording_failed` status).
+let recordingFailure: string | undefined;
 
 let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
@@ -65,6 +70,8 @@ export function initOptions(): Record<string, unknown> {
   if (Object.keys(model).length > 0) o.model = model;
   const store = c.get<string>("store", "");
   if (store) o.store = expandHome(store);
+  const storeSync = c.get<string>("storeSync", "normal");
+  if (storeSync && storeSync !== "normal") o.store_sync = storeSync;
   return o;
 }
 
@@ -105,6 +112,14 @@ function setStatus(text: string, tooltip: string, command?: string, error = fals
 }
 
 function showStatus(s: Status) {
+  if (s.state === "recording_failed" || s.state === "recording") {
+    // Not an episode's state: it marks whatever the episode shows until recording works again.
+    recordingFailure = s.state === "recording_failed" ? s.message : undefined;
+    if (lastStatus) showStatus(lastStatus);
+    else if (recordingFailure) setStatus("$(error) Keel: not recording", recordingFailure, "keel.showOutput", true);
+    else setStatus("$(circle-outline) Keel: idle", s.message, "keel.showOutput");
+    return;
+  }
   lastStatus = s;
   const icon: Record<string, string> = {
     idle: "$(circle-outline)",
@@ -119,6 +134,10 @@ function showStatus(s: Status) {
   const tip = `${s.message || s.state}${s.episode ? `\nepisode ${s.episode}` : ""}${s.model ? `\nmodel ${s.model}` : ""}${
     s.model_version ? ` (${s.model_version})` : ""
   }`;
+  if (recordingFailure) {
+    setStatus(`${text} · not recording`, `${tip}\n${recordingFailure}`, s.state === "pending" ? "keel.showDiff" : "keel.showOutput", true);
+    return;
+  }
   setStatus(text, tip, s.state === "pending" ? "keel.showDiff" : "keel.showOutput", s.state === "error");
 }
 

@@ -121,6 +121,7 @@ async fn a_recorded_git_state_is_rebuilt() {
             path: "notes/todo.txt".into(),
             content: "later\n".into(),
         }],
+        left_out: vec![],
     };
     let c = h
         .sandbox

@@ -4,6 +4,7 @@
 mod documents;
 mod episode;
 mod real_model;
+mod reliability;
 mod robustness;
 mod sandbox;
 

@@ -172,7 +172,7 @@ pub fn record(store: &Store, t: &Task) -> uuid::Uuid {
     let ep = Episode {
         id: new_id(),
         created_at: 1_000 + t.id as i64,
-        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files() }) },
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files(), left_out: vec![] }) },
         task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
         model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
         client: None,
@@ -440,7 +440,7 @@ fn rollouts_of_a_python_task_run_its_tests_in_the_python_image() {
     let ep = Episode {
         id: new_id(),
         created_at: 1_000,
-        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: files }) },
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: files, left_out: vec![] }) },
         task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: "test_calc.py fails".into(), uri: None, language: Some("python".into()), range: None, diagnostics: vec![], selected_text: None },
         model: ModelRef { name: "keel".into(), version: None },
         client: None,

@@ -27,6 +27,8 @@ M.defaults = {
   model = nil,
   --- SQLite trajectory store (default on the server side: $KEEL_STORE, else $XDG_DATA_HOME/keel/keel.db).
   store = nil,
+  --- "normal" (the server's default) or "full": how long a commit to the store waits for the disk.
+  store_sync = nil,
   --- { max_steps, max_auto_steps, request_timeout_secs, watch_secs, context_tokens }
   limits = nil,
   --- The task's verification command, recorded on episodes.
@@ -43,6 +45,9 @@ M.config = vim.deepcopy(M.defaults)
 
 --- Last `keel/status` per client id.
 M.status = {}
+
+--- Per client id, why steps do not reach the store while they do not (`recording_failed`).
+M.not_recording = {}
 
 local function notify(msg, level)
   vim.notify("keel: " .. msg, level or vim.log.levels.INFO, { title = "keel" })
@@ -62,6 +67,9 @@ function M.init_options(cfg)
   end
   if cfg.store then
     o.store = vim.fn.expand(cfg.store)
+  end
+  if cfg.store_sync then
+    o.store_sync = cfg.store_sync
   end
   if cfg.limits then
     o.limits = cfg.limits
@@ -300,8 +308,9 @@ end
 function M.statusline(bufnr)
   local c = M.client(bufnr)
   local st = c and M.status[c.id]
+  local suffix = (c and M.not_recording[c.id]) and " (not recording)" or ""
   if not st then
-    return c and "keel: idle" or ""
+    return c and ("keel: idle" .. suffix) or ""
   end
   local s = "keel: " .. (st.state or "?")
   if st.model_version and st.model_version ~= vim.NIL then
@@ -309,7 +318,7 @@ function M.statusline(bufnr)
   elseif st.model and st.model ~= vim.NIL then
     s = s .. " [" .. st.model .. "]"
   end
-  return s
+  return s .. suffix
 end
 
 function M.show_status()
@@ -395,6 +404,13 @@ end
 
 local function on_status(_, params, ctx)
   if type(params) ~= "table" then
+    return
+  end
+  if params.state == "recording_failed" or params.state == "recording" then
+    -- Not an episode's state: it marks the status line until the store can be written again (the
+    -- server's own message already told the user).
+    M.not_recording[ctx.client_id] = params.state == "recording_failed" and params.message or nil
+    pcall(vim.cmd.redrawstatus)
     return
   end
   local prev = M.status[ctx.client_id]
