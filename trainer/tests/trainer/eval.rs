@@ -186,3 +186,54 @@ fn eval_on_the_command_line_with_a_model_and_a_broken_task() {
 }
 
 use std::os::unix::fs::PermissionsExt;
+
+/// The gate on tasks judges the agent: a candidate that solves fewer held-out tasks, or whose
+/// loops, invalid calls or empty patches rise beyond the tolerance, is refused; one that is no
+/// worse is promoted. (The schedule refuses on this verdict whatever the preference margins say:
+/// `schedule.rs`, stage `eval`.)
+#[test]
+fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
+    let row = |task: &str, success: bool, loops: usize| eval::EpisodeResult {
+        task: task.into(),
+        sample: 0,
+        seed: 0,
+        success,
+        end: if success { "finished".into() } else { "exhausted".into() },
+        steps: 4,
+        invalid_calls: 0,
+        loops,
+        edits_applied: usize::from(success),
+        empty_patch: !success,
+        actions: vec![],
+        verify_exit: Some(i32::from(!success)),
+        verify_output: String::new(),
+        wall_ms: 0,
+        model_ms: 0,
+        tools_ms: 0,
+        verify_ms: 0,
+        episode: None,
+        meta: serde_json::Value::Null,
+        error: None,
+    };
+    let g = eval::GateConfig::default();
+    let before = vec![row("a", true, 0), row("b", true, 0), row("c", false, 0), row("d", false, 0)];
+
+    let worse = vec![row("a", true, 0), row("b", false, 0), row("c", false, 0), row("d", false, 0)];
+    let v = eval::task_gate(&before, &worse, &g);
+    assert_eq!(v["verdict"], "refuse", "{v}");
+    assert!(v["reasons"][0].as_str().unwrap().contains("success falls"), "{v}");
+    assert_eq!(v["paired_success"]["worsened"], 1);
+
+    // As many solved, but every episode now loops: refused on the failure mode alone.
+    let loopy = vec![row("a", true, 1), row("b", true, 1), row("c", false, 2), row("d", false, 1)];
+    let v = eval::task_gate(&before, &loopy, &g);
+    assert_eq!(v["verdict"], "refuse", "{v}");
+    assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("loops rise")), "{v}");
+
+    let better = vec![row("a", true, 0), row("b", true, 0), row("c", true, 0), row("d", false, 0)];
+    let v = eval::task_gate(&before, &better, &g);
+    assert_eq!(v["verdict"], "promote", "{v}");
+    assert_eq!(v["paired_success"]["improved"], 1);
+    let v = eval::task_gate(&before, &before, &g);
+    assert_eq!(v["verdict"], "promote", "no worse is enough: {v}");
+}
