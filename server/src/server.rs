@@ -345,7 +345,7 @@ impl Backend {
             })
             .unwrap_or_default();
         let req = StartRequest {
-            uri,
+            uri: Some(uri),
             range: range.map(range_of),
             kind,
             instruction: args.get("instruction").and_then(Value::as_str).map(str::to_string),
