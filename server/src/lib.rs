@@ -13,7 +13,9 @@
 //! It never links libtorch and never runs a model-proposed command on the host: an accepted `run`
 //! executes in a container (`keel_agent::EditorWorkspace::run`).
 
+pub mod acp;
 pub mod config;
+pub mod decisions;
 pub mod document;
 pub mod episode;
 pub mod files;

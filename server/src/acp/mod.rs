@@ -1,0 +1,1 @@
+pub async fn serve_stdio(_c: crate::config::Config) -> bool { true }
