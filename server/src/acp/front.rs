@@ -142,7 +142,7 @@ impl Front for AcpFront {
         }
     }
 
-    async fn workspace(&self, root: &Path, parsed: &Parsed) -> keel_agent::EditorWorkspace {
+    async fn workspace(&self, _root: &Path, parsed: &Parsed) -> keel_agent::EditorWorkspace {
         // The file a read or an edit is about, as the editor has it (an unsaved buffer wins).
         let path = match parsed.action() {
             Some(Action::ViewFile { path, .. } | Action::Edit { path, .. }) => Some(path.clone()),
@@ -153,7 +153,8 @@ impl Front for AcpFront {
             // checks (directories, links) come first.
             let a = abs.clone();
             let regular = tokio::task::spawn_blocking(move || std::fs::symlink_metadata(&a).is_ok_and(|m| m.is_file())).await.unwrap_or(false);
-            if regular && abs.starts_with(root) {
+            // `abs` is inside the root: `workspace_path` checked it, links followed.
+            if regular {
                 match self.client_text(&abs).await {
                     Ok(Some(t)) => {
                         lock(&self.overlay).insert(abs, t);
