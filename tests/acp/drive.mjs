@@ -10,6 +10,7 @@
 //   answers  one per permission request, in order: "allow" | "another" | {"reject": "reason"} | "cancel"
 //   cancelOnThought  send session/cancel at the first agent_thought_chunk (the model is being asked)
 //   fs       advertise fs.readTextFile / fs.writeTextFile (default true)
+//   args     more arguments for keel-lsp after --acp (e.g. ["--config", FILE])
 // prints one JSON line: {stopReason | error, permissions, updates, reads, writes, agentInfo}.
 
 import { spawn } from "node:child_process";
@@ -24,7 +25,7 @@ const seen = { permissions: [], updates: [], reads: [], writes: [] };
 let sessionId = null;
 let cancelled = false;
 
-const child = spawn(opts.bin, ["--acp"], { stdio: ["pipe", "pipe", "inherit"], env: process.env });
+const child = spawn(opts.bin, ["--acp", ...(opts.args ?? [])], { stdio: ["pipe", "pipe", "inherit"], env: process.env });
 const exited = new Promise((resolve) => child.on("exit", (c) => resolve(c)));
 const stream = acp.ndJsonStream(Writable.toWeb(child.stdin), Readable.toWeb(child.stdout));
 

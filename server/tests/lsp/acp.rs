@@ -216,10 +216,14 @@ fn acp_cancel_while_a_permission_is_open() {
 fn acp_unreachable_model_is_a_clear_error_and_is_recorded() {
     let f = Fixture::new();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let r = drive(&f, &format!("http://127.0.0.1:{port}/v1"), json!({}));
+    // The endpoint comes from `--config FILE`, which wins over the environment's (a working one).
+    let config = f.dir.path().join("keel.json");
+    std::fs::write(&config, json!({"model": {"endpoint": format!("http://127.0.0.1:{port}/v1")}}).to_string()).unwrap();
+    let r = drive(&f, &f.model.url, json!({"args": ["--config", config]}));
     assert!(r.get("stopReason").is_none(), "{r:#}");
     let msg = r["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("unreachable"), "{r:#}");
+    assert!(f.model.requests().is_empty(), "the environment's endpoint was not used");
     let told = r["updates"].as_array().unwrap().iter().any(|u| u["sessionUpdate"] == "agent_message_chunk" && u["content"]["text"].as_str().unwrap().contains("unreachable"));
     assert!(told, "the thread says why: {r:#}");
     let s = store(&f.store);
@@ -231,4 +235,26 @@ fn acp_unreachable_model_is_a_clear_error_and_is_recorded() {
         EpisodeEnd::Failed { error } => assert!(error.contains("unreachable"), "{error}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn acp_without_fs_capabilities_reads_and_writes_the_disk_inside_the_root() {
+    let f = Fixture::new();
+    f.model.push(Reply::tool("view_file", json!({"path": "calc.py"})), true);
+    f.model.push(Reply::tool("edit", json!({"path": "../outside.py", "old_text": "", "new_text": "x = 1\n"})), true);
+    f.model.push(Reply::tool("edit", json!({"path": "calc.py", "old_text": "return a - b", "new_text": "return a + b"})), true);
+    f.model.push(Reply::tool("finish", json!({"summary": "add adds"})), true);
+    let r = drive(&f, &f.model.url, json!({"fs": false, "answers": ["allow"]}));
+    assert_eq!(r["stopReason"], "end_turn", "{r:#}");
+    assert_eq!(r["reads"], json!([]));
+    assert_eq!(r["writes"], json!([]));
+    assert_eq!(std::fs::read_to_string(f.root.join("calc.py")).unwrap(), CALC.replace("a - b", "a + b"), "Keel wrote the accepted edit");
+    assert!(!f.dir.path().join("outside.py").exists());
+    let failed = r["updates"].as_array().unwrap().iter().any(|u| u["sessionUpdate"] == "tool_call" && u["status"] == "failed" && u["kind"] == "edit");
+    assert!(failed, "the automatic rejection is shown: {r:#}");
+    let (_, d) = decisions(&f.store);
+    assert_eq!(d[0], ("view_file".to_string(), Some(Decision::Auto)));
+    assert!(matches!(&d[1].1, Some(Decision::Rejected { cause: RejectCause::OutsideWorkspace, .. })), "{d:?}");
+    assert_eq!(d[2], ("edit".to_string(), Some(Decision::Accepted)));
+    assert_eq!(d[3], ("finish".to_string(), Some(Decision::Auto)));
 }
