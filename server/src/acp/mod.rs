@@ -7,11 +7,12 @@
 //! and `run` becomes a `session/request_permission` (allow, reject, another) whose answer is the
 //! recorded decision ([`crate::decisions`], as the LSP commands record it).
 //!
-//! Hand-written over `serde_json` (the [`rpc`] module, ~200 lines) rather than the
-//! `agent-client-protocol` crate: the crate's API changed shape between every major release, it
-//! runs its connection on a single-threaded `LocalSet` (its futures are not `Send`), while the
-//! episode loop runs on tokio's multi-threaded runtime next to tower-lsp; and Keel uses only six
-//! methods of the schema, all plain JSON.
+//! Hand-written over `serde_json` (the [`rpc`] module) rather than the `agent-client-protocol`
+//! crate: the crate's API changed shape from release to release, and its releases through 0.10
+//! drive the connection with `LocalBoxFuture`s (not `Send`: a single-threaded `LocalSet`), while
+//! the episode loop runs on tokio's multi-threaded runtime next to tower-lsp; and Keel uses six
+//! methods of the schema, all plain JSON. The official TypeScript SDK checks the wire format in
+//! the end-to-end test (`server/tests/lsp/acp.rs`).
 
 pub mod front;
 pub mod rpc;
