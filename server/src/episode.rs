@@ -1,6 +1,8 @@
 //! The agent loop. An episode runs in its own task: it asks the model for one action at a time,
 //! carries out read-only actions at once, turns `edit` and `run` into pending steps that wait for
-//! the user, and records every step and decision.
+//! the user, and records every step and decision. It is the only episode driver: the LSP and ACP
+//! front ends present it through [`Front`] ([`LspFront`], `crate::acp::front::AcpFront`) and start
+//! it with [`launch`].
 //!
 //! Who records what: the command handlers record the user's decisions (accepted, rejected,
 //! another, not applied) the moment they are made; this loop records the steps, the automatic

@@ -11,7 +11,7 @@
 //   cancelOnThought  send session/cancel at the first agent_thought_chunk (the model is being asked)
 //   fs       advertise fs.readTextFile / fs.writeTextFile (default true)
 //   args     more arguments for keel-lsp after --acp (e.g. ["--config", FILE])
-// prints one JSON line: {stopReason | error, permissions, updates, reads, writes, agentInfo}.
+// prints one JSON line: {stopReason | error, permissions, updates, reads, writes, sdkErrors, agentInfo}.
 
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -21,7 +21,14 @@ import * as acp from "@agentclientprotocol/sdk";
 const opts = JSON.parse(process.argv[2]);
 const fsCaps = opts.fs ?? true;
 const answers = [...(opts.answers ?? [])];
-const seen = { permissions: [], updates: [], reads: [], writes: [] };
+const seen = { permissions: [], updates: [], reads: [], writes: [], sdkErrors: [] };
+// The SDK validates what the agent sends against the schema; a notification that fails is logged
+// with console.error and dropped. Keep those: the test fails on any.
+const consoleError = console.error;
+console.error = (...args) => {
+  seen.sdkErrors.push(args.map((a) => (typeof a === "string" ? a : JSON.stringify(a))).join(" "));
+  consoleError(...args);
+};
 let sessionId = null;
 let cancelled = false;
 

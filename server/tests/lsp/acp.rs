@@ -66,6 +66,7 @@ fn drive(f: &Fixture, endpoint: &str, opts: Value) -> Value {
     let r: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("drive.mjs printed no report ({e}): {line}"));
     assert!(r.get("connectionError").is_none(), "the SDK's connection failed: {}", r["connectionError"]);
     assert_eq!(r["exitCode"], 0, "keel-lsp --acp exits 0 once every record is written: {r}");
+    assert_eq!(r["sdkErrors"], json!([]), "the SDK found messages that break the ACP schema");
     r
 }
 
