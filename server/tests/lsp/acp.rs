@@ -47,7 +47,7 @@ fn drive(f: &Fixture, endpoint: &str, opts: Value) -> Value {
         .env("KEEL_MODEL_ENDPOINT", endpoint)
         .env("KEEL_MODEL", "scripted")
         .env("KEEL_STORE", &f.store)
-        .env("KEEL_SANDBOX", "off")
+        .env("KEEL_SANDBOX", o.get("sandbox").and_then(Value::as_str).unwrap_or("off"))
         .env("KEEL_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -259,3 +259,29 @@ fn acp_without_fs_capabilities_reads_and_writes_the_disk_inside_the_root() {
     assert_eq!(d[2], ("edit".to_string(), Some(Decision::Accepted)));
     assert_eq!(d[3], ("finish".to_string(), Some(Decision::Auto)));
 }
+
+/// An allowed `run` executes in a container made from the workspace as the editor has it (the edit
+/// just written through the client included), never on the host; its output is the tool call's.
+#[test]
+fn acp_allowed_run_executes_in_the_sandbox() {
+    let socket = std::env::var("DOCKER_HOST").expect("the container engine: run `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`");
+    let f = Fixture::new();
+    let marker = f.dir.path().join("host-marker");
+    let cmd = format!("grep return calc.py; touch {}; echo made > made.txt; echo done", marker.display());
+    f.model.push(Reply::tool("edit", json!({"path": "calc.py", "old_text": "return a - b", "new_text": "return a + b"})), true);
+    f.model.push(Reply::tool("run", json!({"command": cmd})), true);
+    f.model.push(Reply::tool("finish", json!({"summary": "ran it"})), false);
+    let r = drive(&f, &f.model.url, json!({"answers": ["allow", "allow"], "sandbox": socket}));
+    assert_eq!(r["stopReason"], "end_turn", "{r:#}");
+    assert!(!marker.exists(), "the command ran on the host");
+    assert!(!f.root.join("made.txt").exists(), "the command wrote into the user's workspace");
+    let updates = r["updates"].as_array().unwrap();
+    let last = updates.iter().filter(|u| u["sessionUpdate"] == "tool_call_update").last().unwrap();
+    assert_eq!(last["status"], "completed", "{last:#}");
+    let shown = last["content"][0]["content"]["text"].as_str().unwrap();
+    assert!(shown.contains("return a + b") && shown.contains("done"), "{shown}");
+    let (tree, d) = decisions(&f.store);
+    assert_eq!(d[1], ("run".to_string(), Some(Decision::Accepted)));
+    assert!(tree.steps[1].observation.as_ref().unwrap().output.contains("return a + b"));
+}
+
