@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use keel_trajectory::{EpisodeEnd, TaskKind};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncBufReadExt as _;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -80,20 +80,23 @@ pub async fn serve(base: Config, input: impl tokio::io::AsyncRead + Unpin, out: 
     let conn = Arc::new(Conn { state: state.clone(), peer: peer.clone(), caps: Mutex::new(ClientCaps::default()), sessions: Mutex::new(HashMap::new()) });
     tokio::spawn(crate::recorder::run(Arc::downgrade(&state), front::AcpReport { conn: Arc::downgrade(&conn) }));
     let mut lines = tokio::io::BufReader::new(input);
-    let mut line = String::new();
+    let mut buf = Vec::new();
     loop {
-        line.clear();
-        match lines.read_line(&mut line).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                // Not UTF-8: answered like any unreadable frame, and the connection goes on.
-                tracing::warn!("reading the ACP stream: {e}");
-                peer.respond(Value::Null, Err(RpcError::new(rpc::PARSE_ERROR, format!("parse error: {e}"))));
+        let line = match read_line(&mut lines, &mut buf, MAX_LINE_BYTES).await {
+            Line::End => break,
+            Line::TooLong => {
+                tracing::warn!("an ACP message over {MAX_LINE_BYTES} bytes was skipped");
+                peer.respond(Value::Null, Err(RpcError::new(rpc::INVALID_REQUEST, format!("message too large (over {MAX_LINE_BYTES} bytes)"))));
                 continue;
             }
-        }
-        match rpc::classify(&peer, &line) {
+            Line::Text(Ok(t)) => t,
+            Line::Text(Err(_)) => {
+                // Not UTF-8: answered like any unreadable frame, and the connection goes on.
+                peer.respond(Value::Null, Err(RpcError::new(rpc::PARSE_ERROR, "parse error: the message is not UTF-8")));
+                continue;
+            }
+        };
+        match rpc::classify(&peer, line) {
             Some(Incoming::Request { id, method, params }) => {
                 let conn = conn.clone();
                 tokio::spawn(async move {
@@ -106,6 +109,50 @@ pub async fn serve(base: Config, input: impl tokio::io::AsyncRead + Unpin, out: 
         }
     }
     shutdown(&conn).await
+}
+
+/// The largest message read (a file of the 8 MiB Keel reads, escaped, fits).
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+enum Line<'a> {
+    Text(Result<&'a str, std::str::Utf8Error>),
+    TooLong,
+    End,
+}
+
+/// The next line, without its newline; a longer one than `max` is skipped without being kept.
+async fn read_line<'a>(r: &mut (impl tokio::io::AsyncBufRead + Unpin), buf: &'a mut Vec<u8>, max: usize) -> Line<'a> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = match r.fill_buf().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("reading the ACP stream: {e}");
+                return Line::End;
+            }
+        };
+        if chunk.is_empty() {
+            return if buf.is_empty() && !too_long { Line::End } else if too_long { Line::TooLong } else { Line::Text(std::str::from_utf8(buf)) };
+        }
+        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        let newline = done > part.len();
+        if !too_long {
+            if buf.len() + part.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        r.consume(done);
+        if newline {
+            return if too_long { Line::TooLong } else { Line::Text(std::str::from_utf8(buf)) };
+        }
+    }
 }
 
 /// stdin closed: end the episodes (their pending steps are recorded as superseded), then make
@@ -285,6 +332,17 @@ async fn prompt(conn: &Arc<Conn>, params: &Value) -> Result<Value, RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded() {
+        let mut r = tokio::io::BufReader::with_capacity(4, &b"ab\n0123456789\n\xff\nlast"[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(read_line(&mut r, &mut buf, 5).await, Line::Text(Ok("ab"))));
+        assert!(matches!(read_line(&mut r, &mut buf, 5).await, Line::TooLong));
+        assert!(matches!(read_line(&mut r, &mut buf, 5).await, Line::Text(Err(_))));
+        assert!(matches!(read_line(&mut r, &mut buf, 5).await, Line::Text(Ok("last"))));
+        assert!(matches!(read_line(&mut r, &mut buf, 5).await, Line::End));
+    }
 
     #[test]
     fn a_prompt_is_one_instruction() {
