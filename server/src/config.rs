@@ -1,5 +1,7 @@
 //! Server options: `initializationOptions`, then `workspace/didChangeConfiguration` (under the key
-//! `keel`, or at the top level), over environment defaults.
+//! `keel`, or at the top level), over a `--config FILE` (the same JSON), over environment defaults
+//! (`KEEL_MODEL_ENDPOINT`, `KEEL_MODEL`, `KEEL_API_KEY_ENV`, `KEEL_STORE`, `KEEL_SANDBOX`, else
+//! `DOCKER_HOST`, `KEEL_SANDBOX_IMAGE`). An ACP host has only the command line and the environment.
 
 use std::path::PathBuf;
 
@@ -67,11 +69,14 @@ impl Default for Config {
         Config {
             endpoint: Some(env("KEEL_MODEL_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())),
             model: env("KEEL_MODEL").unwrap_or_else(|| DEFAULT_MODEL.to_string()),
-            api_key_env: None,
+            api_key_env: env("KEEL_API_KEY_ENV"),
             store: keel_trajectory::default_path(),
             store_sync: keel_trajectory::Durability::default(),
             verify: None,
-            sandbox: env("DOCKER_HOST"),
+            sandbox: match env("KEEL_SANDBOX") {
+                Some(s) => sandbox_setting(&s),
+                None => env("DOCKER_HOST"),
+            },
             sandbox_image: env("KEEL_SANDBOX_IMAGE"),
             limits: Limits::default(),
         }
@@ -147,10 +152,7 @@ impl Config {
             };
         }
         if let Some(sb) = raw.sandbox {
-            c.sandbox = match sb.trim() {
-                "" | "off" | "none" => None,
-                s => Some(s.to_string()),
-            };
+            c.sandbox = sandbox_setting(&sb);
         }
         if let Some(image) = raw.sandbox_image {
             let image = image.trim();
@@ -169,6 +171,13 @@ impl Config {
             c.limits = serde_json::from_value(base).map_err(|e| format!("invalid Keel settings: limits: {e}"))?;
         }
         Ok(c)
+    }
+
+    /// The defaults with a settings file (`--config FILE`: the JSON of `initializationOptions`) on top.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("the config file {} is not JSON: {e}", path.display()))?;
+        Config::default().merged(&v).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The API key, read from the named environment variable at call time.
@@ -192,6 +201,14 @@ impl serde::Serialize for LimitsSer<'_> {
         m.serialize_entry("max_observation_bytes", &l.max_observation_bytes)?;
         m.serialize_entry("temperature", &l.temperature)?;
         m.end()
+    }
+}
+
+/// `"off"`, `"none"` or empty: no sandbox; else the engine's socket.
+fn sandbox_setting(s: &str) -> Option<String> {
+    match s.trim() {
+        "" | "off" | "none" => None,
+        s => Some(s.to_string()),
     }
 }
 
@@ -228,6 +245,23 @@ mod tests {
         assert_eq!(c.merged(&json!({"store_sync": "full"})).unwrap().store_sync, keel_trajectory::Durability::Full);
         let e = c.merged(&json!({"store_sync": "paranoid"})).unwrap_err();
         assert!(e.contains("store_sync"), "{e}");
+    }
+
+    #[test]
+    fn a_config_file_is_the_json_of_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keel.json");
+        std::fs::write(&f, r#"{"model": {"endpoint": "http://h:2/v1", "api_key_env": "MY_KEY"}, "sandbox": "off", "store": "/tmp/x.db"}"#).unwrap();
+        let c = Config::from_file(&f).unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("http://h:2/v1"));
+        assert_eq!(c.api_key_env.as_deref(), Some("MY_KEY"));
+        assert_eq!(c.sandbox, None);
+        assert_eq!(c.store, PathBuf::from("/tmp/x.db"));
+        std::fs::write(&f, "model = 1").unwrap();
+        assert!(Config::from_file(&f).unwrap_err().contains("not JSON"));
+        assert!(Config::from_file(&dir.path().join("missing.json")).unwrap_err().contains("cannot read"));
+        assert_eq!(sandbox_setting(" off "), None);
+        assert_eq!(sandbox_setting("unix:///run/podman.sock").as_deref(), Some("unix:///run/podman.sock"));
     }
 
     #[test]

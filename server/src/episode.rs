@@ -1,12 +1,15 @@
 //! The agent loop. An episode runs in its own task: it asks the model for one action at a time,
 //! carries out read-only actions at once, turns `edit` and `run` into pending steps that wait for
-//! the user, and records every step and decision.
+//! the user, and records every step and decision. It is the only episode driver: the LSP and ACP
+//! front ends present it through [`Front`] ([`LspFront`], `crate::acp::front::AcpFront`) and start
+//! it with [`launch`].
 //!
 //! Who records what: the command handlers record the user's decisions (accepted, rejected,
 //! another, not applied) the moment they are made; this loop records the steps, the automatic
 //! decisions (auto, invalid tool call, loop, empty edit, ...), the observations and the end.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_agent::{AfterRejection, Verdict};
@@ -20,10 +23,102 @@ use crate::model::{Completion, JSON_FALLBACK_INSTRUCTION, ModelClient, ModelErro
 use crate::state::{EpisodeHandle, Pending, PendingKind, State, UserDecision, lock};
 use crate::ui;
 
+/// What a front end (LSP, ACP) shows of an episode, and the view of the files the agent judges an
+/// action against. The loop below is the only episode driver; a front end only presents it.
+#[tower_lsp::async_trait]
+pub trait Front: Send + Sync + 'static {
+    /// The episode's state: `thinking`, `pending`, `finished`, `cancelled`, `error`.
+    async fn status(&self, episode: uuid::Uuid, state: &str, message: &str, model: &str, version: Option<&str>, step: Option<uuid::Uuid>);
+    /// Something the user must see.
+    async fn error(&self, message: &str);
+    async fn warn(&self, message: &str);
+    /// A model call starts (`true`) or ends (`false`).
+    async fn thinking(&self, on: bool);
+    /// The workspace `parsed` is judged against (and a read carried out in): the disk overlaid by
+    /// the files the editor has open.
+    async fn workspace(&self, root: &Path, parsed: &Parsed) -> keel_agent::EditorWorkspace;
+    /// A step that does not wait for the user was carried out or rejected automatically.
+    async fn step_done(&self, _step: &Step, _observation: &Observation, _rejected: bool) {}
+    /// A proposal was added to the pending steps (`State::inner.pending`): show it. The user's
+    /// answer reaches the episode through the pending step's channel.
+    async fn proposed(&self, shown: &Shown);
+    /// A proposal left the pending steps (answered, superseded or cancelled).
+    async fn withdrawn(&self, shown: &Shown);
+}
+
+/// A pending step as a front end shows it.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub step: uuid::Uuid,
+    pub uri: String,
+    pub title: String,
+    pub model_version: Option<String>,
+}
+
+/// The language server's front end: `keel/status`, `$/progress`, lenses, hint diagnostics.
+pub struct LspFront {
+    pub client: Client,
+    pub state: State,
+    progress: tokio::sync::Mutex<Option<ui::Progress>>,
+}
+
+impl LspFront {
+    pub fn new(client: Client, state: State) -> LspFront {
+        LspFront { client, state, progress: tokio::sync::Mutex::new(None) }
+    }
+}
+
+#[tower_lsp::async_trait]
+impl Front for LspFront {
+    async fn status(&self, episode: uuid::Uuid, state: &str, message: &str, model: &str, version: Option<&str>, step: Option<uuid::Uuid>) {
+        ui::status(&self.client, Some(episode), state, message, Some(model), version, step).await;
+    }
+
+    async fn error(&self, message: &str) {
+        ui::error(&self.client, message).await;
+    }
+
+    async fn warn(&self, message: &str) {
+        tracing::warn!("{message}");
+        self.client.show_message(tower_lsp::lsp_types::MessageType::WARNING, format!("Keel: {message}")).await;
+    }
+
+    async fn thinking(&self, on: bool) {
+        let mut p = self.progress.lock().await;
+        if on {
+            *p = Some(ui::Progress::begin(&self.client, &self.state, "Keel").await);
+        } else if let Some(p) = p.take() {
+            p.end(&self.client, "done").await;
+        }
+    }
+
+    async fn workspace(&self, root: &Path, _parsed: &Parsed) -> keel_agent::EditorWorkspace {
+        editor_workspace(&self.state, root)
+    }
+
+    async fn proposed(&self, shown: &Shown) {
+        ui::refresh(&self.client, &self.state, &shown.uri).await;
+    }
+
+    async fn withdrawn(&self, shown: &Shown) {
+        ui::refresh(&self.client, &self.state, &shown.uri).await;
+    }
+}
+
+/// The task's document, as the editor has it (or as it is on disk).
+pub struct TaskDocument {
+    pub text: ropey::Rope,
+    pub language: String,
+    pub tree: Option<tree_sitter::Tree>,
+    /// The open buffer's version; `None` for a file read from disk.
+    pub version: Option<i32>,
+}
+
 /// What a code action asked for.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
-    pub uri: String,
+    /// The task's document; `None` for a task that names none (an ACP prompt).
+    pub uri: Option<String>,
     pub range: Option<Range>,
     pub kind: TaskKind,
     pub instruction: Option<String>,
@@ -41,14 +136,9 @@ pub fn path_to_uri(p: &Path) -> String {
 /// Starts an episode in the background and returns its id once the task's document is read: the
 /// open buffer, or the file on disk (inside the root, off the runtime's workers, bounded).
 pub async fn start(state: &State, client: &Client, req: StartRequest) -> Result<uuid::Uuid, String> {
-    let cfg = state.config();
-    let Some(endpoint) = cfg.endpoint.clone() else {
-        return Err("no model endpoint is configured: set `keel.model.endpoint` (initializationOptions or settings)".into());
-    };
-    if req.kind == TaskKind::Instruction && req.instruction.as_deref().is_none_or(|s| s.trim().is_empty()) {
-        return Err("instruction required: `keel.episode.start` with kind `instruction` needs an `instruction` argument".into());
-    }
-    let path = uri_to_path(&req.uri);
+    check_request(state, &req)?;
+    let uri = req.uri.clone().ok_or("the task names no document")?;
+    let path = uri_to_path(&uri);
     let root = lock(&state.root)
         .clone()
         .or_else(|| path.as_ref().and_then(|p| p.parent().map(Path::to_path_buf)))
@@ -60,34 +150,56 @@ pub async fn start(state: &State, client: &Client, req: StartRequest) -> Result<
     // Snapshot of the document (O(1) rope clone) and its last syntax tree.
     let open = {
         let inner = lock(&state.inner);
-        inner.docs.get(&req.uri).map(|e| (e.doc.text.clone(), e.doc.language.clone(), e.syntax.tree.clone(), Some(e.doc.version)))
+        inner.docs.get(&uri).map(|e| TaskDocument { text: e.doc.text.clone(), language: e.doc.language.clone(), tree: e.syntax.tree.clone(), version: Some(e.doc.version) })
     };
-    let (text, language, tree, version) = match open {
+    let doc = match open {
         Some(x) => x,
         None => {
-            let path = path.ok_or_else(|| format!("`{}` is not an open document or a file", req.uri))?;
+            let path = path.ok_or_else(|| format!("`{uri}` is not an open document or a file"))?;
             let t = crate::files::read_text(path.clone()).await?.ok_or_else(|| format!("cannot read {}: it does not exist", path.display()))?;
-            (ropey::Rope::from_str(&t), String::new(), None, None)
+            TaskDocument { text: ropey::Rope::from_str(&t), language: String::new(), tree: None, version: None }
         }
     };
+    let front = Arc::new(LspFront::new(client.clone(), state.clone()));
+    Ok(launch(state, front, root, req, Some(doc))?.0)
+}
+
+/// Checks what every front end must: an endpoint, and an instruction for kind `instruction`.
+fn check_request(state: &State, req: &StartRequest) -> Result<(), String> {
+    if state.config().endpoint.is_none() {
+        return Err("no model endpoint is configured: set `keel.model.endpoint` (initializationOptions or settings)".into());
+    }
+    if req.kind == TaskKind::Instruction && req.instruction.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        return Err("instruction required: `keel.episode.start` with kind `instruction` needs an `instruction` argument".into());
+    }
+    Ok(())
+}
+
+/// Runs an episode in its own task, presented by `front`, over the workspace at `root`. Returns its
+/// id and how it ended, once it has (its end is recorded by then).
+pub fn launch(state: &State, front: Arc<dyn Front>, root: PathBuf, req: StartRequest, doc: Option<TaskDocument>) -> Result<(uuid::Uuid, oneshot::Receiver<EpisodeEnd>), String> {
+    check_request(state, &req)?;
+    let cfg = state.config();
+    let endpoint = cfg.endpoint.clone().ok_or("no model endpoint is configured")?;
     let id = new_id();
     let (cancel, cancel_rx) = watch::channel(false);
     let (call_cancel, call_cancel_rx) = watch::channel(0u64);
-    lock(&state.inner).episodes.insert(id, EpisodeHandle { cancel, reading: Vec::new(), call_cancel, uri: Some(req.uri.clone()) });
+    lock(&state.inner).episodes.insert(id, EpisodeHandle { cancel, reading: Vec::new(), call_cancel, uri: req.uri.clone() });
     let state = state.clone();
-    let client = client.clone();
     let model = cfg.model.clone();
+    let (done, ended) = oneshot::channel();
     tokio::spawn(async move {
-        let ep = Ep { state: state.clone(), client: client.clone(), id, root, endpoint, model, cancel: cancel_rx, call_cancel: call_cancel_rx };
-        let end = ep.run(req, text, language, tree, version).await;
-        ep.finish(end).await;
+        let ep = Ep { state: state.clone(), front, id, root, endpoint, model, cancel: cancel_rx, call_cancel: call_cancel_rx };
+        let end = ep.run(req, doc).await;
+        ep.finish(end.clone()).await;
+        let _ = done.send(end);
     });
-    Ok(id)
+    Ok((id, ended))
 }
 
 struct Ep {
     state: State,
-    client: Client,
+    front: Arc<dyn Front>,
     id: uuid::Uuid,
     root: PathBuf,
     endpoint: String,
@@ -112,10 +224,14 @@ impl Ep {
         self.state.record(r);
     }
 
-    async fn run(&self, req: StartRequest, text: ropey::Rope, language: String, tree: Option<tree_sitter::Tree>, version: Option<i32>) -> EpisodeEnd {
+    /// The code around the task's range (tree-sitter, off the main loop), the selected text and the
+    /// range in chars; all empty without a document.
+    async fn context(&self, req: &StartRequest, doc: Option<TaskDocument>) -> (crate::syntax::Context, Option<String>, (usize, usize)) {
+        let (Some(uri), Some(TaskDocument { text, language, tree, version })) = (req.uri.clone(), doc) else {
+            return (Default::default(), None, (0, 0));
+        };
         let cfg = self.state.config();
         let enc = self.state.encoding();
-        // Task, context and workspace snapshot, all off the main loop.
         let (start_char, end_char) = match req.range {
             Some(r) => {
                 let a = crate::document::offset(&text, enc, crate::document::Pos { line: r.start_line, character: r.start_character });
@@ -125,13 +241,13 @@ impl Ep {
             None => (0, 0),
         };
         let selected = (end_char > start_char).then(|| text.slice(start_char..end_char).to_string());
-        let lang_id = if language.is_empty() { req.uri.rsplit('.').next().unwrap_or("").to_string() } else { language.clone() };
+        let lang_id = if language.is_empty() { uri.rsplit('.').next().unwrap_or("").to_string() } else { language.clone() };
         let budget = cfg.limits.context_tokens.saturating_mul(4);
-        let uri = req.uri.clone();
         let (start_byte, end_byte) = (text.char_to_byte(start_char), text.char_to_byte(end_char));
+        let u = uri.clone();
         let ctx_task = tokio::task::spawn_blocking(move || {
             let s = text.to_string();
-            let lang = crate::syntax::language(&lang_id, &uri);
+            let lang = crate::syntax::language(&lang_id, &u);
             let tree = lang.as_ref().and_then(|l| crate::syntax::parse(l, &s, tree.as_ref()));
             let ctx = crate::syntax::context(&s, tree.as_ref(), start_byte, end_byte, budget);
             (ctx, tree)
@@ -142,30 +258,38 @@ impl Ep {
         };
         if let (Some(t), Some(v)) = (new_tree, version) {
             let mut inner = lock(&self.state.inner);
-            if let Some(e) = inner.docs.get_mut(&req.uri) {
+            if let Some(e) = inner.docs.get_mut(&uri) {
                 if e.doc.version == v {
                     e.syntax.tree = Some(t);
                     e.syntax.stale = false;
                 }
             }
         }
+        (ctx, selected, (start_char, end_char))
+    }
+
+    async fn run(&self, req: StartRequest, doc: Option<TaskDocument>) -> EpisodeEnd {
+        let cfg = self.state.config();
+        let language = doc.as_ref().map(|d| d.language.clone()).unwrap_or_default();
+        // Task, context and workspace snapshot, all off the main loop.
+        let (ctx, selected, (start_char, end_char)) = self.context(&req, doc).await;
         let vcs = {
             let root = self.root.clone();
             tokio::task::spawn_blocking(move || keel_agent::git_snapshot(&root)).await.ok().flatten()
         };
         if let Some(v) = vcs.as_ref().filter(|v| !v.left_out.is_empty()) {
             let msg = format!("the snapshot of the workspace recorded with this episode is partial (a replay will not match it): it leaves out {}", v.left_out.join("; "));
-            tracing::warn!("{msg}");
-            self.client.show_message(tower_lsp::lsp_types::MessageType::WARNING, format!("Keel: {msg}")).await;
+            self.front.warn(&msg).await;
         }
-        let file_rel = uri_to_path(&req.uri)
-            .and_then(|p| p.strip_prefix(&self.root).ok().map(|r| r.display().to_string()))
-            .unwrap_or_else(|| req.uri.clone());
+        let file_rel = match &req.uri {
+            Some(uri) => uri_to_path(uri).and_then(|p| p.strip_prefix(&self.root).ok().map(|r| r.display().to_string())).unwrap_or_else(|| uri.clone()),
+            None => String::new(),
+        };
         let instruction = req.instruction.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| keel_agent::default_instruction(req.kind).to_string());
         let task = Task {
             kind: req.kind,
             instruction: instruction.clone(),
-            uri: Some(req.uri.clone()),
+            uri: req.uri.clone(),
             language: (!language.is_empty()).then(|| language.clone()),
             range: req.range,
             diagnostics: req.diagnostics.clone(),
@@ -188,7 +312,7 @@ impl Ep {
         let mut steps = 0u32;
         let mut auto_run = 0u32;
         let task_lines = req.range.map(|r| (r.start_line.saturating_sub(2), r.end_line.saturating_add(2))).unwrap_or((0, u32::MAX));
-        let mut reading: Vec<(String, u32, u32)> = vec![(req.uri.clone(), task_lines.0, task_lines.1)];
+        let mut reading: Vec<(String, u32, u32)> = req.uri.iter().map(|u| (u.clone(), task_lines.0, task_lines.1)).collect();
         let model_client = ModelClient::new(&self.endpoint, &self.model, cfg.api_key(), Duration::from_secs(cfg.limits.request_timeout_secs.max(1)));
         loop {
             if self.cancelled() {
@@ -198,7 +322,7 @@ impl Ep {
                 return EpisodeEnd::Exhausted;
             }
             if auto_run >= cfg.limits.max_auto_steps {
-                ui::error(&self.client, &format!("the agent took {auto_run} steps without proposing anything; the episode stops")).await;
+                self.front.error(&format!("the agent took {auto_run} steps without proposing anything; the episode stops")).await;
                 return EpisodeEnd::Exhausted;
             }
             // Ask the model.
@@ -207,18 +331,18 @@ impl Ep {
             if let Some(h) = lock(&self.state.inner).episodes.get_mut(&self.id) {
                 h.reading = reading.clone();
             }
-            ui::status(&self.client, Some(self.id), "thinking", "Keel is thinking…", Some(&self.model), None, None).await;
-            let progress = ui::Progress::begin(&self.client, &self.state, "Keel").await;
+            self.front.status(self.id, "thinking", "Keel is thinking…", &self.model, None, None).await;
+            self.front.thinking(true).await;
             let call = self.call(&model_client, &sent, cfg.limits.temperature, !fallback).await;
             if let Some(h) = lock(&self.state.inner).episodes.get_mut(&self.id) {
                 h.reading.clear();
             }
-            progress.end(&self.client, "done").await;
+            self.front.thinking(false).await;
             let completion = match call {
                 Call::Done(c) => c,
                 Call::Cancelled => return EpisodeEnd::Cancelled,
                 Call::DocumentChanged => {
-                    ui::error(&self.client, "the code the model was reading changed; the episode stops (start it again)").await;
+                    self.front.error("the code the model was reading changed; the episode stops (start it again)").await;
                     return EpisodeEnd::Cancelled;
                 }
                 Call::Failed(ModelError::NoToolSupport(msg)) => {
@@ -228,7 +352,7 @@ impl Ep {
                 }
                 Call::Failed(e) => {
                     let msg = e.to_string();
-                    ui::error(&self.client, &msg).await;
+                    self.front.error(&msg).await;
                     return EpisodeEnd::Failed { error: msg };
                 }
             };
@@ -250,7 +374,7 @@ impl Ep {
             self.record(Record::Step(step.clone()));
             // The rules and the read-only tools run off the main loop, over the editor's workspace
             // (the disk overlaid by the open buffers).
-            let ws = self.workspace();
+            let ws = self.front.workspace(&self.root, &parsed).await;
             let t0 = std::time::Instant::now();
             let judged = {
                 let mut a = agent.clone();
@@ -265,7 +389,7 @@ impl Ep {
                 Ok(x) => x,
                 Err(e) => {
                     let msg = format!("the agent's tools failed: {e}");
-                    ui::error(&self.client, &msg).await;
+                    self.front.error(&msg).await;
                     return EpisodeEnd::Failed { error: msg };
                 }
             };
@@ -273,7 +397,9 @@ impl Ep {
             match verdict {
                 Verdict::Rejected { cause, message } => {
                     self.auto_reject(&step, cause, &message);
-                    self.observe(&step, &keel_agent::tools::rejected(cause, &message));
+                    let obs = keel_agent::tools::rejected(cause, &message);
+                    self.observe(&step, &obs);
+                    self.front.step_done(&step, &obs, true).await;
                     // An automatic rejection: sample again at the same state (a sibling, so the rejected
                     // step and a valid one make a pair), then, if it keeps failing, show the model the error.
                     if let AfterRejection::Advanced(_) = agent.rejected(&parsed, &completion.output, cause, &message) {
@@ -290,6 +416,7 @@ impl Ep {
                     }
                     self.decide(step.id, Decision::Auto);
                     self.observe(&step, &obs);
+                    self.front.step_done(&step, &obs, false).await;
                     agent.advance(&parsed, &completion.output, &obs);
                     parent = Some(step.id);
                     auto_run += 1;
@@ -304,7 +431,9 @@ impl Ep {
                         Err(msg) => {
                             let cause = RejectCause::OutsideWorkspace;
                             self.auto_reject(&step, cause, &msg);
-                            self.observe(&step, &keel_agent::tools::rejected(cause, &msg));
+                            let obs = keel_agent::tools::rejected(cause, &msg);
+                            self.observe(&step, &obs);
+                            self.front.step_done(&step, &obs, true).await;
                             if let AfterRejection::Advanced(_) = agent.rejected(&parsed, &completion.output, cause, &msg) {
                                 parent = Some(step.id);
                             }
@@ -327,7 +456,8 @@ impl Ep {
                     }
                 }
                 Verdict::Run { command } => {
-                    let pending = self.prepare_run(&step, &command, &req.uri, (start_char, end_char), version.clone());
+                    let shown_at = req.uri.clone().unwrap_or_else(|| path_to_uri(&self.root));
+                    let pending = self.prepare_run(&step, &command, &shown_at, (start_char, end_char), version.clone());
                     auto_run = 0;
                     match self.wait(pending).await {
                         Next::Advance(obs, _) => {
@@ -363,12 +493,6 @@ impl Ep {
 
     fn observe(&self, step: &Step, obs: &Observation) {
         self.record(Record::Observation { step_id: step.id, at: now_ms(), observation: obs.clone() });
-    }
-
-    /// The editor's workspace as it is now: the disk overlaid by the open documents, `run` in the
-    /// configured sandbox.
-    fn workspace(&self) -> keel_agent::EditorWorkspace {
-        editor_workspace(&self.state, &self.root)
     }
 
     fn decide(&self, step: uuid::Uuid, decision: Decision) {
@@ -426,13 +550,11 @@ impl Ep {
 
     /// Shows a pending step and waits for the user.
     async fn wait(&self, (pending, rx): (Pending, oneshot::Receiver<UserDecision>)) -> Next {
-        let uri = pending.uri.clone();
         let step = pending.step.id;
-        let title = pending.title.clone();
-        let version = pending.model_version.clone();
+        let shown = Shown { step, uri: pending.uri.clone(), title: pending.title.clone(), model_version: pending.model_version.clone() };
         lock(&self.state.inner).pending.push(pending);
-        ui::refresh(&self.client, &self.state, &uri).await;
-        ui::status(&self.client, Some(self.id), "pending", &format!("Keel proposes: {title}"), Some(&self.model), version.as_deref(), Some(step)).await;
+        self.front.proposed(&shown).await;
+        self.front.status(self.id, "pending", &format!("Keel proposes: {}", shown.title), &self.model, shown.model_version.as_deref(), Some(step)).await;
         let mut cancel = self.cancel.clone();
         let decision = tokio::select! {
             d = rx => d.unwrap_or(UserDecision::Cancelled),
@@ -445,7 +567,7 @@ impl Ep {
             inner.pending.retain(|p| p.step.id != step);
             before != inner.pending.len()
         };
-        ui::refresh(&self.client, &self.state, &uri).await;
+        self.front.withdrawn(&shown).await;
         match decision {
             UserDecision::Accepted(obs) => Next::Advance(obs, true),
             UserDecision::AutoRejected { cause, message } => Next::Advance(keel_agent::tools::rejected(cause, &message), false),
@@ -461,18 +583,23 @@ impl Ep {
     }
 
     async fn finish(&self, end: EpisodeEnd) {
-        let (uris, leftovers): (Vec<String>, Vec<uuid::Uuid>) = {
+        let leftovers: Vec<Shown> = {
             let mut inner = lock(&self.state.inner);
             inner.episodes.remove(&self.id);
-            let mine: Vec<(String, uuid::Uuid)> = inner.pending.iter().filter(|p| p.episode == self.id).map(|p| (p.uri.clone(), p.step.id)).collect();
+            let mine = inner
+                .pending
+                .iter()
+                .filter(|p| p.episode == self.id)
+                .map(|p| Shown { step: p.step.id, uri: p.uri.clone(), title: p.title.clone(), model_version: p.model_version.clone() })
+                .collect();
             inner.pending.retain(|p| p.episode != self.id);
-            mine.into_iter().unzip()
+            mine
         };
-        for s in leftovers {
-            self.decide(s, Decision::Superseded { reason: Some("the episode ended".into()) });
+        for s in &leftovers {
+            self.decide(s.step, Decision::Superseded { reason: Some("the episode ended".into()) });
         }
-        for u in uris {
-            ui::refresh(&self.client, &self.state, &u).await;
+        for s in &leftovers {
+            self.front.withdrawn(s).await;
         }
         let (state, msg) = match &end {
             EpisodeEnd::Finished { summary } => ("finished", format!("Keel finished: {}", summary.as_deref().unwrap_or(""))),
@@ -481,7 +608,7 @@ impl Ep {
             EpisodeEnd::Exhausted => ("finished", "Keel stopped: the step budget ran out".to_string()),
         };
         self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end, outcome: None }));
-        ui::status(&self.client, Some(self.id), state, &msg, Some(&self.model), None, None).await;
+        self.front.status(self.id, state, &msg, &self.model, None, None).await;
     }
 }
 

@@ -1,6 +1,8 @@
 //! The user's files a handler reads itself (a document the client names but has not opened): only
 //! regular files inside the workspace root, at most [`MAX_READ_BYTES`], read on the blocking pool —
 //! never on the runtime's workers, where a FIFO, a device or a huge file would stall every handler.
+//! [`write_text`]: an accepted edit written by Keel itself, for an ACP client that does not write
+//! files (an LSP client always applies edits itself).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,25 @@ pub async fn check_inside_root(root: PathBuf, path: PathBuf) -> Result<PathBuf, 
 /// pool.
 pub async fn read_text(path: PathBuf) -> Result<Option<String>, String> {
     tokio::task::spawn_blocking(move || read_text_blocking(&path, MAX_READ_BYTES)).await.map_err(|e| format!("reading a file failed: {e}"))?
+}
+
+/// Writes an accepted edit's result to `path`, which must resolve inside `root` (checked again
+/// here: a directory may have been replaced by a link out since the edit was proposed) and be a
+/// regular file or not exist yet. On the blocking pool.
+pub async fn write_text(root: PathBuf, path: PathBuf, text: String) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        let real = inside_root(&root, &path)?;
+        match std::fs::symlink_metadata(&real) {
+            Ok(m) if !m.is_file() => return Err(format!("{} is not a regular file", path.display())),
+            _ => {}
+        }
+        if let Some(dir) = real.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&real, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| format!("writing a file failed: {e}"))?
 }
 
 fn read_text_blocking(path: &Path, max: u64) -> Result<Option<String>, String> {
@@ -94,5 +115,21 @@ mod tests {
         assert!(read_text_blocking(&dir.path().join("bin"), 100).unwrap_err().contains("not UTF-8"));
         assert!(inside_root(dir.path(), &f).is_ok());
         assert!(inside_root(dir.path(), Path::new("/etc/passwd")).unwrap_err().contains("outside the workspace root"));
+    }
+
+    #[tokio::test]
+    async fn writes_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        std::fs::create_dir(&root).unwrap();
+        write_text(root.clone(), root.join("sub/new.py"), "x = 2\n".into()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("sub/new.py")).unwrap(), "x = 2\n");
+        let e = write_text(root.clone(), dir.path().join("out.py"), "x".into()).await.unwrap_err();
+        assert!(e.contains("outside the workspace root"), "{e}");
+        assert!(!dir.path().join("out.py").exists());
+        std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
+        let e = write_text(root.clone(), root.join("link/out.py"), "x".into()).await.unwrap_err();
+        assert!(e.contains("outside the workspace root"), "{e}");
+        assert!(!dir.path().join("out.py").exists());
     }
 }

@@ -9,11 +9,15 @@
 //! editor's driver of the shared agent, `keel-agent`: its prompt, tools and rules live there),
 //! [`watch`] (reverts and user edits after an accept), [`recorder`] (records on their way to the
 //! store, kept while it cannot be written), [`files`] (bounded reads of the user's files),
-//! [`ui`] (lenses, diagnostics, status), [`server`] (the thin `LanguageServer` handlers).
+//! [`ui`] (lenses, diagnostics, status), [`decisions`] (the user's answers, recorded with one
+//! meaning for every front end), [`server`] (the thin `LanguageServer` handlers), [`acp`] (the
+//! Agent Client Protocol front end, `keel-lsp --acp`, over the same episode loop and store).
 //! It never links libtorch and never runs a model-proposed command on the host: an accepted `run`
 //! executes in a container (`keel_agent::EditorWorkspace::run`).
 
+pub mod acp;
 pub mod config;
+pub mod decisions;
 pub mod document;
 pub mod episode;
 pub mod files;

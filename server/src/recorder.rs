@@ -95,8 +95,28 @@ fn open(path: &Path, durability: Durability) -> Result<Open, String> {
     Ok(Open { path: path.to_path_buf(), durability, file: identity(path), writer })
 }
 
+/// How a front end tells the user that the store cannot be written, and that it can again.
+#[tower_lsp::async_trait]
+pub trait Report: Send + Sync + 'static {
+    async fn failing(&self, why: &str, message: &str);
+    async fn recovered(&self, message: &str);
+}
+
+/// LSP: a `window/showMessage` and a `keel/status` (`recording_failed`, then `recording`).
+#[tower_lsp::async_trait]
+impl Report for Client {
+    async fn failing(&self, why: &str, message: &str) {
+        self.show_message(MessageType::ERROR, format!("Keel: {message}")).await;
+        ui::recording_status(self, Some(why), message).await;
+    }
+
+    async fn recovered(&self, message: &str) {
+        ui::recording_status(self, None, message).await;
+    }
+}
+
 /// The writing task: runs until the server's state is gone.
-pub async fn run(state: Weak<Shared>, client: Client) {
+pub async fn run(state: Weak<Shared>, report: impl Report) {
     let Some(wake) = state.upgrade().map(|s| s.recording.wake.clone()) else { return };
     let mut store: Option<Open> = None;
     loop {
@@ -123,7 +143,7 @@ pub async fn run(state: Weak<Shared>, client: Client) {
                     if let Some(why) = was {
                         let msg = format!("Keel is recording again: the steps kept in memory were written to {}", shared.config().store.display());
                         tracing::info!("{msg} (it had failed: {why})");
-                        ui::recording_status(&client, None, &msg).await;
+                        report.recovered(&msg).await;
                     }
                 }
                 Err((n, why)) => {
@@ -133,8 +153,7 @@ pub async fn run(state: Weak<Shared>, client: Client) {
                         let kept = shared.recording.unwritten();
                         let msg = format!("Keel cannot write its store: {why}. {kept} record(s) are kept in memory and will be written when it is back.");
                         tracing::error!("{msg}");
-                        client.show_message(MessageType::ERROR, format!("Keel: {msg}")).await;
-                        ui::recording_status(&client, Some(&why), &msg).await;
+                        report.failing(&why, &msg).await;
                     }
                     break;
                 }

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use keel_trajectory::{Decision, Observation, RejectCause, TaskDiagnostic, TaskKind};
+use keel_trajectory::{Decision, RejectCause, TaskDiagnostic, TaskKind};
 use serde_json::{Value, json};
 use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer, LspService, Server};
 use uuid::Uuid;
 
+use crate::decisions;
 use crate::document::{Change, Document, Encoding};
 use crate::episode::{self, StartRequest};
 use crate::state::{DocEntry, PendingKind, Shared, State, UserDecision, lock};
@@ -29,10 +30,10 @@ pub struct Backend {
     pub state: State,
 }
 
-/// Runs the server on stdin/stdout until the client exits.
-pub async fn serve_stdio() {
+/// Runs the server on stdin/stdout until the client exits; `base`: the options before the client's.
+pub async fn serve_stdio(base: crate::config::Config) {
     use crate::transport;
-    let (service, socket) = build();
+    let (service, socket) = build_with(base);
     let (to_server, server_in) = tokio::io::duplex(1 << 20);
     let (server_out, from_server) = tokio::io::duplex(1 << 20);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -45,9 +46,13 @@ pub async fn serve_stdio() {
 }
 
 pub fn build() -> (LspService<Backend>, tower_lsp::ClientSocket) {
-    LspService::build(|client| {
+    build_with(crate::config::Config::default())
+}
+
+pub fn build_with(base: crate::config::Config) -> (LspService<Backend>, tower_lsp::ClientSocket) {
+    LspService::build(move |client| {
         let state: State = Arc::new(Shared::default());
-        *lock(&state.config) = crate::config::Config::default();
+        *lock(&state.config) = base;
         let b = Backend { client, state };
         b.spawn_watch_timer();
         tokio::spawn(crate::recorder::run(Arc::downgrade(&b.state), b.client.clone()));
@@ -159,49 +164,34 @@ impl Backend {
     }
 
     fn take_pending(&self, step: Uuid) -> Option<crate::state::Pending> {
-        let mut inner = lock(&self.state.inner);
-        let i = inner.pending.iter().position(|p| p.step.id == step)?;
-        Some(inner.pending.remove(i))
+        self.state.take_pending(step)
     }
 
     async fn accept(&self, args: &Value) -> Result<Value> {
         let Some(step) = self.find_pending(args) else { return Err(invalid("no pending Keel step to accept")) };
         let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
-        let tx = p.tx.take();
-        let send = |d: UserDecision| {
-            if let Some(tx) = tx {
-                let _ = tx.send(d);
-            }
-        };
         match p.kind.clone() {
             PendingKind::Run { command } => {
                 if self.state.config().sandbox.is_none() {
-                    let msg = format!("`{command}` was not run: no sandbox is configured, and Keel never runs commands on your machine");
-                    self.state.decide(step, Decision::Rejected { cause: RejectCause::NoSandbox, reason: Some(msg.clone()) });
-                    send(UserDecision::AutoRejected { cause: RejectCause::NoSandbox, message: msg.clone() });
+                    let msg = decisions::run_without_sandbox(&self.state, &mut p, &command);
                     self.client.show_message(MessageType::WARNING, format!("Keel: {msg}")).await;
                     return Ok(json!({"applied": false, "reason": msg}));
                 }
                 // Accepted: it runs in a container made from a copy of the workspace as the editor
                 // shows it (unsaved buffers included), never here.
-                self.state.decide(step, Decision::Accepted);
                 let root = lock(&self.state.root).clone();
                 let state = self.state.clone();
                 let client = self.client.clone();
+                self.state.decide(step, Decision::Accepted);
                 tokio::spawn(async move {
-                    let obs = match root {
-                        Some(root) => {
-                            let ws = crate::episode::editor_workspace(&state, &root);
-                            tokio::task::spawn_blocking(move || keel_agent::Workspace::run(&ws, &command))
-                                .await
-                                .unwrap_or_else(|e| Observation { output: format!("sandbox error: {e}"), exit_code: None, ..Default::default() })
-                        }
-                        None => Observation { output: "no workspace root to copy into the sandbox".into(), exit_code: Some(1), ..Default::default() },
-                    };
-                    if obs.exit_code.is_none() || obs.output.starts_with("sandbox error") {
+                    let ws = root.map(|r| crate::episode::editor_workspace(&state, &r));
+                    let obs = decisions::run_in_sandbox(ws, command).await;
+                    if decisions::sandbox_failed(&obs) {
                         client.show_message(MessageType::WARNING, format!("Keel: {}", obs.output.lines().next().unwrap_or(""))).await;
                     }
-                    send(UserDecision::Accepted(obs));
+                    if let Some(tx) = p.tx.take() {
+                        let _ = tx.send(UserDecision::Accepted(obs));
+                    }
                 });
                 Ok(json!({"applied": true, "sandbox": true}))
             }
@@ -215,8 +205,7 @@ impl Backend {
                     None => None,
                 };
                 if let Some(Err(msg)) = checked {
-                    self.state.decide(step, Decision::Rejected { cause: RejectCause::OutsideWorkspace, reason: Some(msg.clone()) });
-                    send(UserDecision::AutoRejected { cause: RejectCause::OutsideWorkspace, message: msg.clone() });
+                    decisions::not_carried_out(&self.state, &mut p, RejectCause::OutsideWorkspace, msg.clone(), RejectCause::OutsideWorkspace, msg.clone());
                     ui::error(&self.client, &msg).await;
                     return Ok(json!({"applied": false, "reason": msg}));
                 }
@@ -230,8 +219,7 @@ impl Backend {
                     None => match crate::files::read_text(path.clone()).await {
                         Ok(t) => (t.unwrap_or_default(), None),
                         Err(msg) => {
-                            self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(msg.clone()) });
-                            send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: msg.clone() });
+                            decisions::not_carried_out(&self.state, &mut p, RejectCause::NotApplied, msg.clone(), RejectCause::NotApplied, msg.clone());
                             ui::error(&self.client, &msg).await;
                             return Ok(json!({"applied": false, "reason": msg}));
                         }
@@ -242,8 +230,7 @@ impl Backend {
                     Ok(e) => e,
                     Err(e) => {
                         let msg = format!("the edit no longer applies: {e}");
-                        self.state.decide(step, Decision::Rejected { cause: e.cause(), reason: Some(msg.clone()) });
-                        send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: e.to_string() });
+                        decisions::not_carried_out(&self.state, &mut p, e.cause(), msg.clone(), RejectCause::NotApplied, e.to_string());
                         ui::error(&self.client, &msg).await;
                         return Ok(json!({"applied": false, "reason": msg}));
                     }
@@ -274,13 +261,12 @@ impl Backend {
                     Err(e) => (false, Some(e.to_string())),
                 };
                 if applied {
-                    self.state.decide(step, Decision::Accepted);
-                    send(UserDecision::Accepted(keel_agent::tools::edit_applied(&rel)));
+                    decisions::accepted(&self.state, &mut p, keel_agent::tools::edit_applied(&rel));
                 } else {
                     lock(&self.state.inner).watches.retain(|w| w.step != step);
                     let why = reason.unwrap_or_else(|| "the editor did not apply it".into());
-                    self.state.decide(step, Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(why.clone()) });
-                    send(UserDecision::AutoRejected { cause: RejectCause::NotApplied, message: format!("the editor did not apply it: {why}") });
+                    let told = format!("the editor did not apply it: {why}");
+                    decisions::not_carried_out(&self.state, &mut p, RejectCause::NotApplied, why, RejectCause::NotApplied, told);
                 }
                 Ok(json!({"applied": applied}))
             }
@@ -290,12 +276,8 @@ impl Backend {
     async fn reject(&self, args: &Value, retry: bool) -> Result<Value> {
         let Some(step) = self.find_pending(args) else { return Err(invalid("no pending Keel step")) };
         let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
-        let reason = args.get("reason").and_then(Value::as_str).map(str::to_string).filter(|r| !r.trim().is_empty());
-        let cause = if retry { RejectCause::Retry } else { RejectCause::User };
-        self.state.decide(step, Decision::Rejected { cause, reason: reason.clone() });
-        if let Some(tx) = p.tx.take() {
-            let _ = tx.send(if retry { UserDecision::Retry } else { UserDecision::Rejected { reason } });
-        }
+        let reason = args.get("reason").and_then(Value::as_str).map(str::to_string);
+        decisions::rejected(&self.state, &mut p, reason, retry);
         Ok(Value::Null)
     }
 
@@ -345,7 +327,7 @@ impl Backend {
             })
             .unwrap_or_default();
         let req = StartRequest {
-            uri,
+            uri: Some(uri),
             range: range.map(range_of),
             kind,
             instruction: args.get("instruction").and_then(Value::as_str).map(str::to_string),

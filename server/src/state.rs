@@ -108,6 +108,13 @@ impl Shared {
         self.recording.push(r);
     }
 
+    /// Takes a pending step out of the list (the one answer it gets).
+    pub fn take_pending(&self, step: Uuid) -> Option<Pending> {
+        let mut inner = lock(&self.inner);
+        let i = inner.pending.iter().position(|p| p.step.id == step)?;
+        Some(inner.pending.remove(i))
+    }
+
     pub fn decide(&self, step: Uuid, decision: Decision) {
         self.record(Record::Decision(keel_trajectory::DecisionEvent { step_id: step, at: keel_trajectory::now_ms(), decision }))
     }

@@ -6,6 +6,7 @@
 //! - code-server from npm (`.keel/code-server`), installed with node 24 first on PATH.
 //! - playwright-core for the driver (`tests/e2e/vscode`, `npm ci`).
 //! - the VS Code extension: `npm ci`, type check, bundle, `vsce package` → `editors/vscode/dist/keel.vsix`.
+//! - the ACP client of the ACP suite (`tests/acp`, `npm ci`: the official ACP TypeScript SDK).
 //!
 //! Each step checks a stamp (or the installed result) first; network steps are retried once.
 
@@ -137,6 +138,12 @@ fn code_server() -> Result<()> {
         bail!("{} is missing after installing code-server", entry.display());
     }
     write_stamp(&stamp, &want)
+}
+
+/// The ACP suite's client (`server/tests/lsp/acp.rs` runs `tests/acp/drive.mjs`): the pinned
+/// `@agentclientprotocol/sdk`. Any node ≥ 20 runs it.
+pub fn acp() -> Result<()> {
+    npm_ci(&env::root().join("tests/acp"))
 }
 
 /// `npm ci` in `dir` when its lock file changed since the last run.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use crate::env;
 
 /// The steps `cargo xtask setup STEP...` can run alone.
-pub const STEPS: &[&str] = &["python", "model", "tasks", "editors", "podman"];
+pub const STEPS: &[&str] = &["python", "model", "tasks", "editors", "acp", "podman"];
 
 /// Everything the tests and the demo need.
 pub fn all() -> Result<()> {
@@ -16,6 +16,7 @@ pub fn all() -> Result<()> {
     model()?;
     crate::tasks::setup()?;
     crate::editors::setup()?;
+    crate::editors::acp()?;
     crate::podman::setup()?;
     Ok(())
 }
@@ -34,6 +35,7 @@ pub fn steps(names: &[String]) -> Result<()> {
                 crate::tasks::setup()?;
             }
             "editors" => crate::editors::setup()?,
+            "acp" => crate::editors::acp()?,
             "podman" => crate::podman::setup()?,
             other => bail!("unknown setup step `{other}` (steps: {})", STEPS.join(", ")),
         }

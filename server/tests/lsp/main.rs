@@ -1,6 +1,7 @@
 //! keel-lsp end to end: the real binary over stdio, a scripted OpenAI-compatible model on loopback,
 //! a real SQLite store.
 
+mod acp;
 mod documents;
 mod episode;
 mod real_model;
