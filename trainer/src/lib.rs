@@ -11,6 +11,7 @@
 pub mod convert;
 pub mod dpo;
 pub mod eval;
+pub mod export_train;
 pub mod init_model;
 pub mod learn;
 pub mod metrics;

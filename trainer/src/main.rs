@@ -35,6 +35,10 @@ enum Command {
     Models(ModelsArgs),
     /// Find the critical decisions of recorded episodes by MCTS and write them as preference pairs.
     Search(SearchArgs),
+    /// Write what TRL needs to run Keel's training elsewhere (GPU box, cluster via accelerate):
+    /// the pairs and SFT examples as Keel tokenizes them, the hyper-parameters, a TRL script and
+    /// accelerate configurations.
+    ExportTrain(ExportTrainArgs),
     /// Serve the policy over an OpenAI-compatible API (the default endpoint of keel-lsp).
     Serve(ServeArgs),
     /// Retrain on a schedule: pairs → search → sft → dpo → evaluation gate → promotion.
@@ -444,6 +448,28 @@ struct DpoArgs {
 }
 
 #[derive(clap::Args)]
+struct ExportTrainArgs {
+    /// Pairs files (TRL JSONL: `keel-train pairs`, `search`); default: the store's pairs.
+    #[arg(long)]
+    pairs: Vec<PathBuf>,
+    /// The trajectory store to take the pairs from when no --pairs is given.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// SFT examples (prompt/completion lines, or pairs whose chosen side is the completion).
+    #[arg(long)]
+    sft: Option<PathBuf>,
+    #[arg(long, default_value_t = 1e-4)]
+    sft_lr: f64,
+    #[arg(long, default_value_t = 1)]
+    sft_epochs: u64,
+    /// DPO's β.
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
     /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json). Default: the
     /// default model, SmolLM2-135M-Instruct: `$KEEL_MODEL_DIR`, else
@@ -511,6 +537,27 @@ enum ModelsAction {
     Rollback {
         #[arg(long)]
         to: Option<String>,
+    },
+    /// Add an adapter trained elsewhere (`export-train`, then TRL) as a candidate version; with
+    /// `--judge PAIRS` the evaluation gate scores it against the live version on those held-out
+    /// pairs, and `--promote` makes it live if the gate passes it.
+    Add {
+        /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Its base model (default: the live version's, else the default model).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// The model name versions carry (`name@hash`).
+        #[arg(long, default_value = "keel")]
+        name: String,
+        /// Held-out pairs (TRL JSONL) to judge it on.
+        #[arg(long)]
+        judge: Option<PathBuf>,
+        #[arg(long, requires = "judge")]
+        promote: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 
@@ -652,6 +699,7 @@ fn main() -> Result<()> {
         Command::Sft(a) => keel_trainer::sft::run(&a.train.options(a.data, 0.1)).map(|_| ()),
         Command::Dpo(a) => keel_trainer::dpo::run(&a.train.options(a.pairs, a.beta)).map(|_| ()),
         Command::Models(a) => models(a),
+        Command::ExportTrain(a) => export_train(a),
         Command::Serve(a) => serve(a),
         Command::Search(a) => search(a),
         Command::Eval(a) => agent_run(a.run, Some(a.out), a.store.map(Some), "keel-train eval"),
@@ -799,6 +847,31 @@ fn search(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
+fn export_train(a: ExportTrainArgs) -> Result<()> {
+    let mut pairs = a.pairs;
+    let out = a.train.out.clone();
+    if pairs.is_empty() && a.sft.is_none() {
+        let store = open_store(a.store)?;
+        let p = out.join("pairs.jsonl");
+        let stats = keel_trainer::pairs::export(&store, None, &p)?;
+        eprintln!("export-train: {stats}");
+        pairs.push(p);
+    }
+    let opts = keel_trainer::export_train::ExportOptions { train: a.train.options(PathBuf::new(), a.beta), pairs, sft: a.sft, sft_lr: a.sft_lr, sft_epochs: a.sft_epochs };
+    let done = keel_trainer::export_train::export(&opts)?;
+    eprintln!(
+        "export-train: {} pairs ({} skipped), {} SFT examples ({} skipped) → {}; run it with: accelerate launch --config_file {}/accelerate.yaml {}/train.py",
+        done.pairs,
+        done.pairs_skipped,
+        done.sft_examples,
+        done.sft_skipped,
+        out.display(),
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
 fn serve(a: ServeArgs) -> Result<()> {
     use keel_trainer::serve::{self, engine, tch_engine::TchEngine};
     let model = default_model(a.model)?;
@@ -838,6 +911,30 @@ fn models(a: ModelsArgs) -> Result<()> {
         ModelsAction::Rollback { to } => {
             let v = models::rollback(&mut store, to.as_deref())?;
             println!("rolled back; live: {}", v.id);
+        }
+        ModelsAction::Add { adapter, base, name, judge, promote, device } => {
+            let base = match base {
+                Some(b) => b,
+                None => match store.live_model_version()? {
+                    Some(v) => PathBuf::from(v.base_model),
+                    None => default_model(None)?,
+                },
+            };
+            let base = std::fs::canonicalize(&base).with_context(|| format!("base model {}", base.display()))?;
+            let dest = store.path().parent().map(|p| p.join("adapters")).unwrap_or_else(|| PathBuf::from("adapters"));
+            let v = models::add(&store, &adapter, &base.to_string_lossy(), &name, &dest)?;
+            println!("added: {} (adapter {})", v.id, v.adapter_path.as_deref().unwrap_or(""));
+            if let Some(pairs) = judge {
+                let report = models::judge(&store, &v, &pairs, &device, &keel_trainer::schedule::Gate::default())?;
+                print!("{}", report.table(store.live_model_version()?.as_ref().map(|l| l.id.as_str()).unwrap_or("base")));
+                println!("decision: {} — {}", if report.promote { "promote" } else { "refuse" }, report.why);
+                if promote && report.promote {
+                    let live = models::promote(&mut store, &v.id)?;
+                    println!("live: {}", live.id);
+                } else if promote {
+                    anyhow::bail!("the gate refused {}: {}", v.id, report.why);
+                }
+            }
         }
     }
     Ok(())

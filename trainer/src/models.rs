@@ -77,3 +77,71 @@ pub fn adapter_hash(dir: &std::path::Path) -> Result<String> {
     let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
     Ok(blake3::hash(&bytes).to_hex()[..12].to_string())
 }
+
+/// Adds an adapter trained elsewhere (`keel-train export-train`, then TRL) as a candidate version,
+/// not live: `name@hash` as a local run's, its base model, its parent the live version. The adapter
+/// is copied under `dest/<hash>/` (0700), so the version does not depend on where it was trained.
+pub fn add(store: &Store, adapter: &std::path::Path, base: &str, name: &str, dest: &std::path::Path) -> Result<ModelVersion> {
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        if !adapter.join(f).is_file() {
+            bail!("{} is not a PEFT adapter folder: {f} is missing", adapter.display());
+        }
+    }
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json"))?)
+        .with_context(|| format!("{}/adapter_config.json is not JSON", adapter.display()))?;
+    if cfg.get("peft_type").and_then(|t| t.as_str()).is_some_and(|t| t != "LORA") {
+        bail!("{}: only LoRA adapters are served (peft_type {})", adapter.display(), cfg["peft_type"]);
+    }
+    let hash = adapter_hash(adapter)?;
+    let to = dest.join(&hash);
+    crate::learn::copy_adapter(adapter, &to)?;
+    std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    for e in std::fs::read_dir(&to)? {
+        std::fs::set_permissions(e?.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    }
+    let live = store.live_model_version()?;
+    let v = ModelVersion {
+        id: format!("{name}@{hash}"),
+        created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+        base_model: base.to_string(),
+        adapter_path: Some(to.to_string_lossy().into_owned()),
+        adapter_hash: Some(hash),
+        parent: live.map(|v| v.id),
+        trained_on: serde_json::json!({"external": adapter.to_string_lossy(), "peft": cfg}),
+        eval: serde_json::Value::Null,
+        live: false,
+    };
+    store.put_model_version(&v)?;
+    Ok(v)
+}
+
+/// The evaluation gate on held-out pairs, as a scheduled run applies it: the candidate and the
+/// live version (the base model when none is live) score the same pairs; the report says whether
+/// the candidate may be promoted. The figures are stored on the candidate's row.
+pub fn judge(store: &Store, candidate: &ModelVersion, pairs: &std::path::Path, device: &str, gate: &crate::schedule::Gate) -> Result<crate::schedule::GateReport> {
+    use crate::model::{LoadOptions, Model, parse_device};
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(pairs)
+        .with_context(|| format!("reading {}", pairs.display()))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("a bad line in {}", pairs.display())))
+        .collect::<Result<_>>()?;
+    let inputs = crate::score::read_pairs(pairs)?;
+    let device = parse_device(device)?;
+    let live = store.live_model_version()?;
+    let scores = |adapter: Option<&str>| -> Result<Vec<(f64, f64)>> {
+        let mut m = Model::load(std::path::Path::new(&candidate.base_model), &LoadOptions { device, kind: None })
+            .with_context(|| format!("loading {}", candidate.base_model))?;
+        if let Some(a) = adapter {
+            m.load_adapter(std::path::Path::new(a)).with_context(|| format!("loading adapter {a}"))?;
+        }
+        crate::score::score_pairs(&m, &inputs, 4)
+    };
+    let cand = scores(candidate.adapter_path.as_deref())?;
+    let base_scores = scores(live.as_ref().and_then(|v| v.adapter_path.as_deref()))?;
+    let report = crate::schedule::gate(gate, &rows, &cand, &base_scores);
+    let mut v = candidate.clone();
+    v.eval = report.json();
+    store.put_model_version(&v)?;
+    Ok(report)
+}

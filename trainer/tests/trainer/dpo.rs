@@ -506,3 +506,88 @@ fn shared_prompt_forward_equals_the_plain_forward() {
     let b = tch::no_grad(|| completion_logps(&model.transformer, &[odd.0.clone(), odd.1.clone()])).unwrap();
     assert!((a - b).abs().max().double_value(&[]) < 1e-5);
 }
+
+/// `export-train` → TRL (SFTTrainer then DPOTrainer, PEFT LoRA) under `accelerate launch`, one CPU
+/// process → `models add --judge --promote`: the exported folder is private and says what Keel
+/// would use, the adapter TRL writes scores the same in Keel as in PEFT, and the gate judges it on
+/// held-out pairs like a local candidate.
+#[test]
+fn exported_training_runs_under_accelerate_and_its_adapter_comes_back_through_the_gate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rule_pairs(40, 9);
+    let (train, held) = rows.split_at(28);
+    let (train_p, held_p) = (dir.path().join("train.jsonl"), dir.path().join("heldout.jsonl"));
+    write_lines(&train_p, train);
+    write_lines(&held_p, held);
+    let x = dir.path().join("export");
+    let tiny = tiny().to_str().unwrap();
+    let o = run_bin(&[
+        "export-train", "--model", tiny, "--pairs", train_p.to_str().unwrap(), "--sft", train_p.to_str().unwrap(), "--out", x.to_str().unwrap(),
+        "--batch-size", "4", "--epochs", "4", "--lr", "2e-3", "--max-length", "64", "--sft-lr", "1e-3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&x).unwrap().permissions().mode() & 0o777, 0o700);
+    for e in std::fs::read_dir(&x).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.metadata().unwrap().permissions().mode() & 0o077, 0, "{} is private", e.path().display());
+    }
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(x.join("config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["pairs"].as_u64(), cfg["sft_examples"].as_u64(), cfg["lr"].as_f64(), cfg["lora_r"].as_i64()), (Some(28), Some(28), Some(2e-3), Some(16)));
+    assert_eq!(std::fs::read_to_string(x.join("pairs_ids.jsonl")).unwrap().lines().count(), 28);
+
+    let accelerate = python().parent().unwrap().join("accelerate");
+    let out = Command::new(&accelerate)
+        .args(["launch", "--config_file"])
+        .arg(x.join("accelerate-cpu.yaml"))
+        .arg(x.join("train.py"))
+        .arg("--cpu")
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("running accelerate");
+    assert!(out.status.success(), "accelerate launch failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let adapter = x.join("adapter");
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+
+    // The adapter in Keel and in PEFT: the same log-probabilities of the held-out pairs.
+    let h = dir.path().join("held_export");
+    let o = run_bin(&["export-train", "--model", tiny, "--pairs", held_p.to_str().unwrap(), "--out", h.to_str().unwrap(), "--max-length", "64"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let peft = python_trl(&["loss", tiny, adapter.to_str().unwrap(), h.join("pairs_ids.jsonl").to_str().unwrap()], dir.path());
+    let mut model = Model::load(Path::new(tiny), &LoadOptions { device: Device::Cpu, kind: None }).unwrap();
+    model.load_adapter(&adapter).unwrap();
+    let keel = score_pairs(&model, &read_pairs(&held_p).unwrap(), 4).unwrap();
+    let mean = |f: fn(&(f64, f64)) -> f64| keel.iter().map(f).sum::<f64>() / keel.len() as f64;
+    for (k, ours) in [("logps/chosen", mean(|s| s.0)), ("logps/rejected", mean(|s| s.1))] {
+        let theirs = peft[k].as_f64().unwrap();
+        assert!((ours - theirs).abs() < 1e-3 * theirs.abs().max(1.0), "{k}: Keel {ours} vs PEFT {theirs}");
+    }
+
+    // Back into the store as a candidate; the gate judges it on the held-out pairs.
+    let store = dir.path().join("k.db");
+    let o = run_bin(&[
+        "models", "--store", store.to_str().unwrap(), "add", "--adapter", adapter.to_str().unwrap(), "--base", tiny, "--judge", held_p.to_str().unwrap(), "--promote",
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "the gate promotes what TRL learned (the rule is learnable): {text}");
+    let s = keel_trajectory::Store::open(&store).unwrap();
+    let live = s.live_model_version().unwrap().expect("live");
+    assert!(live.id.starts_with("keel@") && text.contains(&format!("live: {}", live.id)), "{text}");
+    let fig = |who: &str, k: &str| live.eval[who][k].as_f64().unwrap();
+    assert!(fig("candidate", "accuracy") >= fig("live", "accuracy") && fig("candidate", "margin") > fig("live", "margin") + 1.0, "{}", live.eval);
+    let copied = std::path::PathBuf::from(live.adapter_path.unwrap());
+    assert!(copied.starts_with(dir.path().join("adapters")), "the store keeps its own copy: {}", copied.display());
+
+    // A second add of a worse adapter (the base's own: LoRA B = 0 everywhere) is refused.
+    let zero = dir.path().join("zero");
+    let o = run_bin(&["export-train", "--model", tiny, "--pairs", train_p.to_str().unwrap(), "--out", zero.to_str().unwrap(), "--max-length", "64", "--epochs", "1", "--lr", "1e-9"]);
+    assert!(o.status.success());
+    let out = Command::new(&accelerate).args(["launch", "--config_file"]).arg(zero.join("accelerate-cpu.yaml")).arg(zero.join("train.py")).arg("--cpu").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = run_bin(&[
+        "models", "--store", store.to_str().unwrap(), "add", "--adapter", zero.join("adapter").to_str().unwrap(), "--base", tiny, "--judge", held_p.to_str().unwrap(), "--promote",
+    ]);
+    assert!(!o.status.success(), "an adapter that learned nothing is refused against the live one");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the gate refused"));
+    assert_eq!(keel_trajectory::Store::open(&store).unwrap().live_model_version().unwrap().unwrap().id, live.id);
+}
