@@ -9,7 +9,7 @@
 //!   at that state that was accepted or edited).
 //! - `auto`: a step the server rejected on its own (bad tool call, unknown tool, loop, empty edit,
 //!   ...) is rejected against the next valid action at that state (accepted, edited, or run
-//!   automatically).
+//!   automatically — but not a read that failed, such as `view_file` of a file that is not there).
 //!
 //! Pairs are conversational, in TRL's format: the state's messages as `prompt`, one assistant
 //! message each as `chosen` and `rejected`, and the `tools` schema.
@@ -179,6 +179,7 @@ pub fn mine(tree: &EpisodeTree) -> Vec<Pair> {
                     let valid = steps[i + 1..].iter().find(|c| {
                         matches!(c.step.parsed, Parsed::Action { .. })
                             && matches!(c.decision(), Some(Decision::Accepted | Decision::Edited { .. } | Decision::Auto))
+                            && !failed_read(c)
                     });
                     if let Some(c) = valid {
                         pairs.push(pair(tree, depth, c, assistant(c), s, Source::Auto));
@@ -189,6 +190,18 @@ pub fn mine(tree: &EpisodeTree) -> Vec<Pair> {
         }
     }
     pairs
+}
+
+/// A read the tool could not carry out (`view_file` of a file that is not there, `search` with a
+/// bad base path): it ran, but it is no better an answer than the rejected one, so it is never the
+/// chosen side of a pair. (A search with no match, exit 1, is a fine answer.)
+fn failed_read(s: &StepRecord) -> bool {
+    let code = s.observation.as_ref().and_then(|o| o.exit_code).unwrap_or(0);
+    match s.step.parsed.action() {
+        Some(Action::ViewFile { .. }) => code != 0,
+        Some(Action::Search { .. }) => code > 1,
+        _ => false,
+    }
 }
 
 fn pair(tree: &EpisodeTree, depth: usize, chosen_step: &StepRecord, chosen: Value, rejected_step: &StepRecord, source: Source) -> Pair {

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+os.umask(0o077)  # the adapter and logs are as private as the data they come from
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 

@@ -204,3 +204,26 @@ fn the_four_rules() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("line 1"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// An automatic rejection is paired with the next valid action at its state — never with a read
+/// that failed (`view_file` of a file that is not there): that ran, but is no better an answer.
+#[test]
+fn a_failed_read_is_never_the_chosen_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let mut r = Rec::new(&store);
+    let p0 = Prompt { messages: vec![Message::system("sys"), Message::user("fix it")], tools: tools_schema() };
+    let observe = |r: &mut Rec, s: &Step, code: i32| {
+        let observation = Observation { output: if code == 0 { "    1| x = 1\n".into() } else { "`nope.py` does not exist".into() }, exit_code: Some(code), ..Default::default() };
+        r.w.append(Record::Observation { step_id: s.id, at: r.t, observation }).wait().unwrap();
+    };
+    let looped = r.step(None, &p0, act(Action::Run { command: "pytest".into() }), &[rejected(RejectCause::Loop, None)]);
+    let missing = r.step(None, &p0, act(Action::ViewFile { path: "nope.py".into(), start_line: None, end_line: None }), &[Decision::Auto]);
+    observe(&mut r, &missing, 1);
+    let read = r.step(None, &p0, act(Action::ViewFile { path: "a.py".into(), start_line: None, end_line: None }), &[Decision::Auto]);
+    observe(&mut r, &read, 0);
+    let mined = pairs::mine(&store.tree(r.ep.id).unwrap().unwrap());
+    assert_eq!(mined.len(), 1, "{mined:?}");
+    assert_eq!(mined[0].meta["rejected_step"], looped.id.to_string());
+    assert_eq!(mined[0].meta["chosen_step"], read.id.to_string(), "the failed read is skipped");
+}
