@@ -108,8 +108,7 @@ struct Sample {
     /// From sending the request to the first chunk with content.
     ttft: f64,
     total: f64,
-    /// Chunks with content (one per token on both servers), or the server's count when it
-    /// reports usage.
+    /// Generated tokens (see `stream_chat`).
     tokens: usize,
     finish: String,
     text: String,
@@ -148,7 +147,11 @@ fn stream_chat(client: &reqwest::blocking::Client, base: &str, messages: &Value,
         }
     }
     let end = Instant::now();
-    Sample { ttft: ttft.unwrap_or(f64::NAN), total: (end - start).as_secs_f64(), tokens: usage.unwrap_or(chunks), finish, text, start, end }
+    // The server's count when it reports one (Keel does, in the last chunk); else `max_tokens`
+    // when the completion ran to it; else the chunks with content (llama.cpp sends one per token,
+    // but holds back a token that ends inside a UTF-8 character).
+    let tokens = usage.unwrap_or(if finish == "length" { max_tokens } else { chunks });
+    Sample { ttft: ttft.unwrap_or(f64::NAN), total: (end - start).as_secs_f64(), tokens, finish, text, start, end }
 }
 
 /// `usage.prompt_tokens` and the text of a non-streamed greedy completion.

@@ -22,8 +22,8 @@ optimizer, schedule), not two tokenizations.
     disabled since its DPO refactor and pads); --completion-logits projects the LM head only at
     completion positions on CPU too (TRL 1.16 does that only where Triton runs, CUDA/XPU; its
     DPOConfig has no `use_logits_to_keep` any more, this is what stands in for it);
-    --gradient-checkpointing turns TRL's default of recomputing activations in the backward
-    pass back on (Keel keeps them, so the bench leaves it off for equal work).
+    --no-gradient-checkpointing turns off TRL's default of recomputing activations in the
+    backward pass (Keel keeps them, so the bench turns it off for equal work).
 """
 
 import argparse
@@ -105,7 +105,8 @@ def make_trainer(loaded, rows, out, a, lora):
         remove_unused_columns=False,
         disable_tqdm=True,
         padding_free=a.padding_free,
-        gradient_checkpointing=a.gradient_checkpointing,
+        # TRL's default (True) unless --no-gradient-checkpointing.
+        **({"gradient_checkpointing": False} if a.no_gradient_checkpointing else {}),
     )
     peft = LoraConfig(r=lora[0], lora_alpha=lora[1], lora_dropout=lora[2], target_modules=TARGETS, task_type="CAUSAL_LM")
     return DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft)
@@ -193,7 +194,7 @@ def main():
     for sp in (lo, t):
         sp.add_argument("--padding-free", action="store_true")
         sp.add_argument("--completion-logits", action="store_true")
-        sp.add_argument("--gradient-checkpointing", action="store_true")
+        sp.add_argument("--no-gradient-checkpointing", action="store_true")
     a = p.parse_args()
     {"loss": cmd_loss, "train": cmd_train}[a.cmd](a)
 
