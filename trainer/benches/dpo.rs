@@ -8,7 +8,7 @@
 //! completion of the chosen and the rejected sequence, no padding; the time covers the reference
 //! pass and the training loop on both sides (not loading the model).
 //!
-//! `cargo bench -p keel-trainer --bench dpo -- --real [--model DIR --pairs 4 --batch-size 2]`: the
+//! `cargo bench -p keel-trainer --bench dpo -- --real [--model DIR --pairs 4 --batch-size 1]`: the
 //! default real model (`.keel/models/smollm2-135m-instruct`) on pairs shaped like the agent's (a
 //! ~1,000-token prompt of real text, completions of 40–80 tokens), a few steps each side; before
 //! the speeds, the first step's losses, the reference log-probs and TRL's loss under Keel's
@@ -82,7 +82,8 @@ fn trl(args: &[&str], dir: &Path) -> Result<Value, String> {
     std::fs::write(&script, include_str!("../tests/py/dpo_trl.py")).unwrap();
     let out = Command::new(python()).arg(&script).args(args).env("TMPDIR", dir).output().expect("running python");
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        // A process killed for memory says nothing on stderr: the status says it.
+        return Err(format!("{}\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
     }
     Ok(serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("")).unwrap())
 }
@@ -303,6 +304,9 @@ fn real(model: &Path, n: usize, bs: usize, rounds: usize) {
         "dpo bench --real (CPU, {threads} threads): {}, {n} pairs (prompt {prompt_mean:.0} tokens, completions {completion_mean:.0} on average; {tokens} tokens), batch {bs}, 1 epoch, LoRA r16 α32 dropout 0 on all linear layers, best of {rounds} rounds",
         model.display()
     );
+    // This process keeps no model while the two train: on the shared machine TRL (no gradient
+    // checkpointing, f32) needs several GB, and was killed for memory at batch 2.
+    drop(m);
     let keel_opts = |out: &Path| {
         let mut o = opts(model, &data, out, "cpu");
         o.batch_size = bs;
@@ -336,7 +340,7 @@ fn real(model: &Path, n: usize, bs: usize, rounds: usize) {
     let batch: Vec<_> = encoded[..bs.min(n)].to_vec();
     let batch_ids = dir.join("batch.jsonl");
     write_pair_ids(&batch, &batch_ids).unwrap();
-    let mut m = m;
+    let mut m = Model::load(model, &LoadOptions::default()).unwrap();
     let obj = DpoObjective::new(&m, batch, 0.1).unwrap();
     m.load_adapter(&keel_dir).unwrap();
     m.transformer.set_train(false);
@@ -376,7 +380,7 @@ fn main() {
             return;
         }
         let n = value("--pairs").and_then(|v| v.parse().ok()).unwrap_or(4);
-        let bs = value("--batch-size").and_then(|v| v.parse().ok()).unwrap_or(2);
+        let bs = value("--batch-size").and_then(|v| v.parse().ok()).unwrap_or(1);
         real(&model, n, bs, rounds);
     }
 }

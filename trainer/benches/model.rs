@@ -346,7 +346,9 @@ fn compare(dir: &Path, device_name: &str, s: &Shape) {
     println!("| | Keel (tch) | transformers | Keel / transformers |");
     println!("|---|---|---|---|");
     let n = seqs.len() as f64;
-    let row = |what: String, k: f64, p: f64, unit: &str| println!("| {what}, {unit} | {k:.1} | {p:.1} | {:.2}x |", k / p);
+    // Three significant figures: the real model's rates are fractions of a sequence per second.
+    let fig = |x: f64| if x >= 100.0 { format!("{x:.0}") } else if x >= 10.0 { format!("{x:.1}") } else if x >= 1.0 { format!("{x:.2}") } else { format!("{x:.3}") };
+    let row = |what: String, k: f64, p: f64, unit: &str| println!("| {what}, {unit} | {} | {} | {:.2}x |", fig(k), fig(p), k / p);
     for &b in &s.batches {
         let key = format!("score b{b}");
         row(format!("scoring, batch {b}"), n / keel[&key], n / py_t[&key], "sequences/s");
@@ -356,10 +358,12 @@ fn compare(dir: &Path, device_name: &str, s: &Shape) {
     for &b in &s.batches {
         let key = format!("gen b{b}");
         let tokens = (b * s.gen_new) as f64;
-        row(format!("greedy generation, batch {b}, {} new tokens", s.gen_new), tokens / keel[&key], tokens / py_t[&key], "tokens/s");
+        row(format!("greedy generation, batch {b}, {} new tokens", s.gen_new), tokens / keel[&key], tokens / py_t[&key], "new tokens/s (prefill included)");
     }
     let tokens = (big * same_new) as f64;
-    row(format!("{big} greedy samples of one {}-token prompt, {same_new} new tokens each (Keel prefills it once, transformers each copy)", s.prompt_len), tokens / keel["gen same"], tokens / py_t["gen same"], "tokens/s");
+    row(format!("{big} greedy samples of one {}-token prompt, {same_new} new tokens each (Keel prefills it once, transformers each copy)", s.prompt_len), tokens / keel["gen same"], tokens / py_t["gen same"], "new tokens/s (prefill included)");
+    let secs = |m: &BTreeMap<String, f64>| m.iter().map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ");
+    println!("best times, s: keel {}; transformers {}", secs(&keel), secs(&py_t));
     println!(
         "scores agree within 1 %; greedy generations identical to transformers: {same_rows} of {rows_n} rows ({:.0} % of tokens before the first difference; rows that differ part at tokens {first_diff:?})",
         100.0 * common as f64 / (rows_n * s.gen_new) as f64
