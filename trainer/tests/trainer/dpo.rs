@@ -237,8 +237,9 @@ fn batch_loss_equals_trl_dpo_loss() {
     // TRL as it comes, and as the real-model bench times it (`padding_free`, and the LM head
     // projected only at completion positions on CPU, a patch of TRL's choice of path): the same
     // numbers, so the patch changes TRL's work, not its result.
+    let (model, beta_s) = (tiny(), beta.to_string());
     for flags in [&[][..], &["--padding-free", "--completion-logits"][..]] {
-        let args = [&["loss", tiny().to_str().unwrap(), adapter.to_str().unwrap(), ids.to_str().unwrap(), "--beta", &beta.to_string()][..], flags].concat();
+        let args = [&["loss", model.to_str().unwrap(), adapter.to_str().unwrap(), ids.to_str().unwrap(), "--beta", &beta_s][..], flags].concat();
         let trl = python_trl(&args, dir.path());
         // Same reference log-probs, pair by pair.
         for (i, (c, r)) in obj.ref_chosen.iter().zip(&obj.ref_rejected).enumerate() {
