@@ -33,9 +33,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use keel_trainer::dpo::DpoObjective;
 use keel_trainer::init_model::{InitOptions, init_model, random_weights};
 use keel_trainer::model::rng::Rng;
-use keel_trainer::dpo::DpoObjective;
 use keel_trainer::model::{Config, Family, LoadOptions, Model, weights};
 use keel_trainer::train::TrainOptions;
 use keel_trainer::train::data::{load_pairs, write_pair_ids};
