@@ -16,6 +16,14 @@ optimizer, schedule), not two tokenizations.
         a JSON summary with the training tokens per second (timed: trainer construction, which
         tokenizes nothing here but precomputes the reference log-probs, plus train(); not the
         model's loading).
+
+    Options of both commands that set how TRL computes (so a check and a timing see the same
+    configuration): --padding-free passes `padding_free=True` (TRL 1.16 warns that it is
+    disabled since its DPO refactor and pads); --completion-logits projects the LM head only at
+    completion positions on CPU too (TRL 1.16 does that only where Triton runs, CUDA/XPU; its
+    DPOConfig has no `use_logits_to_keep` any more, this is what stands in for it);
+    --no-gradient-checkpointing turns off TRL's default of recomputing activations in the
+    backward pass (Keel keeps them, so the bench turns it off for equal work).
 """
 
 import argparse
@@ -56,6 +64,14 @@ def no_prepare(self, dataset, *args, **kwargs):
 DPOTrainer._prepare_dataset = no_prepare
 
 
+def completion_logits_only():
+    # TRL's fused LM head scores only the positions with a label ("compact") where `_use_triton`
+    # says so, and every position elsewhere; the torch fallback it then runs is the same kernel.
+    import trl.trainer.utils as trl_utils
+
+    trl_utils._use_triton = lambda device: True
+
+
 def load(model_dir):
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
@@ -88,6 +104,9 @@ def make_trainer(loaded, rows, out, a, lora):
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=True,
+        padding_free=a.padding_free,
+        # TRL's default (True) unless --no-gradient-checkpointing.
+        **({"gradient_checkpointing": False} if a.no_gradient_checkpointing else {}),
     )
     peft = LoraConfig(r=lora[0], lora_alpha=lora[1], lora_dropout=lora[2], target_modules=TARGETS, task_type="CAUSAL_LM")
     return DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft)
@@ -96,6 +115,8 @@ def make_trainer(loaded, rows, out, a, lora):
 def cmd_loss(a):
     rows = read_ids(a.ids)
     a.lr, a.epochs, a.grad_accum, a.max_length, a.seed = 1e-4, 1, 1, None, 0
+    if a.completion_logits:
+        completion_logits_only()
     a.batch_size = len(rows)
     with open(os.path.join(a.adapter, "adapter_config.json")) as f:
         acfg = json.load(f)
@@ -119,6 +140,8 @@ def cmd_loss(a):
 def cmd_train(a):
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.completion_logits:
+        completion_logits_only()
     rows = read_ids(a.ids)
     loaded = load(a.model)
     t0 = time.perf_counter()
@@ -168,6 +191,10 @@ def main():
     t.add_argument("--max-length", type=int, default=1024)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--threads", type=int, default=0)
+    for sp in (lo, t):
+        sp.add_argument("--padding-free", action="store_true")
+        sp.add_argument("--completion-logits", action="store_true")
+        sp.add_argument("--no-gradient-checkpointing", action="store_true")
     a = p.parse_args()
     {"loss": cmd_loss, "train": cmd_train}[a.cmd](a)
 
