@@ -25,6 +25,8 @@ fn main() {
             std::process::exit(2);
         }
     }
+    // The store and anything else keel-lsp creates is private (files 0600, directories 0700).
+    keel_trajectory::private::set_umask();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
