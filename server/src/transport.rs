@@ -92,11 +92,19 @@ pub fn check(body: &[u8]) -> Result<Option<Vec<u8>>, Value> {
         return invalid("`jsonrpc` must be \"2.0\"");
     }
     if let Some(id) = o.get("id") {
-        if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+        // tower-lsp's ids are i64 or strings: a larger integer fails its decoder, which then drops
+        // what it had buffered and the server stops answering.
+        if !(id.is_null() || id.is_string() || id.is_i64()) {
             return Err(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Invalid request: bad `id`"}}));
         }
     }
     match o.get("method") {
+        // tower-lsp answers nothing to a `$/` request it has no handler for (it drops the
+        // MethodNotFound as if the message were a notification); the spec asks for that error, and a
+        // client waiting for the answer would wait forever.
+        Some(Value::String(m)) if m.starts_with("$/") && o.get("id").is_some_and(|i| !i.is_null()) => {
+            Err(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("Method not found: {m}")}}))
+        }
         Some(Value::String(_)) if o.get("params").is_some_and(Value::is_null) => {
             if let Some(o) = v.as_object_mut() {
                 o.remove("params");
@@ -175,7 +183,18 @@ mod tests {
         assert_eq!(check(b"[]").unwrap_err()["error"]["code"], -32600);
         assert_eq!(check(br#"{"jsonrpc":"1.0","id":3,"method":"x"}"#).unwrap_err()["id"], 3);
         assert_eq!(check(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err()["id"], Value::Null);
+        assert_eq!(check(br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"x"}"#).unwrap_err()["id"], Value::Null);
+        assert_eq!(check(br#"{"jsonrpc":"2.0","id":9223372036854775808,"result":null}"#).unwrap_err()["error"]["code"], -32600);
+        assert!(check(br#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"x"}"#).is_ok());
         assert_eq!(check(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err()["error"]["code"], -32600);
+    }
+
+    #[test]
+    fn a_dollar_request_is_answered_method_not_found_and_a_dollar_notification_passes() {
+        let e = check(br#"{"jsonrpc":"2.0","id":4,"method":"$/unknown","params":{}}"#).unwrap_err();
+        assert_eq!((e["id"].clone(), e["error"]["code"].clone()), (json!(4), json!(-32601)));
+        assert_eq!(check(br#"{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":1}}"#), Ok(None));
+        assert_eq!(check(br#"{"jsonrpc":"2.0","method":"$/setTrace","params":{"value":"off"}}"#), Ok(None));
     }
 
     #[test]
