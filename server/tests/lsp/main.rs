@@ -3,6 +3,7 @@
 
 mod documents;
 mod episode;
+mod fuzz;
 mod real_model;
 mod reliability;
 mod robustness;
