@@ -292,6 +292,8 @@ fn run_case_inner(server: &Path, case: &Value, limits: Limits) -> Outcome {
     let stderr_path = dir.join("stderr.txt");
     let mut cmd = Command::new(server);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(&stderr_path).unwrap());
+    // Relative paths in hostile settings (a store named `relative.db`) land in the case's directory.
+    cmd.current_dir(&dir);
     for k in ["DOCKER_HOST", "KEEL_STORE", "KEEL_MODEL_ENDPOINT", "KEEL_MODEL", "KEEL_SANDBOX_IMAGE", "RUST_LOG"] {
         cmd.env_remove(k);
     }
@@ -939,14 +941,20 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A tail that loses sync or ends the stream; the runner then only checks the process ends.
+/// Its items carry `"desync": true`: mutations never move them before other items.
 fn bad_tail(r: &mut Rng) -> Vec<Value> {
     match r.below(5) {
-        0 => vec![json!({"raw": "Content-Length: 100\r\n\r\n{\"jsonrpc\""}), json!({"close": true})],
-        1 => vec![json!({"raw": "Content-Length: 5000000000\r\n\r\nabc"}), json!({"close": true})],
-        2 => vec![json!({"raw": "Content-Len"}), json!({"close": true})],
-        3 => vec![json!({"raw": "@@REP:200000:C@@"}), json!({"close": true})],
+        0 => vec![json!({"raw": "Content-Length: 100\r\n\r\n{\"jsonrpc\"", "desync": true}), json!({"close": true})],
+        1 => vec![json!({"raw": "Content-Length: 5000000000\r\n\r\nabc", "desync": true}), json!({"close": true})],
+        2 => vec![json!({"raw": "Content-Len", "desync": true}), json!({"close": true})],
+        3 => vec![json!({"raw": "@@REP:200000:C@@", "desync": true}), json!({"close": true})],
         _ => vec![json!({"close": true})],
     }
+}
+
+/// An item that loses the stream's framing or ends it: only ever at the end.
+fn is_tail(item: &Value) -> bool {
+    item.get("close").is_some() || item.get("desync").is_some() || item.get("raw").and_then(Value::as_str).is_some_and(|r| r == "Content-Len" || r.starts_with("@@REP:200000:C") || r.starts_with("Content-Length: 100\r\n\r\n{\"jsonrpc\"") || r.starts_with("Content-Length: 5000000000"))
 }
 
 /// A hostile model reply.
@@ -1060,17 +1068,15 @@ pub fn mutate(r: &mut Rng, case: &Value, other: &Value) -> Value {
         let input = c["input"].as_array_mut();
         let Some(input) = input else { return generate(r) };
         // Keep a closing tail last.
-        let tail_at = input.iter().position(|i| i.get("close").is_some()).unwrap_or(input.len()).saturating_sub(1).min(input.len());
+        let tail_at = input.iter().position(is_tail).unwrap_or(input.len());
         match r.below(7) {
             0 => {
                 let i = r.below(tail_at + 1);
                 input.insert(i, json!({"msg": message(r)}));
             }
-            1 if !input.is_empty() => {
-                let i = r.below(tail_at.max(1));
-                if input[i].get("close").is_none() {
-                    input.remove(i);
-                }
+            1 if tail_at > 0 => {
+                let i = r.below(tail_at);
+                input.remove(i);
             }
             2 if !input.is_empty() => {
                 let i = r.below(input.len());
@@ -1079,7 +1085,7 @@ pub fn mutate(r: &mut Rng, case: &Value, other: &Value) -> Value {
                 }
             }
             3 => {
-                let from: Vec<Value> = other["input"].as_array().cloned().unwrap_or_default().into_iter().filter(|i| i.get("close").is_none()).collect();
+                let from: Vec<Value> = other["input"].as_array().cloned().unwrap_or_default().into_iter().filter(|i| !is_tail(i)).collect();
                 if !from.is_empty() {
                     let i = r.below(tail_at + 1);
                     input.insert(i, from[r.below(from.len())].clone());

@@ -457,7 +457,9 @@ impl LanguageServer for Backend {
             };
             for c in &changes {
                 if let Some((a, b)) = c.range {
-                    touched_lines.push((a.line.min(b.line), a.line.max(b.line) + c.text.matches('\n').count() as u32));
+                    // A client's line numbers go up to u32::MAX: saturate, never overflow.
+                    let added = u32::try_from(c.text.matches('\n').count()).unwrap_or(u32::MAX);
+                    touched_lines.push((a.line.min(b.line), a.line.max(b.line).saturating_add(added)));
                 } else {
                     touched_lines.push((0, u32::MAX));
                 }
