@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 /// Frames larger than this are refused (and skipped).
 pub const MAX_FRAME: usize = 1 << 30;
 
+/// Header lines longer than this are skipped without being held (a line without `\n` would
+/// otherwise grow the buffer without bound).
+pub const MAX_HEADER_LINE: usize = 8 * 1024;
+
 pub enum Frame {
     Body(Vec<u8>),
     /// A header block without a usable `Content-Length`, or one over [`MAX_FRAME`].
@@ -26,9 +30,23 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<Fr
     let mut any = false;
     loop {
         let mut line = Vec::new();
-        let n = r.read_until(b'\n', &mut line).await.ok()?;
+        let n = (&mut *r).take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut line).await.ok()?;
         if n == 0 {
             return None;
+        }
+        if n == MAX_HEADER_LINE && line.last() != Some(&b'\n') {
+            // A header line no client writes: skip to its end without holding it.
+            loop {
+                line.clear();
+                let k = (&mut *r).take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut line).await.ok()?;
+                if k == 0 {
+                    return None;
+                }
+                if line.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            return Some(Frame::BadHeader(format!("a header line over {MAX_HEADER_LINE} bytes")));
         }
         let l = String::from_utf8_lossy(&line);
         let l = l.trim();
@@ -210,6 +228,21 @@ mod tests {
         let input = b"Content-Length: 1000000\r\n\r\n{}".to_vec();
         let mut r = BufReader::new(&input[..]);
         assert!(read_frame(&mut r).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_endless_header_line_is_skipped_without_being_held() {
+        // 64 MiB without a newline, then a frame.
+        let mut input = vec![b'C'; 64 << 20];
+        input.extend_from_slice(b"\r\n\r\nContent-Length: 2\r\n\r\n{}");
+        let mut r = BufReader::new(&input[..]);
+        match read_frame(&mut r).await {
+            Some(Frame::BadHeader(why)) => assert!(why.contains("header line over"), "{why}"),
+            _ => panic!("an overlong header line is a bad header"),
+        }
+        // (Before, the whole line was read into memory and then called a header without
+        // Content-Length.)
+        assert!(matches!(read_frame(&mut r).await, Some(Frame::Body(b)) if b == b"{}"));
     }
 
     #[tokio::test]
