@@ -6,7 +6,7 @@
 //! cargo xtask fuzz --minutes 30
 //! cargo build -p keel-server --bin keel-lsp && cargo run -p keel-e2e --bin keel-fuzz -- \
 //!     --minutes 30 [--seed N] [--jobs 2] [--corpus server/fuzz/corpus] [--server target/debug/keel-lsp]
-//! cargo xtask fuzz --distill    # keep a greedy cover of the corpus's behaviours, delete the rest
+//! cargo xtask fuzz --distill --max-cases 40   # keep a greedy cover of the corpus's behaviours, delete the rest
 //! cargo run -p keel-e2e --bin keel-fuzz -- --replay server/fuzz/corpus/crash-….json   # one case, verbose
 //! ```
 
@@ -32,6 +32,7 @@ fn main() {
     let mut server = std::env::current_exe().unwrap().with_file_name("keel-lsp");
     let mut replay: Vec<PathBuf> = Vec::new();
     let mut distill = false;
+    let mut max_cases = usize::MAX;
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
         match a.as_str() {
@@ -42,6 +43,7 @@ fn main() {
             "--server" => server = PathBuf::from(val()),
             "--replay" => replay.push(PathBuf::from(val())),
             "--distill" => distill = true,
+            "--max-cases" => max_cases = val().parse().unwrap_or_else(|_| usage("--max-cases takes a number")),
             _ => usage(&format!("unknown argument `{a}`")),
         }
     }
@@ -51,7 +53,7 @@ fn main() {
     std::fs::create_dir_all(&corpus).expect("corpus directory");
     let limits = Limits::default();
     if distill {
-        distill_corpus(&server, &corpus, limits, jobs);
+        distill_corpus(&server, &corpus, limits, jobs, max_cases);
         return;
     }
     if !replay.is_empty() {
@@ -164,8 +166,9 @@ fn report(began: &Instant, execs: &AtomicU64, kept: &AtomicU64, crashes: &Atomic
 }
 
 /// Keeps the cases named by hand (`regress-*`) and, of the generated ones, a smallest-first greedy
-/// cover of the behaviours they show; deletes the rest. Keeps the corpus's replay short.
-fn distill_corpus(server: &std::path::Path, corpus: &std::path::Path, limits: Limits, jobs: usize) {
+/// cover of the behaviours they show (at most `max_cases`, the ones that add most per second first);
+/// deletes the rest. Keeps the corpus's replay short.
+fn distill_corpus(server: &std::path::Path, corpus: &std::path::Path, limits: Limits, jobs: usize, max_cases: usize) {
     let results = keel_e2e::fuzz::replay_dir(server, corpus, limits, jobs);
     let total: Duration = results.iter().map(|(_, o)| o.elapsed).sum();
     let mut covered = BTreeSet::new();
@@ -183,14 +186,17 @@ fn distill_corpus(server: &std::path::Path, corpus: &std::path::Path, limits: Li
             keep.push(p);
         }
     }
-    loop {
+    let mut picked = 0;
+    while picked < max_cases {
+        picked += 1;
+        // New behaviours per second of replay.
         let best = pool
             .iter()
             .enumerate()
-            .map(|(i, (_, o))| (i, o.signature.iter().filter(|x| !covered.contains(*x)).count(), o.elapsed))
-            .filter(|(_, n, _)| *n > 0)
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
-        let Some((i, _, _)) = best else { break };
+            .map(|(i, (_, o))| (i, o.signature.iter().filter(|x| !covered.contains(*x)).count() as f64 / o.elapsed.as_secs_f64().max(0.05)))
+            .filter(|(_, rate)| *rate > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((i, _)) = best else { break };
         let (p, o) = pool.swap_remove(i);
         covered.extend(o.signature);
         keep.push(p);
@@ -206,6 +212,6 @@ fn fnv(b: &[u8]) -> u64 {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("keel-fuzz: {why}\nusage: keel-fuzz [--minutes N] [--seed N] [--jobs N] [--corpus DIR] [--server PATH] | --replay CASE.json... | --distill");
+    eprintln!("keel-fuzz: {why}\nusage: keel-fuzz [--minutes N] [--seed N] [--jobs N] [--corpus DIR] [--server PATH] | --replay CASE.json... | --distill [--max-cases N]");
     std::process::exit(2);
 }
