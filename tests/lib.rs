@@ -6,9 +6,13 @@
 //! - [`LspClient`]: spawns a language server binary and speaks framed JSON-RPC over its stdio,
 //!   answering the server's own requests (`workspace/applyEdit`, `workspace/codeLens/refresh`, ...)
 //!   like an editor would.
+//! - [`fuzz`]: the structure-aware fuzzer of keel-lsp's input surface and the replay of its corpus
+//!   (binary `keel-fuzz`).
 //! - [`bin`]: finds the workspace's built binaries (`target/debug/keel-lsp`, `keel-train`).
 //!
 //! Plain threads and std networking: usable from any test without an async runtime.
+
+pub mod fuzz;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -253,6 +257,13 @@ fn write_response(conn: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -
     conn.write_all(head.as_bytes())?;
     conn.write_all(body)?;
     conn.flush()
+}
+
+/// A body with its `Content-Length` header.
+pub fn frame_bytes(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// Writes one framed JSON-RPC message.

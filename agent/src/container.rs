@@ -89,6 +89,44 @@ impl<'a> ContainerWorkspace<'a> {
     }
 }
 
+impl ContainerWorkspace<'_> {
+    /// [`Workspace::check`] in the container. The engine's archive API follows links (podman's
+    /// even the last component), so the container resolves the path itself: the longest part of
+    /// `/work/rel` that exists, resolved with `readlink -f`, must stay in `/work`; when the rest is
+    /// missing, no entry of the last existing directory may differ from the next name only by case.
+    fn check_in_container(&self, rel: &str) -> Result<(), String> {
+        if rel.is_empty() {
+            return Ok(());
+        }
+        let quoted = rel.replace('\'', "'\\''");
+        let script = format!(
+            "p='{WORKDIR}/{quoted}'; while [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; do p=$(dirname \"$p\"); done; \
+             printf '%s\\n' \"$p\"; readlink -f \"$p\" || echo '?'; [ \"$p\" = '{WORKDIR}/{quoted}' ] || ls -A \"$p\" 2>/dev/null"
+        );
+        let r = self.rt.block_on(self.container.exec(&script)).map_err(|e| format!("cannot check `{rel}` in the container: {e}"))?;
+        let mut lines = r.stdout.lines();
+        let (Some(existing), Some(resolved)) = (lines.next(), lines.next()) else {
+            return Err(format!("cannot check `{rel}` in the container: {}", r.stderr.trim()));
+        };
+        let inside = resolved == WORKDIR || resolved.strip_prefix(WORKDIR).is_some_and(|r| r.starts_with('/'));
+        if !inside {
+            let through = existing.strip_prefix(WORKDIR).unwrap_or(existing).trim_start_matches('/');
+            return Err(format!("`{rel}` leaves the workspace through a link (`{through}` is `{resolved}`)"));
+        }
+        let full = format!("{WORKDIR}/{rel}");
+        if existing != full {
+            let done = existing.strip_prefix(WORKDIR).unwrap_or("").trim_start_matches('/');
+            let next = rel.strip_prefix(done).unwrap_or(rel).trim_start_matches('/').split('/').next().unwrap_or("");
+            let lower = next.to_lowercase();
+            if let Some(twin) = lines.find(|n| n.to_lowercase() == lower) {
+                let twin = if done.is_empty() { twin.to_string() } else { format!("{done}/{twin}") };
+                return Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name"));
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Entry {
     rel: String,
     dir: bool,
@@ -100,6 +138,14 @@ struct Entry {
 impl Workspace for ContainerWorkspace<'_> {
     fn root_hint(&self) -> Option<&str> {
         Some(WORKDIR)
+    }
+
+    /// The editor's checks, in the container: a path through a link that leaves `/work` (the
+    /// engine's archive API would follow it inside the container's file system), or a missing name
+    /// that differs only by case from an existing entry, is refused. One `exec` per path the model
+    /// gives.
+    fn check(&self, rel: &str) -> Result<(), String> {
+        self.check_in_container(rel)
     }
 
     fn read(&self, rel: &str) -> Result<FileRead, String> {
@@ -131,5 +177,45 @@ impl Workspace for ContainerWorkspace<'_> {
             Ok(r) => r.to_observation(),
             Err(e) => Observation { output: format!("sandbox error: {e}"), exit_code: None, ..Default::default() },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_sandbox::{Limits, SandboxConfig, WorkspaceSnapshot};
+
+    /// Needs the container engine (`cargo xtask setup`, `DOCKER_HOST`), like the sandbox's tests.
+    #[test]
+    fn links_out_of_work_and_case_twins_are_refused_in_the_container() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let sandbox = rt.block_on(keel_sandbox::Sandbox::connect(SandboxConfig::with_limits(Limits::default()))).unwrap_or_else(|e| panic!("this test needs a container engine: {e}"));
+        let snap = WorkspaceSnapshot::from_files([("sub/a.txt", "a\n"), ("Notes.md", "n\n")]);
+        let container = rt.block_on(sandbox.start(&snap)).unwrap();
+        let ws = ContainerWorkspace::new(&sandbox, container, rt.handle().clone());
+        let made = ws.run("ln -s /etc out && ln -s /etc/passwd pw && ln -s sub in && ln -s ../../etc up && ln -s out chain && ln -s in/a.txt ina && mkdir -p deep && ln -s ../sub deep/back && echo ok");
+        assert!(made.output.contains("ok"), "{}", made.output);
+        // Before the check, the archive API followed such a link to the container's own files.
+        assert!(matches!(ws.read("out/passwd"), Ok(FileRead::Text(t)) if t.contains("root")));
+        for (path, why) in [
+            ("out/passwd", "leaves the workspace through a link (`out/passwd` is `/etc/passwd`)"),
+            ("out", "leaves the workspace"),
+            ("pw", "leaves the workspace"),
+            ("up/passwd", "leaves the workspace"),
+            ("chain/passwd", "leaves the workspace"),
+            ("out/nope/x", "leaves the workspace through a link (`out` is `/etc`)"),
+            ("notes.md", "differs only by case from `Notes.md`"),
+            ("SUB/a.txt", "differs only by case from `sub`"),
+            ("sub/A.txt", "differs only by case from `sub/a.txt`"),
+        ] {
+            let e = ws.check(path).expect_err(path);
+            assert!(e.contains(why), "{path}: {e}");
+        }
+        // Links that stay inside, plain files, directories and new files are fine.
+        for path in ["in/a.txt", "ina", "deep/back/a.txt", "sub/a.txt", "sub", "Notes.md", "new.txt", "sub/new/b.txt", ""] {
+            assert_eq!(ws.check(path), Ok(()), "{path}");
+        }
+        let c = ws.into_container();
+        rt.block_on(c.remove()).unwrap();
     }
 }

@@ -45,6 +45,8 @@ fn main() {
             },
         }
     }
+    // The store and anything else keel-lsp creates is private (files 0600, directories 0700).
+    keel_trajectory::private::set_umask();
     let config = match &config_file {
         Some(f) => match keel_server::config::Config::from_file(f) {
             Ok(c) => c,

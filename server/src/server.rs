@@ -40,9 +40,50 @@ pub async fn serve_stdio(base: crate::config::Config) {
     let writer = tokio::spawn(transport::write_output(tokio::io::stdout(), rx));
     tokio::spawn(transport::forward_output(from_server, tx.clone()));
     tokio::spawn(transport::guard_input(tokio::io::stdin(), to_server, tx));
-    Server::new(server_in, server_out, socket).serve(service).await;
+    Server::new(server_in, server_out, socket).serve(CatchPanic(service)).await;
     // Let the last answers (the response to `shutdown`) reach the client.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+/// The service behind a guard: a handler that panics answers its request with an internal error
+/// (a notification is dropped) and the server goes on serving. Without it the panic unwinds through
+/// tower-lsp's message loop and the server answers nothing more, not even `shutdown`. The panic is
+/// still printed (and the fuzzer's oracle still sees it): it is a bug to fix, not a way to run.
+pub struct CatchPanic<S>(pub S);
+
+impl<S> tower_service::Service<tower_lsp::jsonrpc::Request> for CatchPanic<S>
+where
+    S: tower_service::Service<tower_lsp::jsonrpc::Request, Response = Option<tower_lsp::jsonrpc::Response>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Option<tower_lsp::jsonrpc::Response>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, std::result::Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tower_lsp::jsonrpc::Request) -> Self::Future {
+        use futures::FutureExt;
+        let id = req.id().cloned();
+        let method = req.method().to_string();
+        let caught = |id: Option<tower_lsp::jsonrpc::Id>, method: &str| {
+            tracing::error!("the handler of {method} panicked; the server goes on");
+            let e = Error { code: ErrorCode::InternalError, message: format!("internal error in keel-lsp while handling {method}").into(), data: None };
+            Ok(id.map(|id| tower_lsp::jsonrpc::Response::from_error(id, e)))
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.call(req))) {
+            Ok(fut) => Box::pin(async move {
+                match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(_) => caught(id, &method),
+                }
+            }),
+            Err(_) => Box::pin(std::future::ready(caught(id, &method))),
+        }
+    }
 }
 
 pub fn build() -> (LspService<Backend>, tower_lsp::ClientSocket) {
@@ -439,7 +480,9 @@ impl LanguageServer for Backend {
             };
             for c in &changes {
                 if let Some((a, b)) = c.range {
-                    touched_lines.push((a.line.min(b.line), a.line.max(b.line) + c.text.matches('\n').count() as u32));
+                    // A client's line numbers go up to u32::MAX: saturate, never overflow.
+                    let added = u32::try_from(c.text.matches('\n').count()).unwrap_or(u32::MAX);
+                    touched_lines.push((a.line.min(b.line), a.line.max(b.line).saturating_add(added)));
                 } else {
                     touched_lines.push((0, u32::MAX));
                 }
@@ -585,4 +628,50 @@ fn shift_range((s, e): (usize, usize), a: &crate::document::Applied) -> (usize, 
     };
     let (ns, ne) = (mv(s), mv(e));
     (ns.min(ne), ne.max(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_lsp::jsonrpc::{Id, Request, Response};
+    use tower_service::Service;
+
+    /// A service whose handler panics on `boom` (in the future, as tower-lsp's handlers run) and on
+    /// `boom/now` (in `call` itself).
+    struct Panicky;
+
+    impl Service<Request> for Panicky {
+        type Response = Option<Response>;
+        type Error = std::convert::Infallible;
+        type Future = futures::future::BoxFuture<'static, std::result::Result<Option<Response>, std::convert::Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: Request) -> Self::Future {
+            if req.method() == "boom/now" {
+                panic!("boom in call");
+            }
+            Box::pin(async move {
+                if req.method() == "boom" {
+                    panic!("boom in the handler");
+                }
+                Ok(req.id().cloned().map(|id| Response::from_ok(id, serde_json::json!("fine"))))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_an_internal_error_and_the_service_goes_on() {
+        let mut s = CatchPanic(Panicky);
+        for method in ["boom", "boom/now"] {
+            let r = s.call(Request::build(method).id(7).finish()).await.unwrap().unwrap();
+            assert_eq!((r.id(), r.error().map(|e| e.code)), (&Id::Number(7), Some(ErrorCode::InternalError)), "{method}");
+            // A notification that panics is dropped.
+            assert!(s.call(Request::build(method).finish()).await.unwrap().is_none());
+        }
+        let r = s.call(Request::build("fine").id(8).finish()).await.unwrap().unwrap();
+        assert_eq!(r.result(), Some(&serde_json::json!("fine")));
+    }
 }

@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 /// Frames larger than this are refused (and skipped).
 pub const MAX_FRAME: usize = 1 << 30;
 
+/// Header lines longer than this are skipped without being held (a line without `\n` would
+/// otherwise grow the buffer without bound).
+pub const MAX_HEADER_LINE: usize = 8 * 1024;
+
 pub enum Frame {
     Body(Vec<u8>),
     /// A header block without a usable `Content-Length`, or one over [`MAX_FRAME`].
@@ -26,9 +30,23 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<Fr
     let mut any = false;
     loop {
         let mut line = Vec::new();
-        let n = r.read_until(b'\n', &mut line).await.ok()?;
+        let n = (&mut *r).take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut line).await.ok()?;
         if n == 0 {
             return None;
+        }
+        if n == MAX_HEADER_LINE && line.last() != Some(&b'\n') {
+            // A header line no client writes: skip to its end without holding it.
+            loop {
+                line.clear();
+                let k = (&mut *r).take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut line).await.ok()?;
+                if k == 0 {
+                    return None;
+                }
+                if line.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            return Some(Frame::BadHeader(format!("a header line over {MAX_HEADER_LINE} bytes")));
         }
         let l = String::from_utf8_lossy(&line);
         let l = l.trim();
@@ -92,11 +110,19 @@ pub fn check(body: &[u8]) -> Result<Option<Vec<u8>>, Value> {
         return invalid("`jsonrpc` must be \"2.0\"");
     }
     if let Some(id) = o.get("id") {
-        if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+        // tower-lsp's ids are i64 or strings: a larger integer fails its decoder, which then drops
+        // what it had buffered and the server stops answering.
+        if !(id.is_null() || id.is_string() || id.is_i64()) {
             return Err(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Invalid request: bad `id`"}}));
         }
     }
     match o.get("method") {
+        // tower-lsp answers nothing to a `$/` request it has no handler for (it drops the
+        // MethodNotFound as if the message were a notification); the spec asks for that error, and a
+        // client waiting for the answer would wait forever.
+        Some(Value::String(m)) if m.starts_with("$/") && o.get("id").is_some_and(|i| !i.is_null()) => {
+            Err(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("Method not found: {m}")}}))
+        }
         Some(Value::String(_)) if o.get("params").is_some_and(Value::is_null) => {
             if let Some(o) = v.as_object_mut() {
                 o.remove("params");
@@ -175,7 +201,18 @@ mod tests {
         assert_eq!(check(b"[]").unwrap_err()["error"]["code"], -32600);
         assert_eq!(check(br#"{"jsonrpc":"1.0","id":3,"method":"x"}"#).unwrap_err()["id"], 3);
         assert_eq!(check(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err()["id"], Value::Null);
+        assert_eq!(check(br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"x"}"#).unwrap_err()["id"], Value::Null);
+        assert_eq!(check(br#"{"jsonrpc":"2.0","id":9223372036854775808,"result":null}"#).unwrap_err()["error"]["code"], -32600);
+        assert!(check(br#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"x"}"#).is_ok());
         assert_eq!(check(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err()["error"]["code"], -32600);
+    }
+
+    #[test]
+    fn a_dollar_request_is_answered_method_not_found_and_a_dollar_notification_passes() {
+        let e = check(br#"{"jsonrpc":"2.0","id":4,"method":"$/unknown","params":{}}"#).unwrap_err();
+        assert_eq!((e["id"].clone(), e["error"]["code"].clone()), (json!(4), json!(-32601)));
+        assert_eq!(check(br#"{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":1}}"#), Ok(None));
+        assert_eq!(check(br#"{"jsonrpc":"2.0","method":"$/setTrace","params":{"value":"off"}}"#), Ok(None));
     }
 
     #[test]
@@ -191,6 +228,21 @@ mod tests {
         let input = b"Content-Length: 1000000\r\n\r\n{}".to_vec();
         let mut r = BufReader::new(&input[..]);
         assert!(read_frame(&mut r).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_endless_header_line_is_skipped_without_being_held() {
+        // 64 MiB without a newline, then a frame.
+        let mut input = vec![b'C'; 64 << 20];
+        input.extend_from_slice(b"\r\n\r\nContent-Length: 2\r\n\r\n{}");
+        let mut r = BufReader::new(&input[..]);
+        match read_frame(&mut r).await {
+            Some(Frame::BadHeader(why)) => assert!(why.contains("header line over"), "{why}"),
+            _ => panic!("an overlong header line is a bad header"),
+        }
+        // (Before, the whole line was read into memory and then called a header without
+        // Content-Length.)
+        assert!(matches!(read_frame(&mut r).await, Some(Frame::Body(b)) if b == b"{}"));
     }
 
     #[tokio::test]

@@ -595,13 +595,15 @@ pub fn plot(summary: &Summary, out: &Path, title: &str) -> Result<()> {
         }))
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
+    // The plot backend creates the file with the process umask.
+    keel_trajectory::private::restrict(out).with_context(|| format!("narrowing {}", out.display()))?;
     Ok(())
 }
 
 /// Writes the report (0600: it holds trajectories' outcomes) and the plot beside it.
 pub fn write_report(v: &Value, out: &Path) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        keel_trajectory::private::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     crate::pairs::write_atomic(out, serde_json::to_string_pretty(v)?.as_bytes()).with_context(|| format!("writing {}", out.display()))
 }

@@ -171,7 +171,7 @@ pub fn train_tokenizer(vocab_target: usize) -> Result<Tokenizer> {
 /// Writes a random model of `opts.preset` into `out`.
 pub fn init_model(out: &Path, opts: &InitOptions) -> Result<()> {
     let p = preset(&opts.preset)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    keel_trajectory::private::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let tk = train_tokenizer(p.vocab_target)?;
     let vocab = tk.get_vocab_size(true) as i64;
     let id = |t: &str| tk.token_to_id(t).expect("special token added");
@@ -204,6 +204,7 @@ pub fn init_model(out: &Path, opts: &InitOptions) -> Result<()> {
         &json!({"bos_token_id": eot, "eos_token_id": [im_end, eot], "pad_token_id": eot, "do_sample": false}),
     )?;
     tk.save(out.join("tokenizer.json"), true).map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+    keel_trajectory::private::restrict(&out.join("tokenizer.json"))?;
     write_json(
         &out.join("tokenizer_config.json"),
         &json!({
@@ -259,5 +260,5 @@ pub fn random_weights(cfg: &Config, seed: u64) -> Vec<(String, Tensor)> {
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n").with_context(|| format!("writing {}", path.display()))
+    keel_trajectory::private::write(path, serde_json::to_string_pretty(v)? + "\n").with_context(|| format!("writing {}", path.display()))
 }

@@ -344,7 +344,7 @@ fn progress(stage: &str, r: &EpisodeResult) {
 /// Runs the loop; returns the report it wrote.
 pub fn run(cfg: &LoopConfig) -> Result<Value> {
     let started = Instant::now();
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+    keel_trajectory::private::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     let mut stages = Stages { times: vec![] };
     let mut all_train = Vec::new();
     for dir in &cfg.tasks {
@@ -376,7 +376,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
     for (i, (h, tasks)) in heldout.iter().enumerate() {
         let out = cfg.out.join(format!("eval-before-{}.json", suite_name(i, h)));
         if let Some(b) = cfg.baseline.get(i).filter(|b| b.exists() && !out.exists()) {
-            std::fs::copy(b, &out).with_context(|| format!("copying the baseline {}", b.display()))?;
+            keel_trajectory::private::copy(b, &out).with_context(|| format!("copying the baseline {}", b.display()))?;
         }
         before.push(stages.time(&format!("before ({})", h.display()), || eval_suite(cfg, tasks, cfg.init_adapter.as_deref(), &out, h, &envs))?);
     }
@@ -583,11 +583,11 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
 
 /// Copies an adapter's files (PEFT layout, metrics and plot) to `to`.
 pub fn copy_adapter(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
+    keel_trajectory::private::create_dir_all(to)?;
     for name in ["adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "plot.png"] {
         let src = from.join(name);
         if src.exists() {
-            std::fs::copy(&src, to.join(name)).with_context(|| format!("copying {}", src.display()))?;
+            keel_trajectory::private::copy(&src, &to.join(name)).with_context(|| format!("copying {}", src.display()))?;
         }
     }
     Ok(())

@@ -480,10 +480,16 @@ struct ServeArgs {
     /// A PEFT LoRA adapter folder to serve on top of the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// The address to listen on: loopback by default; any other needs an API key.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8741)]
     port: u16,
+    /// The environment variable that holds the API key clients must send as
+    /// `Authorization: Bearer <key>` (default: KEEL_API_KEY when it is set). Required with a
+    /// non-loopback --host.
+    #[arg(long)]
+    api_key_env: Option<String>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -685,6 +691,8 @@ struct ImportArgs {
 }
 
 fn main() -> Result<()> {
+    // Everything keel-train and its children write (adapters, pairs, logs, scores, plots) is private.
+    keel_trajectory::private::set_umask();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -874,6 +882,12 @@ fn export_train(a: ExportTrainArgs) -> Result<()> {
 
 fn serve(a: ServeArgs) -> Result<()> {
     use keel_trainer::serve::{self, engine, tch_engine::TchEngine};
+    let api_key = match &a.api_key_env {
+        Some(name) => Some(std::env::var(name).ok().filter(|k| !k.is_empty()).with_context(|| format!("--api-key-env {name}: the variable is not set or empty"))?),
+        None => std::env::var("KEEL_API_KEY").ok().filter(|k| !k.is_empty()),
+    };
+    // Before the model loads: a refused address fails at once.
+    serve::check_bind(&a.host, api_key.as_deref())?;
     let model = default_model(a.model)?;
     eprintln!("keel-train serve: model {}", model.display());
     let e = TchEngine::load(&model, a.adapter.as_deref(), &a.device, &a.name)?;
@@ -881,7 +895,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve::run(
         handle,
-        serve::ServeConfig { host: a.host, port: a.port, model_id: a.name, store: a.store, poll: std::time::Duration::from_secs(2), max_tokens: a.max_tokens },
+        serve::ServeConfig { host: a.host, port: a.port, model_id: a.name, store: a.store, poll: std::time::Duration::from_secs(2), max_tokens: a.max_tokens, api_key },
     ))
 }
 

@@ -37,7 +37,7 @@ impl MetricsLog {
             }
             _ => Vec::new(),
         };
-        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut file = keel_trajectory::private::create(path).with_context(|| format!("creating {}", path.display()))?;
         for l in kept {
             writeln!(file, "{l}")?;
         }
@@ -133,5 +133,7 @@ pub fn plot(metrics: &Path, out: &Path, title: &str) -> Result<()> {
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
+    // The plot backend creates the file with the process umask.
+    keel_trajectory::private::restrict(out).with_context(|| format!("narrowing {}", out.display()))?;
     Ok(())
 }

@@ -133,7 +133,7 @@ pub fn export(store: &Store, since: Option<Millis>, out: &Path) -> Result<Stats>
 /// The file is 0600, as the store: pairs and trees hold the same (redacted) trajectories.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    keel_trajectory::private::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     {
         let _ = std::fs::remove_file(&tmp);

@@ -276,9 +276,9 @@ impl Lock {
     /// `None` when another scheduler holds it.
     pub fn try_acquire(path: &Path) -> Result<Option<Lock>> {
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
+            keel_trajectory::private::create_dir_all(d)?;
         }
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        let f = keel_trajectory::private::open_write(path).with_context(|| format!("opening {}", path.display()))?;
         // A child that another thread of this process is starting holds a copy of the previous
         // pass's descriptor (and so its lock) until it execs: a few short retries outlast that.
         // Another scheduler holds it for its whole pass.
@@ -392,7 +392,7 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
         }
     };
     let dir = work.join(&run.id);
-    std::fs::create_dir_all(&dir)?;
+    keel_trajectory::private::create_dir_all(&dir)?;
     while run.status == "running" {
         let stage = run.stage.clone();
         if std::env::var("KEEL_FAULT_KILL_AT_STAGE").ok().as_deref() == Some(stage.as_str()) {
@@ -433,9 +433,9 @@ fn keel_train(exe: &Path, args: &[String], log: &Path) -> Result<()> {
 fn keel_train_to(exe: &Path, args: &[String], log: &Path, stdout: Option<&Path>) -> Result<()> {
     let mut cmd = Command::new(exe);
     cmd.args(args);
-    let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let logf = keel_trajectory::private::append(log)?;
     match stdout {
-        Some(p) => cmd.stdout(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        Some(p) => cmd.stdout(keel_trajectory::private::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => cmd.stdout(logf.try_clone()?),
     };
     cmd.stderr(logf);

@@ -16,6 +16,7 @@
 //! or the trainer.
 
 pub mod action;
+pub mod private;
 mod dump;
 pub mod redact;
 pub mod state;

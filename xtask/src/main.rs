@@ -23,6 +23,8 @@ commands:
   test         setup, then run every test suite
   demo         setup, then run the demo on the embedded defaults
   bench        setup, then run the benchmarks
+  fuzz         fuzz keel-lsp's input surface: `fuzz --minutes N [--jobs N] [--seed N]`; new and
+               failing cases go to server/fuzz/corpus/ (replayed by the LSP test fuzz_corpus_replays)
 ";
 
 fn main() -> Result<()> {
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench(rest),
+        "fuzz" => fuzz(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -63,6 +66,15 @@ fn test(rest: &[String]) -> Result<()> {
 fn demo(rest: &[String]) -> Result<()> {
     setup::all()?;
     demo::run(rest)
+}
+
+fn fuzz(rest: &[String]) -> Result<()> {
+    // Debug builds: the oracle is about panics (debug assertions and overflow checks on) and hangs.
+    env::cargo(&["build", "--locked", "-p", "keel-server", "--bin", "keel-lsp", "-p", "keel-e2e", "--bin", "keel-fuzz"])?;
+    let corpus = env::root().join("server/fuzz/corpus");
+    let mut c = env::command(env::root().join("target/debug/keel-fuzz"));
+    c.arg("--corpus").arg(&corpus).args(rest);
+    env::run(&mut c)
 }
 
 fn bench(rest: &[String]) -> Result<()> {

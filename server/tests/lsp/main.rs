@@ -4,6 +4,7 @@
 mod acp;
 mod documents;
 mod episode;
+mod fuzz;
 mod real_model;
 mod reliability;
 mod robustness;

@@ -147,7 +147,7 @@ pub fn convert(gguf: &Path, out: &Path, dtype: OutDtype) -> Result<Report, Conve
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(|source| ConvertError::Io { path: parent.clone(), source })?;
+    keel_trajectory::private::create_dir_all(&parent).map_err(|source| ConvertError::Io { path: parent.clone(), source })?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let tmp = TempDir::new(&parent, &name)?;
 

@@ -279,11 +279,11 @@ impl Lora {
 
     /// Writes `adapter_config.json` and `adapter_model.safetensors` into `dir` (created if needed).
     pub fn save(&self, dir: &Path, base_model_name_or_path: &str) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        keel_trajectory::private::create_dir_all(dir).map_err(io_err(dir))?;
         weights::save(&dir.join(ADAPTER_WEIGHTS), &self.peft_tensors())?;
         let cfg = serde_json::to_string_pretty(&self.config.to_peft_json(base_model_name_or_path)).expect("json");
         let path = dir.join(ADAPTER_CONFIG);
-        std::fs::write(&path, cfg + "\n").map_err(io_err(&path))?;
+        keel_trajectory::private::write(&path, cfg + "\n").map_err(io_err(&path))?;
         Ok(())
     }
 

@@ -157,6 +157,8 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let named: Vec<(&str, Tensor)> =
         tensors.iter().map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu).contiguous())).collect();
     Tensor::write_safetensors(&named, &tmp)?;
+    // libtorch creates the file with the process umask: narrow it before it takes its name.
+    keel_trajectory::private::restrict(&tmp).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! - `POST /v1/completions` — a raw prompt.
 //! - `GET /v1/models`, `GET /health`.
 //!
+//! Access: the server binds to loopback by default. A non-loopback `--host` is refused unless an API
+//! key is configured (`--api-key-env NAME`, else `KEEL_API_KEY`); with a key every request needs
+//! `Authorization: Bearer <key>` (compared in constant time; 401 otherwise). The key is never logged.
+//!
 //! Requests go to one engine thread that batches them ([`engine`]). With `--store`, the server
 //! follows the store's live model version and swaps adapters between batches: no request is
 //! dropped, and none is served by a half-loaded adapter.
@@ -39,6 +43,44 @@ pub struct ServeConfig {
     pub store: Option<PathBuf>,
     pub poll: Duration,
     pub max_tokens: usize,
+    /// Requests must carry `Authorization: Bearer <key>`. Required for a non-loopback host.
+    pub api_key: Option<String>,
+}
+
+/// Whether `host` may be served on with the given key: loopback always; any other address only
+/// with a key (the API runs the model for whoever reaches it, and answers with what it learned from
+/// the store).
+pub fn check_bind(host: &str, api_key: Option<&str>) -> Result<()> {
+    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().with_context(|| format!("--host must be an IP address, not `{host}`"))?;
+    if ip.is_loopback() || api_key.is_some_and(|k| !k.is_empty()) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve on {host}, which is not a loopback address, without an API key: set one in an environment variable and pass --api-key-env NAME (or set KEEL_API_KEY); clients then send `Authorization: Bearer <key>`"
+    )
+}
+
+/// `router` behind a bearer-key check: a request without `Authorization: Bearer <key>` gets 401.
+pub fn require_api_key(router: Router, key: String) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(Arc::new(key), check_key))
+}
+
+async fn check_key(State(key): State<Arc<String>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let given = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+        return next.run(req).await;
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "invalid_request_error", "missing or wrong API key: send `Authorization: Bearer <key>`");
+    r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// Equal bytes, in a time that depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
 }
 
 #[derive(Clone)]
@@ -68,10 +110,18 @@ pub async fn run(engine: EngineHandle, cfg: ServeConfig) -> Result<()> {
     if let Some(store) = cfg.store.clone() {
         tokio::spawn(follow_store(engine.clone(), store, cfg.poll));
     }
-    let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port).parse().with_context(|| format!("bad address {}:{}", cfg.host, cfg.port))?;
+    check_bind(&cfg.host, cfg.api_key.as_deref())?;
+    let host = cfg.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().with_context(|| format!("bad address {}", cfg.host))?;
+    let addr = SocketAddr::new(ip, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    eprintln!("keel-train serve: {} on http://{}/v1 (version {})", cfg.model_id, listener.local_addr()?, engine.version());
-    axum::serve(listener, router(engine, &cfg.model_id, cfg.max_tokens))
+    let auth = if cfg.api_key.is_some() { ", API key required" } else { "" };
+    eprintln!("keel-train serve: {} on http://{}/v1 (version {}{auth})", cfg.model_id, listener.local_addr()?, engine.version());
+    let mut app = router(engine, &cfg.model_id, cfg.max_tokens);
+    if let Some(key) = cfg.api_key {
+        app = require_api_key(app, key);
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -77,11 +77,12 @@ impl Checkpoint {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
         }
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        keel_trajectory::private::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         model.save_adapter(&tmp).with_context(|| format!("writing the adapter to {}", tmp.display()))?;
         opt.save(&tmp.join(OPTIMIZER))?;
+        keel_trajectory::private::restrict(&tmp.join(OPTIMIZER))?;
         let p = tmp.join(STATE);
-        std::fs::write(&p, serde_json::to_string_pretty(state)? + "\n").with_context(|| format!("writing {}", p.display()))?;
+        keel_trajectory::private::write(&p, serde_json::to_string_pretty(state)? + "\n").with_context(|| format!("writing {}", p.display()))?;
         if dst.exists() {
             if old.exists() {
                 std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;

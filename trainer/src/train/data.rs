@@ -260,7 +260,7 @@ pub fn load_sft(path: &Path, model: &Model, max_length: usize) -> Result<(Vec<En
 /// in which they are handed to TRL for side-by-side comparisons.
 pub fn write_pair_ids(pairs: &[EncodedPair], path: &Path) -> Result<()> {
     use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    let mut f = std::io::BufWriter::new(keel_trajectory::private::create(path).with_context(|| format!("creating {}", path.display()))?);
     for p in pairs {
         if p.chosen.prompt != p.rejected.prompt {
             bail!("line {}: chosen and rejected have different prompt tokens", p.line);

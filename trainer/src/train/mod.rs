@@ -252,7 +252,7 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
         total_steps: total,
         cosine: false,
     };
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    keel_trajectory::private::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
 
     let lora = model.lora.as_ref().context("no adapter to train")?;
     let mut named: Vec<(String, Tensor)> = lora.vs.variables().into_iter().collect();

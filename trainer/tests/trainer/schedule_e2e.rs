@@ -143,6 +143,32 @@ fn a_killed_run_resumes_at_each_stage_and_one_pass_runs_at_a_time() {
     let busy = outs.iter().filter(|o| o.contains("another scheduler is running")).count();
     assert_eq!(busy, 1, "exactly one of the two found the other running: {outs:#?}");
     assert_eq!(Store::open(dir.path().join("k.db")).unwrap().runs().unwrap().len(), 2, "one new pass, not two");
+
+    // Everything the passes wrote — run directories, pairs, trees, adapters (weights, config,
+    // metrics, plot), scores, logs, the lock — and the store with its WAL and SHM files, and the
+    // model init-model wrote, is the user's alone.
+    let mut wide = keel_trajectory::private::readable_by_others(&dir.path().join("runs")).unwrap();
+    wide.extend(keel_trajectory::private::readable_by_others(tiny()).unwrap());
+    for f in ["k.db", "k.db-wal", "k.db-shm"] {
+        wide.extend(keel_trajectory::private::readable_by_others(&dir.path().join(f)).unwrap_or_default());
+    }
+    let written: Vec<String> = walk(&dir.path().join("runs")).into_iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
+    for want in ["log.txt", "scores_candidate.jsonl", "adapter_model.safetensors", "metrics.jsonl", "plot.png"] {
+        assert!(written.iter().any(|p| p.ends_with(want)), "the check saw no {want}: {written:#?}");
+    }
+    assert!(wide.is_empty(), "readable by group or others: {wide:#?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }
 
 #[test]

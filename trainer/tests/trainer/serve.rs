@@ -78,13 +78,20 @@ struct Server {
 }
 
 fn start() -> Server {
+    start_with_key(None)
+}
+
+fn start_with_key(key: Option<&str>) -> Server {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let e = Scripted { adapter: "base".into(), seen: seen.clone(), batches: Arc::new(AtomicUsize::new(0)) };
     let handle = engine::spawn(Box::new(e), 8, Duration::from_millis(5));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = keel_trainer::serve::router(handle.clone(), "keel", 64);
+    let mut router = keel_trainer::serve::router(handle.clone(), "keel", 64);
+    if let Some(k) = key {
+        router = keel_trainer::serve::require_api_key(router, k.to_string());
+    }
     rt.spawn(async move { axum::serve(listener, router).await.unwrap() });
     Server { url, handle, seen, _rt: rt }
 }
@@ -196,4 +203,53 @@ fn adapter_swaps_under_load_drop_nothing_and_never_mix() {
     let v = versions.lock().unwrap();
     assert!(v.iter().any(|x| x == "tiny@base") || v.iter().any(|x| x == "tiny@a0"));
     assert!(v.iter().all(|x| x == "tiny@base" || x.starts_with("tiny@a")));
+}
+
+#[test]
+fn a_non_loopback_host_needs_an_api_key_and_requests_then_need_it() {
+    use keel_trainer::serve::{check_bind, constant_time_eq};
+    for host in ["127.0.0.1", "127.3.4.5", "::1", "[::1]"] {
+        assert!(check_bind(host, None).is_ok(), "{host}");
+    }
+    for host in ["0.0.0.0", "::", "[::]", "192.168.1.5", "10.0.0.1"] {
+        let e = check_bind(host, None).unwrap_err().to_string();
+        assert!(e.contains("API key") && e.contains("--api-key-env"), "{host}: {e}");
+        assert!(check_bind(host, Some("")).is_err(), "{host}: an empty key is no key");
+        assert!(check_bind(host, Some("s3cret")).is_ok(), "{host}");
+    }
+    assert!(check_bind("example.com", Some("k")).is_err(), "a host name is not an address");
+    assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"abcd"));
+
+    // With a key, every route needs it.
+    let s = start_with_key(Some("s3cret-key"));
+    let c = reqwest::blocking::Client::new();
+    let body = json!({"model": "keel", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8});
+    for auth in [None, Some("Bearer wrong"), Some("Bearer s3cret-ke"), Some("s3cret-key"), Some("Basic s3cret-key")] {
+        let mut r = c.post(format!("{}/v1/chat/completions", s.url)).json(&body);
+        if let Some(a) = auth {
+            r = r.header("Authorization", a);
+        }
+        let r = r.send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let text = r.text().unwrap();
+        assert!(text.contains("API key") && !text.contains("s3cret"), "{text}");
+        assert_eq!(c.get(format!("{}/v1/models", s.url)).send().unwrap().status().as_u16(), 401);
+    }
+    let r = c.post(format!("{}/v1/chat/completions", s.url)).bearer_auth("s3cret-key").json(&body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    assert_eq!(c.get(format!("{}/v1/models", s.url)).bearer_auth("s3cret-key").send().unwrap().status().as_u16(), 200);
+
+    // The binary: a non-loopback host without a key is refused before the model loads; a key
+    // named by --api-key-env must be set; the key is never printed.
+    let refuse = keel_e2e::command("keel-train").args(["serve", "--model", "/nonexistent-model", "--host", "0.0.0.0", "--port", "1"]).env_remove("KEEL_API_KEY").output().unwrap();
+    let err = String::from_utf8_lossy(&refuse.stderr);
+    assert!(!refuse.status.success() && err.contains("API key") && !err.contains("nonexistent-model"), "{err}");
+    let unset = keel_e2e::command("keel-train").args(["serve", "--model", "/nonexistent-model", "--host", "0.0.0.0", "--api-key-env", "KEEL_TEST_NO_SUCH_VAR"]).output().unwrap();
+    let err = String::from_utf8_lossy(&unset.stderr);
+    assert!(!unset.status.success() && err.contains("KEEL_TEST_NO_SUCH_VAR"), "{err}");
+    let keyed = keel_e2e::command("keel-train").args(["serve", "--model", "/nonexistent-model", "--host", "0.0.0.0", "--api-key-env", "KEEL_TEST_KEY"]).env("KEEL_TEST_KEY", "hunter2-secret").output().unwrap();
+    let err = String::from_utf8_lossy(&keyed.stderr);
+    assert!(!keyed.status.success() && err.contains("nonexistent-model") && !err.contains("hunter2"), "past the check, the model load fails: {err}");
+    drop(s);
 }
