@@ -30,6 +30,8 @@
 //! `cargo bench -p keel-trainer --bench dpo -- --gpu`: Keel alone on CUDA (bf16), a model of
 //! Qwen2.5-0.5B's shape with random weights; prints tokens/s and the model FLOPs utilization.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -248,23 +250,9 @@ fn gpu() {
     );
 }
 
-/// Token ids of this crate's Rust sources in path order: real text, the same on every run.
+/// Token ids of [`common::source_text`].
 fn source_ids(model: &Model) -> Vec<u32> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = vec![];
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
-    let text: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect::<Vec<_>>().join("\n");
-    model.tokenizer.encode(&text).unwrap()
+    model.tokenizer.encode(&common::source_text()).unwrap()
 }
 
 /// The real model on agent-shaped pairs: Keel's `dpo::run` and TRL's DPOTrainer, after checking

@@ -16,6 +16,8 @@
 //! The Python side is `benches/model_reference.py`, run with `$KEEL_PYTHON` (else the repository's
 //! `.venv/bin/python`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,24 +163,9 @@ fn main() {
     }
 }
 
-/// Token ids of this crate's Rust sources, concatenated in path order: real text, the same on
-/// every run.
+/// Token ids of [`common::source_text`].
 fn source_ids(model: &Model) -> Vec<u32> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = vec![];
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
-    let text: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect::<Vec<_>>().join("\n");
-    model.tokenizer.encode(&text).unwrap()
+    model.tokenizer.encode(&common::source_text()).unwrap()
 }
 
 fn compare(dir: &Path, device_name: &str, s: &Shape) {

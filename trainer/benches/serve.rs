@@ -17,6 +17,8 @@
 //! install it: `python3 -m venv /tmp/llama && /tmp/llama/bin/pip install 'llama-cpp-python[server]'`.
 //! Without it the bench measures Keel alone and says so.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -233,23 +235,9 @@ fn best(rounds: &[Measures]) -> Measures {
     }
 }
 
-/// Token ids of this crate's Rust sources in path order: real text, the same on every run.
+/// Token ids of [`common::source_text`].
 fn source_ids(tok: &Tokenizer) -> Vec<u32> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = vec![];
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
-    let text: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect::<Vec<_>>().join("\n");
-    tok.encode(&text).unwrap()
+    tok.encode(&common::source_text()).unwrap()
 }
 
 fn find_gguf() -> Option<PathBuf> {

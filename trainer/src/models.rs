@@ -95,10 +95,6 @@ pub fn add(store: &Store, adapter: &std::path::Path, base: &str, name: &str, des
     let hash = adapter_hash(adapter)?;
     let to = dest.join(&hash);
     crate::learn::copy_adapter(adapter, &to)?;
-    std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    for e in std::fs::read_dir(&to)? {
-        std::fs::set_permissions(e?.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    }
     let live = store.live_model_version()?;
     let v = ModelVersion {
         id: format!("{name}@{hash}"),

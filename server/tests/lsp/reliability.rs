@@ -8,17 +8,9 @@ use keel_e2e::{LspClient, Reply};
 use keel_trajectory::{Decision, EpisodeFilter, RejectCause};
 use serde_json::json;
 
+use crate::robustness::alive;
 use crate::{CALC, Fixture, WAIT};
 
-/// The server still answers a real request, promptly.
-fn alive(c: &mut LspClient, f: &Fixture) {
-    let r = c.request_full(
-        "textDocument/codeAction",
-        json!({"textDocument": {"uri": f.uri("calc.py")}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}, "context": {"diagnostics": []}}),
-        Duration::from_secs(10),
-    );
-    assert!(r["result"].as_array().is_some_and(|a| !a.is_empty()), "server stopped serving: {r}");
-}
 
 fn start_request(c: &mut LspClient, uri: &str) -> i64 {
     c.send_request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": uri, "kind": "implement"}]}))

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{CALC, Fixture, WAIT};
 
-/// The server still answers a real request.
-fn alive(c: &mut LspClient, f: &Fixture) {
+/// The server still answers a real request, promptly.
+pub(crate) fn alive(c: &mut LspClient, f: &Fixture) {
     let r = c.request_full(
         "textDocument/codeAction",
         json!({"textDocument": {"uri": f.uri("calc.py")}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}, "context": {"diagnostics": []}}),

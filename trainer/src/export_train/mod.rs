@@ -50,8 +50,7 @@ fn private_file(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn export(o: &ExportOptions) -> Result<Exported> {
     let t = &o.train;
     anyhow::ensure!(!o.pairs.is_empty() || o.sft.is_some(), "nothing to export: give --pairs FILE (or a store with pairs) or --sft FILE");
-    std::fs::create_dir_all(&t.out).with_context(|| format!("creating {}", t.out.display()))?;
-    std::fs::set_permissions(&t.out, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    keel_trajectory::private::create_dir_all(&t.out).with_context(|| format!("creating {}", t.out.display()))?;
     let model = crate::model::Model::load(&t.model, &crate::model::LoadOptions { device: tch::Device::Cpu, kind: None })
         .with_context(|| format!("loading {} (its tokenizer and chat template tokenize the data)", t.model.display()))?;
 
@@ -70,7 +69,6 @@ pub fn export(o: &ExportOptions) -> Result<Exported> {
         let (pairs, report) = data::load_pairs(&all, &model, t.max_length)?;
         eprintln!("export-train: pairs: {report}");
         data::write_pair_ids(&pairs, &t.out.join("pairs_ids.jsonl"))?;
-        set_private(&t.out.join("pairs_ids.jsonl"))?;
         done.pairs = pairs.len();
         done.pairs_skipped = report.skipped_count();
     }
@@ -117,10 +115,6 @@ pub fn export(o: &ExportOptions) -> Result<Exported> {
     private_file(&t.out.join("accelerate-cpu.yaml"), ACCELERATE_CPU.as_bytes())?;
     private_file(&t.out.join("README.md"), readme(&done).as_bytes())?;
     Ok(done)
-}
-
-fn set_private(p: &Path) -> Result<()> {
-    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).with_context(|| format!("chmod {}", p.display()))
 }
 
 /// Every GPU of one machine, bf16 (multi-node: set num_machines, machine_rank, main_process_ip).
