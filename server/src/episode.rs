@@ -477,8 +477,9 @@ impl Ep {
         let mut cancel = self.cancel.clone();
         let mut doc = self.call_cancel.clone();
         doc.mark_unchanged();
+        let episode = self.id.to_string();
         tokio::select! {
-            r = m.complete(prompt, temperature, true, tools) => match r {
+            r = m.complete(prompt, temperature, true, tools, Some(&episode)) => match r {
                 Ok(c) => Call::Done(c),
                 Err(e) => Call::Failed(e),
             },

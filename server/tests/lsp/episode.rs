@@ -123,6 +123,9 @@ fn list_start_retry_accept_and_the_pair() {
     assert_eq!(serde_json::to_value(&steps[2].step.prompt.messages).unwrap(), reqs[2]["messages"]);
     assert_eq!(reqs[1]["messages"], reqs[2]["messages"], "another samples at the same state");
     assert!(reqs[0]["tools"].as_array().unwrap().len() == 5);
+    // Every request names its episode (the OpenAI `user` field): keel-train serve keeps an episode
+    // on one version while an A/B runs.
+    assert!(reqs.iter().all(|r| r["user"] == json!(episode)), "{:?}", reqs.iter().map(|r| &r["user"]).collect::<Vec<_>>());
 
     // keel-train pairs exports the human pair.
     let out = f.dir.path().join("pairs.jsonl");
