@@ -205,3 +205,45 @@ fn an_accepted_run_sees_the_unsaved_edit_in_neovim() {
     assert_eq!(f["errors"], json!([]), "{f:#}");
     check_unsaved_run(&ws);
 }
+
+/// The inline preview and the hunk review: two hunks drawn in place, `]k`/`[k`, "another"
+/// replaces the preview, hunk 1 kept and hunk 2 dropped → only hunk 1 in the file, recorded as
+/// `edited` with that text over the model's whole proposal.
+#[test]
+fn inline_preview_and_hunk_review() {
+    let ws = Workspace::new();
+    let (old, new) = crate::TWO_HUNKS;
+    ws.model.push(edit(old, &new.replace("b * a", "a * b * 1")), false);
+    ws.model.push(edit(old, new), false);
+    ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+    let lsp = lsp();
+    let v = scenario("review", &ws, &[("KEEL_E2E_LSP", &lsp)]);
+    let f = facts(&v);
+
+    // The proposal is drawn, not applied: removed lines 2 and 6 highlighted, added lines under them.
+    assert_eq!(f["buffer_untouched"].as_str().unwrap(), CALC);
+    assert_eq!(f["preview_first"]["removed_rows"], json!([1, 5]));
+    assert_eq!(f["preview_first"]["added"], json!([{"row": 1, "text": "+     return a + b"}, {"row": 5, "text": "+     return a * b * 1"}]));
+    let labels: Vec<&str> = f["preview_first"]["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["  Keel hunk 1/2: undecided", "  Keel hunk 2/2: undecided"]);
+    assert_eq!(f["jumps"], json!([2, 6, 2]));
+    // "Another" replaced it.
+    assert_ne!(f["first_step"], f["second_step"]);
+    assert_eq!(f["preview_second"]["added"][1]["text"], "+     return b * a");
+    // Keeping hunk 1 moves to hunk 2 and marks the choice.
+    assert_eq!(f["after_keep"]["cursor"], 6);
+    assert_eq!(f["after_keep"]["labels"][0]["text"], "  Keel hunk 1/2: kept");
+    // Only hunk 1 landed (and was saved).
+    let want = CALC.replace("a - b", "a + b");
+    assert_eq!(f["buffer_final"].as_str().unwrap(), want);
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), want);
+    assert_eq!(f["errors"], json!([]));
+
+    let s = Store::open(&ws.store).unwrap();
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    assert_eq!(tree.steps[0].step.id.to_string(), f["first_step"].as_str().unwrap());
+    assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: RejectCause::Retry, reason: None }));
+    assert_eq!(tree.steps[1].step.id.to_string(), f["second_step"].as_str().unwrap());
+    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::TWO_HUNKS_FIRST_KEPT.into() }));
+}
