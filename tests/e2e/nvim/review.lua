@@ -47,7 +47,7 @@ return function(t)
   t.record("preview_first", preview())
   t.record("buffer_untouched", table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), "\n") .. "\n")
 
-  -- ]k and [k: from the top to hunk 1 (line 2), hunk 2 (line 6), back to hunk 1.
+  -- ]k and [k: from the top to hunk 1 (line 2), hunk 2 (line 5), back to hunk 1.
   vim.api.nvim_win_set_cursor(0, { 1, 0 })
   local rows = {}
   for _, key in ipairs({ "]k", "]k", "[k" }) do
@@ -70,6 +70,15 @@ return function(t)
   vim.api.nvim_win_set_cursor(0, { 2, 0 })
   vim.cmd("normal \\ka")
   t.record("after_keep", { cursor = vim.api.nvim_win_get_cursor(0)[1], choices = review.choices(buf), labels = preview().labels })
+  -- The docs' picture: the window as Neovim draws it (text, highlights, virtual lines and text),
+  -- through the built-in :TOhtml; the test turns it into a PNG with Chromium.
+  if vim.env.KEEL_E2E_SHOT_HTML then
+    vim.o.termguicolors = true
+    vim.o.background = "dark"
+    vim.cmd.colorscheme("default")
+    local html = require("tohtml").tohtml(0, { title = "calc.py — Keel hunk review", number_lines = true })
+    vim.fn.writefile(html, vim.env.KEEL_E2E_SHOT_HTML)
+  end
   vim.cmd("normal \\kr")
   t.wait("the kept hunk in the buffer", function()
     return table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), "\n"):find("return a + b", 1, true)

@@ -201,7 +201,7 @@ try {
     // lens drops hunk 2; only hunk 1 lands.
     const keep = page.locator(".codelens-decoration a", { hasText: "Keel: Keep hunk" });
     await keep.nth(1).waitFor();
-    facts.preview_first = await waitPreview("the first preview", (p) => p.after.some((a) => a.includes("a * b * 1")));
+    facts.preview_first = await waitPreview("the first preview", (p) => p.after.some((a) => a.includes("a: int")));
     facts.review_lenses = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
     log(`preview: ${JSON.stringify(facts.preview_first)}; lenses ${JSON.stringify(facts.review_lenses)}`);
     await editor.locator(".view-lines").click();
@@ -214,7 +214,7 @@ try {
     }
     log(`jumps: ${JSON.stringify(facts.jumps)}`);
     await page.locator(".codelens-decoration a", { hasText: "Keel: Another" }).first().click();
-    facts.preview_second = await waitPreview("the second preview", (p) => p.after.some((a) => a.includes("b * a")) && !p.after.some((a) => a.includes("a * b * 1")));
+    facts.preview_second = await waitPreview("the second preview", (p) => p.after.some((a) => a.includes("a: float")) && !p.after.some((a) => a.includes("a: int")));
     log(`preview after another: ${JSON.stringify(facts.preview_second)}`);
     await page.mouse.move(10, 700);
     await page.waitForTimeout(500);
