@@ -22,6 +22,9 @@ pub fn accepted(state: &Shared, p: &mut Pending, observation: Observation) {
 /// edit's `old_text` is `final_text` — recorded as `edited`, the user's text over the model's.
 pub fn accepted_in_part(state: &Shared, p: &mut Pending, rel: &str, final_text: String, kept: usize, of: usize) {
     let output = format!("The user applied {kept} of the {of} hunks of the edit to {rel} and rejected the others; the text that replaced old_text is:\n{final_text}");
+    // In a CRLF file the text has the file's line ends; the record pairs it with the model's text.
+    let model_crlf = matches!(p.step.parsed.action(), Some(keel_trajectory::Action::Edit { new_text, .. }) if new_text.contains('\r'));
+    let final_text = if model_crlf { final_text } else { final_text.replace("\r\n", "\n") };
     state.decide(p.step.id, Decision::Edited { final_text });
     send(p, UserDecision::Accepted(Observation { output, exit_code: Some(0), ..Default::default() }));
 }

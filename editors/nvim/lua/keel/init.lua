@@ -551,6 +551,15 @@ local function create_autocmds()
       require("keel.review").define_highlights()
     end,
   })
+  -- Text changed in normal mode (`dd`, `p`, an undo) moves the hunks' lines: ask again.
+  vim.api.nvim_create_autocmd("TextChanged", {
+    group = group,
+    callback = function(ev)
+      if require("keel.review").reviews[ev.buf] then
+        refresh_review(ev.buf)
+      end
+    end,
+  })
   vim.api.nvim_create_autocmd({ "BufEnter", "InsertLeave" }, {
     group = group,
     callback = function(ev)
