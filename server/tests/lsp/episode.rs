@@ -309,4 +309,18 @@ fn accept_some_hunks_and_refuse_bad_indices() {
     assert_eq!(d[0], Some(&Decision::Rejected { cause: RejectCause::User, reason: None }));
     assert_eq!(d[1], Some(&Decision::Edited { final_text: "a + b\n\n\ndef mul(a, b):\n    return a * b".into() }));
     assert!(matches!(tree.steps[1].step.parsed.action(), Some(Action::Edit { new_text, .. }) if new_text == new), "the model's whole proposal stays the step's action");
+
+    // keel-train pairs: the kept text over the model's whole proposal. (The rejected first proposal
+    // is no sibling: a rejection moves the state on, unlike "another".)
+    let out = f.dir.path().join("pairs.jsonl");
+    let st = keel_e2e::command("keel-train").args(["pairs", "--store"]).arg(&f.store).arg("--out").arg(&out).status().unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let pairs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let args = |v: &Value| v[0]["tool_calls"][0]["function"]["arguments"]["new_text"].clone();
+    assert_eq!(pairs.len(), 1, "{text}");
+    let edit_pair = &pairs[0];
+    assert_eq!(edit_pair["meta"]["source"], "edit");
+    assert_eq!(args(&edit_pair["chosen"]), "a + b\n\n\ndef mul(a, b):\n    return a * b");
+    assert_eq!(args(&edit_pair["rejected"]), new);
 }
