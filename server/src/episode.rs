@@ -514,7 +514,13 @@ impl Ep {
             Pending {
                 step: step.clone(),
                 episode: self.id,
-                kind: PendingKind::Edit { path: abs, rel: path.to_string(), old_text: text[edit.start..edit.end].to_string(), new_text: edit.new_text.clone() },
+                kind: PendingKind::Edit {
+                    path: abs,
+                    rel: path.to_string(),
+                    old_text: text[edit.start..edit.end].to_string(),
+                    new_text: edit.new_text.clone(),
+                    review: crate::hunks::Review::new(text, edit.start, edit.end, &edit.new_text),
+                },
                 uri,
                 range_chars: (a, b),
                 title,
