@@ -1,7 +1,7 @@
 //! Remote engines, for real: the local podman socket behind a TLS-terminating proxy (`socat`, with
 //! certificates made by the `openssl` CLI) and behind `sshd` (a throwaway server on a loopback
-//! port whose forced command is `docker system dial-stdio`, done by `socat`). `cargo xtask setup`
-//! installs socat and openssh-server.
+//! port whose forced command answers `docker system dial-stdio` with `podman system dial-stdio`).
+//! `cargo xtask setup` installs socat and openssh-server.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -255,8 +255,10 @@ async fn tls_refuses_strangers_clearly() {
 }
 
 /// The local engine behind a throwaway `sshd` on a loopback port: key login as the current user
-/// with an ephemeral key, and a forced command that answers `docker system dial-stdio` the way
-/// Docker does (a byte pipe to the engine's socket) and refuses anything else.
+/// with an ephemeral key, and a forced command that answers `docker system dial-stdio` with
+/// `podman system dial-stdio` (what podman-docker's `docker` does on a remote running Podman;
+/// `--url` because the test's service is not on Podman's default socket) and refuses anything
+/// else.
 struct SshServer {
     port: u16,
     dir: tempfile::TempDir,
@@ -276,7 +278,7 @@ impl SshServer {
                 "#!/bin/sh\n\
                  [ \"$SSH_ORIGINAL_COMMAND\" = 'docker system dial-stdio' ] || \
                  {{ echo \"not a dial-stdio: $SSH_ORIGINAL_COMMAND\" >&2; exit 1; }}\n\
-                 exec socat - UNIX-CONNECT:{}\n",
+                 exec podman --url unix://{} system dial-stdio\n",
                 local_socket()
             ),
         )
