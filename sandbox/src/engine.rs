@@ -88,9 +88,10 @@ impl Endpoint {
     pub(crate) fn parse(socket: &str, config: &SandboxConfig) -> Result<Endpoint> {
         let unsupported = || Error::Unreachable {
             socket: socket.to_string(),
-            reason: "only unix://, tcp:// (with or without TLS), https:// and ssh:// engine addresses \
+            reason:
+                "only unix://, tcp:// (with or without TLS), https:// and ssh:// engine addresses \
                      are supported"
-                .into(),
+                    .into(),
         };
         if let Some(path) = socket.strip_prefix("unix://") {
             return Ok(Endpoint::Unix(path.to_string()));

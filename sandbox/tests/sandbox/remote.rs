@@ -39,9 +39,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("{program} is needed (cargo xtask setup installs it): {e}")
-        });
+        .unwrap_or_else(|e| panic!("{program} is needed (cargo xtask setup installs it): {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?}: {}",
@@ -79,13 +77,30 @@ async fn listening(port: u16, what: &mut Daemon) {
 fn ca_and_cert(dir: &Path, name: &str, ext: &str) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let subject = format!("/CN={name}-ca");
-    let mut args = vec!["req", "-x509", "-days", "1", "-keyout", "ca-key.pem", "-out", "ca.pem"];
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ];
     args.extend(ec);
     args.extend(["-subj", &subject]);
     run(&d, "openssl", &args);
-    let mut args = vec!["req", "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=keel"];
+    let mut args = vec![
+        "req", "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=keel",
+    ];
     args.extend(ec);
     run(&d, "openssl", &args);
     std::fs::write(d.join("ext.cnf"), ext).unwrap();
@@ -93,8 +108,21 @@ fn ca_and_cert(dir: &Path, name: &str, ext: &str) -> PathBuf {
         &d,
         "openssl",
         &[
-            "x509", "-req", "-days", "1", "-in", "req.csr", "-CA", "ca.pem", "-CAkey",
-            "ca-key.pem", "-CAcreateserial", "-extfile", "ext.cnf", "-out", "cert.pem",
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "req.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
         ],
     );
     d
@@ -269,8 +297,16 @@ impl SshServer {
     async fn start() -> SshServer {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        run(d, "ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", "host_key"]);
-        run(d, "ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", "id"]);
+        run(
+            d,
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", "host_key"],
+        );
+        run(
+            d,
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", "id"],
+        );
         let dial = d.join("dial-stdio");
         std::fs::write(
             &dial,
@@ -365,7 +401,11 @@ async fn ssh_runs_lists_and_cleans() {
 async fn ssh_refuses_an_unknown_key_clearly() {
     let server = SshServer::start().await;
     let d = server.dir.path();
-    run(d, "ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", "other"]);
+    run(
+        d,
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", "other"],
+    );
     let e = Sandbox::connect(server.config("other")).await.unwrap_err();
     let text = e.to_string();
     assert!(
