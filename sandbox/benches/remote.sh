@@ -11,8 +11,13 @@
 set -eu
 sock=${DOCKER_HOST#unix://}
 [ -S "$sock" ] || { echo "DOCKER_HOST must be the local unix socket (eval \"\$(cargo xtask env)\")" >&2; exit 1; }
-cargo bench -p keel-sandbox --bench sandbox --no-run -q 2>/dev/null
-bench=$(ls -t target/release/deps/sandbox-* | grep -v '\.d$' | head -1)
+bench=$(cargo bench -p keel-sandbox --bench sandbox --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "sandbox" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$bench" ] || { echo "the sandbox bench did not build" >&2; exit 1; }
 d=$(mktemp -d)
 pids=""
 trap 'for p in $pids; do kill $p 2>/dev/null || true; done; rm -rf "$d"' EXIT
