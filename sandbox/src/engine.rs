@@ -3,9 +3,11 @@
 //! as `ssh HOST docker system dial-stdio`, the Docker CLI's own transport).
 //!
 //! Unix sockets and plain TCP use bollard's own clients. TLS and ssh go through bollard's custom
-//! transport: one HTTP/1.1 connection per request over the stream [`Endpoint::connect`] opens
-//! (with ssh multiplexed over one master connection, so a request costs a channel, not a login).
-//! [`Endpoint::request`] is also how `raw.rs` makes the one request bollard's typed API cannot.
+//! transport: HTTP/1.1 over the streams [`Endpoint::connect`] opens, kept alive and reused (a
+//! pool of idle connections per endpoint), ssh's multiplexed over one master connection, so a
+//! request costs neither a TLS handshake nor an ssh login, and over ssh not even a new channel
+//! when an idle connection is there. [`Endpoint::request`] is also how `raw.rs` makes the one
+//! request bollard's typed API cannot.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,9 +45,43 @@ pub(crate) enum Endpoint {
         server: ServerName<'static>,
         config: Arc<ClientConfig>,
         certs: PathBuf,
+        pool: Arc<Pool>,
     },
     /// `ssh` and its arguments up to (not including) `docker system dial-stdio`.
-    Ssh { argv: Vec<String> },
+    Ssh { argv: Vec<String>, pool: Arc<Pool> },
+}
+
+/// The body of bollard's requests (its own alias is private).
+pub(crate) trait HasBody {
+    type Body;
+}
+impl<B> HasBody for Request<B> {
+    type Body = B;
+}
+pub(crate) type Body = <bollard::BollardRequest as HasBody>::Body;
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Idle keep-alive connections (at most [`POOL_MAX`]); a connection goes back in as soon as its
+/// response has started, and is taken again only once it is ready for another request.
+#[derive(Default)]
+pub(crate) struct Pool(Mutex<Vec<Sender>>);
+
+const POOL_MAX: usize = 16;
+
+impl Pool {
+    fn take_ready(&self) -> Option<Sender> {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|s| !s.is_closed());
+        let i = p.iter().position(|s| s.is_ready())?;
+        Some(p.swap_remove(i))
+    }
+
+    fn put(&self, sender: Sender) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() < POOL_MAX {
+            p.push(sender);
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -56,7 +92,7 @@ impl std::fmt::Debug for Endpoint {
             Endpoint::Tls { addr, certs, .. } => {
                 write!(f, "tcp://{addr} (TLS, certificates in {})", certs.display())
             }
-            Endpoint::Ssh { argv } => write!(f, "{}", argv.join(" ")),
+            Endpoint::Ssh { argv, .. } => write!(f, "{}", argv.join(" ")),
         }
     }
 }
@@ -100,7 +136,10 @@ impl Endpoint {
             return Ok(Endpoint::Unix(socket.to_string()));
         }
         if let Some(rest) = socket.strip_prefix("ssh://") {
-            return ssh_argv(rest, config).map(|argv| Endpoint::Ssh { argv });
+            return ssh_argv(rest, config).map(|argv| Endpoint::Ssh {
+                argv,
+                pool: Arc::default(),
+            });
         }
         let (addr, tls) = if let Some(a) = socket.strip_prefix("tcp://") {
             (a, config.tls_certs.is_some() || tls_from_env())
@@ -129,6 +168,7 @@ impl Endpoint {
             addr,
             server,
             certs,
+            pool: Arc::default(),
         })
     }
 
@@ -184,6 +224,7 @@ impl Endpoint {
                 server,
                 config,
                 certs,
+                ..
             } => {
                 let tcp = tokio::net::TcpStream::connect(addr.as_str())
                     .await
@@ -201,7 +242,7 @@ impl Endpoint {
                     })?;
                 Ok((Box::new(tls), None))
             }
-            Endpoint::Ssh { argv } => {
+            Endpoint::Ssh { argv, .. } => {
                 let mut child = tokio::process::Command::new(&argv[0])
                     .args(&argv[1..])
                     .args(["docker", "system", "dial-stdio"])
@@ -228,17 +269,31 @@ impl Endpoint {
         }
     }
 
-    /// Send one request on a connection of its own (upgrades, e.g. an exec's attached stream,
-    /// work). The error says what failed, with ssh's own words if it has any.
-    pub(crate) async fn request<B>(
+    /// The same endpoint with a pool of its own: for a client on another runtime (the drop
+    /// guard's), which must not wait on connections driven by a runtime it may be blocking.
+    pub(crate) fn unpooled(&self) -> Endpoint {
+        let mut e = self.clone();
+        if let Endpoint::Tls { pool, .. } | Endpoint::Ssh { pool, .. } = &mut e {
+            *pool = Arc::default();
+        }
+        e
+    }
+
+    fn pool(&self) -> Option<&Pool> {
+        match self {
+            Endpoint::Tls { pool, .. } | Endpoint::Ssh { pool, .. } => Some(pool),
+            _ => None,
+        }
+    }
+
+    /// Send one request, on an idle pooled connection if one is ready, else on a new one
+    /// (upgrades, e.g. an exec's attached stream, work). A pooled connection the engine closed
+    /// meanwhile is replaced by a new one if the request had not gone out on it. The error says
+    /// what failed, with ssh's own words if it has any.
+    pub(crate) async fn request(
         &self,
-        req: Request<B>,
-    ) -> std::result::Result<Response<Incoming>, String>
-    where
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        req: bollard::BollardRequest,
+    ) -> std::result::Result<Response<Incoming>, String> {
         let (mut parts, body) = req.into_parts();
         let target = parts
             .uri
@@ -250,8 +305,21 @@ impl Endpoint {
             hyper::header::HOST,
             hyper::header::HeaderValue::from_static("engine"),
         );
+        let mut req = Request::from_parts(parts, body);
+        if let Some(mut sender) = self.pool().and_then(Pool::take_ready) {
+            match sender.try_send_request(req).await {
+                Ok(r) => {
+                    self.give_back(sender);
+                    return Ok(r);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(format!("{self:?}: {}", chain(e.error()))),
+                },
+            }
+        }
         let (io, stderr) = self.connect().await?;
-        let sent = async move {
+        let sent = async {
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
             tokio::spawn(async move {
@@ -259,11 +327,15 @@ impl Endpoint {
                     tracing::debug!("engine connection: {e}");
                 }
             });
-            sender.send_request(Request::from_parts(parts, body)).await
+            let r = sender.send_request(req).await?;
+            Ok::<_, hyper::Error>((sender, r))
         }
         .await;
         match sent {
-            Ok(r) => Ok(r),
+            Ok((sender, r)) => {
+                self.give_back(sender);
+                Ok(r)
+            }
             Err(e) => {
                 let mut reason = format!("{self:?}: {}", chain(&e));
                 if let Some(said) = stderr {
@@ -274,6 +346,12 @@ impl Endpoint {
                 }
                 Err(reason)
             }
+        }
+    }
+
+    fn give_back(&self, sender: Sender) {
+        if let Some(pool) = self.pool() {
+            pool.put(sender);
         }
     }
 }

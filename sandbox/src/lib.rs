@@ -799,7 +799,7 @@ impl Drop for Container {
         if !self.mark_gone("it was dropped") {
             return;
         }
-        let endpoint = self.endpoint.clone();
+        let endpoint = self.endpoint.unpooled();
         let id = self.id.clone();
         let joined = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -2,7 +2,7 @@
 //! `stopped` (a container that exited and awaits its auto-removal) that bollard's typed
 //! `ContainerSummary` refuses, so the listing is read as plain JSON here.
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::Bytes;
 
 use crate::engine::Endpoint;
@@ -39,7 +39,7 @@ pub(crate) async fn list_with_label(endpoint: &Endpoint, label: &str) -> Result<
     );
     let request = hyper::Request::get(path)
         .header(hyper::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
+        .body(bollard::body_full(Bytes::new()))
         .map_err(|e| failed(e.to_string()))?;
     let response = endpoint.request(request).await.map_err(failed)?;
     let status = response.status();
