@@ -1,7 +1,8 @@
 //! Keel's container sandbox: run an agent's commands in a capped container with no network.
 //!
 //! A [`Sandbox`] is a connection to a Docker-API engine (Docker, or podman's compatible service; the
-//! socket comes from `DOCKER_HOST` or the config) and the [`Limits`] every container gets. Each
+//! address comes from `DOCKER_HOST` or the config: a unix socket, `tcp://` with or without TLS
+//! client certificates, or `ssh://`, see `engine.rs`) and the [`Limits`] every container gets. Each
 //! [`Container`] starts from a [`WorkspaceSnapshot`] copied into `/work` as a tar and runs commands
 //! with [`Container::exec`] (`sh -c`, in `/work`, with a wall-clock timeout and an output cap).
 //!
@@ -22,6 +23,7 @@
 //! action means (locating an edit's `old_text`, formatting an observation) is the agent's
 //! (keel-agent, which builds on this crate): the agent's tools are written once, over any workspace.
 
+mod engine;
 pub mod image;
 mod raw;
 pub mod snapshot;
@@ -68,11 +70,13 @@ pub enum Error {
          (it starts podman's API service on .keel/podman.sock), then `eval \"$(cargo xtask env)\"`"
     )]
     NoSocket,
-    #[error(
-        "the container engine at {socket} does not answer ({reason}). Run `cargo xtask setup` (it starts \
-         podman's API service), then `eval \"$(cargo xtask env)\"`"
-    )]
+    #[error("the container engine at {socket} does not answer ({reason}). {}", advice(.socket))]
     Unreachable { socket: String, reason: String },
+    #[error(
+        "TLS client certificates: {0}. DOCKER_CERT_PATH (or the config's certificate folder) must name a \
+         folder with ca.pem, cert.pem and key.pem (docs/sandbox.md, \"Remote engines\")"
+    )]
+    Certificates(String),
     #[error("container engine: {what}: {source}")]
     Engine {
         what: String,
@@ -96,6 +100,16 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about an engine that does not answer: start the local one, or check the remote one.
+fn advice(socket: &str) -> &'static str {
+    if socket.starts_with("unix://") || socket.starts_with('/') {
+        "Run `cargo xtask setup` (it starts podman's API service), then `eval \"$(cargo xtask env)\"`"
+    } else {
+        "Check that the engine runs there and the address, certificates or ssh access are right \
+         (docs/sandbox.md, \"Remote engines\")"
+    }
+}
 
 fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Error {
     let what = what.into();
@@ -142,8 +156,17 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SandboxConfig {
-    /// `unix:///path/to.sock` (or a bare path), or `tcp://host:port`; `None`: `DOCKER_HOST`.
+    /// `unix:///path/to.sock` (or a bare path), `tcp://host:port` (TLS when `tls_certs` is set or
+    /// `DOCKER_TLS_VERIFY` is), `https://host:port`, or `ssh://[user@]host[:port]`; `None`:
+    /// `DOCKER_HOST`.
     pub socket: Option<String>,
+    /// For `tcp://`: use TLS with the client certificates in this folder (`ca.pem`, `cert.pem`,
+    /// `key.pem`). `None`: TLS if `DOCKER_TLS_VERIFY` is set, from `DOCKER_CERT_PATH` (else
+    /// `~/.docker`).
+    pub tls_certs: Option<std::path::PathBuf>,
+    /// For `ssh://`: the ssh command line to use (split at whitespace, e.g. `ssh -i KEY`). `None`:
+    /// `KEEL_SSH_COMMAND`, else `ssh`.
+    pub ssh_command: Option<String>,
     /// `None`: [`BASE_IMAGE`], imported on connect if missing. Any other image (e.g.
     /// [`PYTHON_IMAGE`]) must be on the engine already; [`Sandbox::connect`] says how to make it.
     pub image: Option<String>,
@@ -175,6 +198,7 @@ pub fn socket_from_env(config: &SandboxConfig) -> Result<String> {
 pub struct Sandbox {
     docker: Docker,
     socket: String,
+    endpoint: engine::Endpoint,
     image: String,
     limits: Limits,
     session: String,
@@ -205,26 +229,7 @@ impl std::fmt::Debug for Sandbox {
 }
 
 /// Request timeout of the engine client, in seconds. Our own timeouts govern commands.
-const CLIENT_TIMEOUT: u64 = 24 * 3600;
-
-fn docker_at(socket: &str) -> Result<Docker> {
-    let unreachable = |reason: String| Error::Unreachable {
-        socket: socket.to_string(),
-        reason,
-    };
-    if socket.starts_with("tcp://") || socket.starts_with("http://") {
-        let addr = socket.replacen("tcp://", "http://", 1);
-        Docker::connect_with_http(&addr, CLIENT_TIMEOUT, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| unreachable(e.to_string()))
-    } else if socket.starts_with("unix://") || socket.starts_with('/') {
-        Docker::connect_with_unix(socket, CLIENT_TIMEOUT, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| unreachable(e.to_string()))
-    } else {
-        Err(unreachable(
-            "only unix:// and tcp:// engine addresses are supported".into(),
-        ))
-    }
-}
+pub(crate) const CLIENT_TIMEOUT: u64 = 24 * 3600;
 
 impl Sandbox {
     /// Connect and check the engine answers and has the image; import the base image if it is the
@@ -232,7 +237,8 @@ impl Sandbox {
     /// how to build it: `cargo xtask setup` for [`PYTHON_IMAGE`]).
     pub async fn connect(config: SandboxConfig) -> Result<Sandbox> {
         let socket = socket_from_env(&config)?;
-        let docker = docker_at(&socket)?;
+        let endpoint = engine::Endpoint::parse(&socket, &config)?;
+        let docker = endpoint.docker()?;
         let unreachable = |reason: String| Error::Unreachable {
             socket: socket.clone(),
             reason,
@@ -258,6 +264,7 @@ impl Sandbox {
             session: new_session(),
             docker,
             socket,
+            endpoint,
             image,
             limits: config.limits,
         })
@@ -347,7 +354,7 @@ impl Sandbox {
         // From here on the guard removes the container whatever happens.
         let container = Container {
             docker: self.docker.clone(),
-            socket: self.socket.clone(),
+            endpoint: self.endpoint.clone(),
             id: created.id,
             limits: self.limits.clone(),
             gone: Mutex::new(None),
@@ -383,7 +390,7 @@ impl Sandbox {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let mut removed = 0;
-        for c in raw::list_with_label(&self.socket, label).await? {
+        for c in raw::list_with_label(&self.endpoint, label).await? {
             if now - c.created < older_than.as_secs() as i64 {
                 continue;
             }
@@ -402,7 +409,7 @@ impl Sandbox {
     /// Ids of this sandbox's containers (its session), running or not.
     pub async fn own_containers(&self) -> Result<Vec<String>> {
         let label = format!("{LABEL_SESSION}={}", self.session);
-        Ok(raw::list_with_label(&self.socket, &label)
+        Ok(raw::list_with_label(&self.endpoint, &label)
             .await?
             .into_iter()
             .map(|c| c.id)
@@ -411,7 +418,7 @@ impl Sandbox {
 
     /// Ids of all containers labelled `keel.sandbox=1` (any process's), running or not.
     pub async fn labelled_containers(&self) -> Result<Vec<String>> {
-        Ok(raw::list_with_label(&self.socket, &format!("{LABEL}=1"))
+        Ok(raw::list_with_label(&self.endpoint, &format!("{LABEL}=1"))
             .await?
             .into_iter()
             .map(|c| c.id)
@@ -495,7 +502,7 @@ impl From<&ExecResult> for Observation {
 /// A running container. Removed by [`Container::remove`] or, failing that, when dropped.
 pub struct Container {
     docker: Docker,
-    socket: String,
+    endpoint: engine::Endpoint,
     id: String,
     limits: Limits,
     /// `Some(reason)` once removed.
@@ -792,7 +799,7 @@ impl Drop for Container {
         if !self.mark_gone("it was dropped") {
             return;
         }
-        let socket = self.socket.clone();
+        let endpoint = self.endpoint.unpooled();
         let id = self.id.clone();
         let joined = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -800,7 +807,7 @@ impl Drop for Container {
                 .build()
                 .map_err(|e| e.to_string())?;
             rt.block_on(async {
-                let docker = docker_at(&socket).map_err(|e| e.to_string())?;
+                let docker = endpoint.docker().map_err(|e| e.to_string())?;
                 force_remove(&docker, &id).await.map_err(|e| e.to_string())
             })
         })
@@ -906,7 +913,7 @@ mod tests {
             socket: Some("ftp://x".into()),
             ..Default::default()
         };
-        let e = docker_at(&socket_from_env(&c).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("cargo xtask setup"), "{e}");
+        let e = engine::Endpoint::parse(&socket_from_env(&c).unwrap(), &c).unwrap_err();
+        assert!(e.to_string().contains("ssh://"), "{e}");
     }
 }

@@ -2,8 +2,10 @@
 //! `stopped` (a container that exited and awaits its auto-removal) that bollard's typed
 //! `ContainerSummary` refuses, so the listing is read as plain JSON here.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::BodyExt;
+use hyper::body::Bytes;
 
+use crate::engine::Endpoint;
 use crate::{Error, Result};
 
 /// A labelled container: its id and creation time (Unix seconds).
@@ -24,57 +26,40 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-async fn get(socket: &str, path: &str) -> std::io::Result<Vec<u8>> {
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: engine\r\nAccept: application/json\r\n\r\n");
-    let mut response = Vec::new();
-    if let Some(addr) = socket
-        .strip_prefix("tcp://")
-        .or_else(|| socket.strip_prefix("http://"))
-    {
-        let mut s = tokio::net::TcpStream::connect(addr.trim_end_matches('/')).await?;
-        s.write_all(request.as_bytes()).await?;
-        s.read_to_end(&mut response).await?;
-    } else {
-        let mut s = tokio::net::UnixStream::connect(socket.trim_start_matches("unix://")).await?;
-        s.write_all(request.as_bytes()).await?;
-        s.read_to_end(&mut response).await?;
-    }
-    Ok(response)
-}
-
-/// Containers (running or not) with `label`.
-pub(crate) async fn list_with_label(socket: &str, label: &str) -> Result<Vec<Listed>> {
+/// Containers (running or not) with `label`, over whichever transport `endpoint` is.
+pub(crate) async fn list_with_label(endpoint: &Endpoint, label: &str) -> Result<Vec<Listed>> {
     let failed = |reason: String| Error::Unreachable {
-        socket: socket.to_string(),
-        reason,
+        socket: format!("{endpoint:?}"),
+        reason: format!("listing containers: {reason}"),
     };
     let filters = format!("{{\"label\":[\"{label}\"]}}");
     let path = format!(
         "/containers/json?all=1&filters={}",
         percent_encode(&filters)
     );
-    let response = get(socket, &path)
+    let request = hyper::Request::get(path)
+        .header(hyper::header::ACCEPT, "application/json")
+        .body(bollard::body_full(Bytes::new()))
+        .map_err(|e| failed(e.to_string()))?;
+    let response = endpoint.request(request).await.map_err(failed)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
         .await
-        .map_err(|e| failed(format!("listing containers: {e}")))?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| failed("listing containers: no HTTP header".into()))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body = &response[split + 4..];
-    if !head.lines().next().is_some_and(|l| l.contains(" 200 ")) {
+        .map_err(|e| failed(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
         return Err(failed(format!(
-            "listing containers: {} {}",
-            head.lines().next().unwrap_or(""),
-            String::from_utf8_lossy(body).trim()
+            "{status} {}",
+            String::from_utf8_lossy(&body).trim()
         )));
     }
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| failed(format!("listing containers: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| failed(e.to_string()))?;
     let items = value
         .as_array()
-        .ok_or_else(|| failed("listing containers: not a JSON array".into()))?;
+        .ok_or_else(|| failed("not a JSON array".into()))?;
     Ok(items
         .iter()
         .filter_map(|c| {

@@ -23,7 +23,8 @@ pub struct Config {
     pub store_sync: keel_trajectory::Durability,
     pub verify: Option<String>,
     /// The container engine `run` steps execute in (`unix:///…/docker.sock`, Podman's socket
-    /// works); `None`: no sandbox, and `run` is never executed.
+    /// works; or a remote engine, `tcp://` with TLS from `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, or
+    /// `ssh://`, docs/sandbox.md); `None`: no sandbox, and `run` is never executed.
     pub sandbox: Option<String>,
     /// The image `run` steps execute in (e.g. `localhost/keel-python:<version>`, or a project's
     /// own toolchain image); `None`: the sandbox's busybox base image.

@@ -338,7 +338,8 @@ struct SearchArgs {
     /// The verification command for episodes that recorded none (e.g. the project's tests).
     #[arg(long)]
     verify: Option<String>,
-    /// The container engine: `docker` (DOCKER_HOST, Podman's socket works too).
+    /// The container engine: `docker` (DOCKER_HOST, Podman's socket works too; a remote engine is
+    /// `tcp://` with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, or `ssh://`: docs/sandbox.md).
     #[arg(long, default_value = "docker")]
     sandbox: String,
     /// The image rollouts run in (e.g. the Python image `cargo xtask setup` builds, or one with the

@@ -1,7 +1,8 @@
 //! Setup for the container sandbox (`keel-sandbox`), all idempotent:
 //!
 //! - Debian packages `podman`, `runc` and `busybox-static` (skipped when `podman` and a static
-//!   `/bin/busybox` are there).
+//!   `/bin/busybox` are there), and `socat`, `openssh-server` and `openssh-client` for the remote
+//!   engine tests (a TLS proxy and an ssh server in front of the local engine; about 10 s).
 //! - `/etc/containers/containers.conf`: `runtime = "runc"` and `exit_command_delay = 5` under
 //!   `[engine]`, default ulimits under `[containers]`, each only if not set already.
 //! - Podman's Docker-compatible API service on `.keel/podman.sock`, started detached (it outlives
@@ -99,16 +100,28 @@ fn apt_install(pkgs: &[&str]) -> Result<()> {
 }
 
 fn packages() -> Result<()> {
-    if have("podman") && have("runc") && Path::new("/bin/busybox").exists() {
+    let sshd = Path::new("/usr/sbin/sshd").exists();
+    let remote = have("socat") && have("ssh") && have("ssh-keygen") && sshd;
+    if have("podman") && have("runc") && Path::new("/bin/busybox").exists() && remote {
         return Ok(());
     }
     if !have("apt-get") {
         bail!(
-            "the sandbox needs podman, runc and busybox-static, and apt-get is not here to install them"
+            "the sandbox needs podman, runc and busybox-static (and socat, openssh-server and openssh-client for its remote engine tests), and apt-get is not here to install them"
         );
     }
-    eprintln!("xtask: installing podman, runc and busybox-static (apt), for the container sandbox");
-    let mut pkgs = vec!["podman", "runc", "busybox-static"];
+    eprintln!(
+        "xtask: installing podman, runc, busybox-static, socat and openssh (apt), for the container \
+         sandbox and its remote engine tests"
+    );
+    let mut pkgs = vec![
+        "podman",
+        "runc",
+        "busybox-static",
+        "socat",
+        "openssh-server",
+        "openssh-client",
+    ];
     if !is_root() {
         // Rootless podman maps users through newuidmap.
         pkgs.push("uidmap");

@@ -8,3 +8,4 @@ mod basics;
 mod common;
 mod contained;
 mod python;
+mod remote;
