@@ -220,6 +220,26 @@ pub fn offset(rope: &Rope, enc: Encoding, pos: Pos) -> usize {
     start + len
 }
 
+/// A whole-text change as the change of the span where `text` differs from the document: the
+/// common start and end are left out (the same result when applied).
+pub fn narrow_full_change(doc: &Document, text: &str) -> Change {
+    let old_len = doc.text.len_chars();
+    let new_len = text.chars().count();
+    let mut p = doc.text.chars().zip(text.chars()).take_while(|(a, b)| a == b).count();
+    // Never between the two characters of a CRLF line end.
+    if p > 0 && doc.text.char(p - 1) == '\r' {
+        p -= 1;
+    }
+    let room = old_len.min(new_len) - p;
+    let mut s = doc.text.chars_at(old_len).reversed().zip(text.chars().rev()).take(room).take_while(|(a, b)| a == b).count();
+    if s > 0 && old_len - s > 0 && doc.text.char(old_len - s) == '\n' && doc.text.char(old_len - s - 1) == '\r' {
+        s -= 1;
+    }
+    let start_byte = text.char_indices().nth(p).map_or(text.len(), |(i, _)| i);
+    let end_byte = text.char_indices().nth(new_len - s).map_or(text.len(), |(i, _)| i);
+    Change { range: Some((doc.position(p), doc.position(old_len - s))), text: text[start_byte..end_byte].to_string() }
+}
+
 pub fn position(rope: &Rope, enc: Encoding, char_idx: usize) -> Pos {
     let char_idx = char_idx.min(rope.len_chars());
     let line = rope.char_to_line(char_idx);
@@ -234,6 +254,33 @@ pub fn position(rope: &Rope, enc: Encoding, char_idx: usize) -> Pos {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_whole_text_change_narrows_to_what_differs_and_applies_the_same() {
+        let cases = [
+            ("add() {\n  echo $(( $1 + $2 ))\n}\n", "# adds\nadd() {\n  echo $(( $1 + $2 ))\n}\n"),
+            ("a\r\nb\r\nc\r\n", "a\r\nb\r\nc\r\nd\r\n"),
+            ("a\r\nb", "a\nb"),
+            ("x\r\n", "x\r\r\n"),
+            ("héllo wörld 😀 end", "héllo wörld 😀😀 end"),
+            ("same", "same"),
+            ("", "new"),
+            ("old", ""),
+            ("aaaa", "aa"),
+        ];
+        for (old, new) in cases {
+            for enc in [Encoding::Utf16, Encoding::Utf8, Encoding::Utf32] {
+                let mut doc = Document::new("u", "t", 1, old, enc);
+                let c = narrow_full_change(&doc, new);
+                assert!(c.range.is_some());
+                doc.apply(2, &[c.clone()]).unwrap();
+                assert_eq!(doc.text.to_string(), new, "{old:?} -> {new:?} via {c:?} ({enc:?})");
+            }
+        }
+        let doc = Document::new("u", "t", 1, "add() {\n  echo $(( $1 + $2 ))\n}\n", Encoding::Utf16);
+        let c = narrow_full_change(&doc, "# adds\nadd() {\n  echo $(( $1 + $2 ))\n}\n");
+        assert_eq!((c.range, c.text.as_str()), (Some((Pos { line: 0, character: 0 }, Pos { line: 0, character: 0 })), "# adds\n"));
+    }
     use super::*;
 
     fn p(line: u32, character: u32) -> Pos {

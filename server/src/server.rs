@@ -326,6 +326,20 @@ impl Backend {
                 let a = doc.text.byte_to_char(edit.start);
                 let b = doc.text.byte_to_char(edit.end);
                 let range = Range { start: ui::lsp_pos(doc.position(a)), end: ui::lsp_pos(doc.position(b)) };
+                // The agent's next edit of this document is not the user's change of an earlier
+                // one: the watches of earlier steps on it end here, with what the user did so far
+                // (else an edit next to an earlier one would be recorded as the user editing it).
+                let earlier: Vec<Watch> = {
+                    let mut inner = lock(&self.state.inner);
+                    let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| w.uri == uri);
+                    inner.watches = keep;
+                    gone
+                };
+                for w in earlier {
+                    if let Some(d) = w.final_decision() {
+                        self.state.decide(w.step, d);
+                    }
+                }
                 let watch = Watch::new(step, p.episode, uri.clone(), &text, a, b - a, &edit.new_text, std::time::Duration::from_secs(self.state.config().limits.watch_secs));
                 if let Some(w) = watch.clone() {
                     lock(&self.state.inner).watches.push(w);
@@ -526,6 +540,13 @@ impl LanguageServer for Backend {
             let Some(entry) = inner.docs.get_mut(&uri) else {
                 tracing::warn!("didChange for a document that is not open: {uri}");
                 return;
+            };
+            // A client that sends the whole text (full sync) changed only part of it: narrowed to
+            // that part, a change elsewhere is not taken for a change of a watched edit, does not
+            // cancel a model call that read other lines, and re-parses only what changed.
+            let changes: Vec<Change> = match changes.as_slice() {
+                [only] if only.range.is_none() => vec![crate::document::narrow_full_change(&entry.doc, &only.text)],
+                _ => changes,
             };
             for c in &changes {
                 if let Some((a, b)) = c.range {

@@ -87,8 +87,16 @@ impl Watch {
     pub fn change(&mut self, a: &Applied, text: &str) {
         let ins: Vec<char> = text.chars().collect();
         let removed = a.old_end_char - a.start_char;
-        let before_region = a.old_end_char < self.cur_start || (a.old_end_char == self.cur_start && a.start_char < self.cur_start);
-        let after_region = a.start_char >= self.cur_end && a.start_char > self.cur_start;
+        // Text typed right against the edited text changes it (a comment at the end of its line),
+        // except whole lines: lines added above a region that starts a line, or below one that
+        // ends a line, are the user's own code next to it.
+        let insertion = a.old_end_char == a.start_char;
+        let starts_line = self.cur_start == 0 || self.before.get(self.cur_start - 1) == Some(&'\n');
+        let lines_above = insertion && a.start_char == self.cur_start && starts_line && text.ends_with('\n') && self.cur_start < self.cur_end;
+        let ends_line = self.edited.as_deref().unwrap_or(&self.new_text).ends_with('\n');
+        let against_end = insertion && a.start_char == self.cur_end && !ends_line;
+        let before_region = a.old_end_char < self.cur_start || (a.old_end_char == self.cur_start && a.start_char < self.cur_start) || lines_above;
+        let after_region = a.start_char >= self.cur_end && a.start_char > self.cur_start && !against_end;
         if before_region {
             splice(&mut self.before, a.start_char, a.old_end_char, &ins);
             splice(&mut self.after, a.start_char, a.old_end_char, &ins);
@@ -235,6 +243,30 @@ mod tests {
         // Back to the model's text: no longer edited.
         feed(&mut doc, &mut w, vec![Change { range: Some((pos(1, 16), pos(1, 20))), text: "".into() }]);
         assert_eq!(w.final_decision(), None);
+    }
+
+    #[test]
+    fn text_typed_against_the_edit_changes_it_and_whole_lines_next_to_it_do_not() {
+        // A comment typed at the end of the edited text's line: it changed that text.
+        let (mut doc, mut w) = setup();
+        apply_edit(&mut doc, &mut w);
+        feed(&mut doc, &mut w, vec![Change { range: Some((pos(1, 16), pos(1, 16))), text: "  # sum".into() }]);
+        assert_eq!(w.final_decision(), Some(Decision::Edited { final_text: "a + b  # sum".into() }));
+
+        // An edit of whole lines: a line added right above it, or typed right below it, is not.
+        let text = "def add(a, b):\n    return a - b\n\n";
+        let mut doc = Document::new("u", "python", 1, text, Encoding::Utf16);
+        let start = text.find("    return").unwrap();
+        let mut w = Watch::new(Uuid::nil(), Uuid::nil(), "u".into(), text, start, 17, "    return a + b\n", std::time::Duration::from_secs(60)).unwrap();
+        feed(&mut doc, &mut w, vec![Change { range: Some((pos(1, 0), pos(2, 0))), text: "    return a + b\n".into() }]);
+        assert!(w.armed);
+        feed(&mut doc, &mut w, vec![Change { range: Some((pos(1, 0), pos(1, 0))), text: "    # adds\n".into() }]);
+        feed(&mut doc, &mut w, vec![Change { range: Some((pos(3, 0), pos(3, 0))), text: "x = 1".into() }]);
+        assert_eq!(doc.text.to_string(), "def add(a, b):\n    # adds\n    return a + b\nx = 1\n");
+        assert_eq!(w.final_decision(), None, "lines next to the edit are the user's own code");
+        // An undo is still seen.
+        let o = feed(&mut doc, &mut w, vec![Change { range: Some((pos(2, 0), pos(3, 0))), text: "    return a - b\n".into() }]);
+        assert_eq!(o, Outcome::Reverted);
     }
 
     /// Random typing, deleting and undoing around and inside the edit: comparing only the region

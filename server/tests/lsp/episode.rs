@@ -187,6 +187,9 @@ fn reject_with_reason_undo_and_user_edit() {
     c.wait_status(from, "finished", WAIT);
     let edited = cur.replace("return b * a", "return b * a  # commutes");
     c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 5}, "contentChanges": [{"text": edited}]}));
+    // Then a line added at the top, the whole text sent (full sync): a change elsewhere, not of the
+    // edited text.
+    c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 6}, "contentChanges": [{"text": format!("# calc\n{edited}")}]}));
     std::thread::sleep(std::time::Duration::from_millis(3500));
     assert!(c.shutdown().success());
 

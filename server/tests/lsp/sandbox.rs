@@ -99,6 +99,8 @@ fn a_recorded_episode_is_rebuilt_by_search_state_for_state() {
     let tree = s.tree(ep.id).unwrap().unwrap();
     let decisions: Vec<_> = tree.steps.iter().map(|st| st.decision().cloned()).collect();
     assert_eq!(tree.steps.len(), 7, "{decisions:?}");
+    // The agent's next edit, just above the first, is not the user editing the first: it stays accepted.
+    assert_eq!(decisions[2], Some(Decision::Accepted), "{decisions:?}");
     assert!(!decisions.iter().any(|d| d.as_ref().is_some_and(|d| matches!(d, Decision::Rejected { cause: keel_trajectory::RejectCause::Loop, .. }))), "no loops: {decisions:?}");
     // Both runs saw the accepted, unsaved edit.
     for i in [3, 5] {
