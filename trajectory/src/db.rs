@@ -199,6 +199,8 @@ pub(crate) struct PgConn {
     statements: HashMap<&'static str, postgres::Statement>,
     pub target: PgTarget,
     synchronous_commit: &'static str,
+    /// Inside a transaction a lost connection is the transaction's failure, not to be papered over.
+    in_transaction: bool,
 }
 
 /// A connection to either backend.
@@ -235,7 +237,7 @@ impl PgConn {
         client
             .batch_execute(&format!("SET synchronous_commit TO {synchronous_commit}; SET client_min_messages TO warning"))
             .map_err(err)?;
-        Ok(PgConn { client, statements: HashMap::new(), target: target.clone(), synchronous_commit })
+        Ok(PgConn { client, statements: HashMap::new(), target: target.clone(), synchronous_commit, in_transaction: false })
     }
 
     /// Connect again after the connection was lost (the prepared statements went with it).
@@ -307,6 +309,7 @@ fn pg_row(r: &postgres::Row) -> Result<Row, StoreError> {
             Type::INT2 => r.try_get::<_, Option<i16>>(i).map_err(bad)?.map(|v| V::I(v.into())),
             Type::BOOL => r.try_get::<_, Option<bool>>(i).map_err(bad)?.map(|v| V::I(v.into())),
             Type::BYTEA => r.try_get::<_, Option<Vec<u8>>>(i).map_err(bad)?.map(V::B),
+            Type::VOID => None,
             _ => r.try_get::<_, Option<String>>(i).map_err(bad)?.map(V::T),
         };
         out.push(v.unwrap_or(V::Null));
@@ -338,8 +341,26 @@ impl Conn {
         }
     }
 
+    /// Outside a transaction, a PostgreSQL statement that failed because the connection was lost
+    /// (the server restarted) is tried once more on a new connection.
+    fn again<T>(&mut self, mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match f(self) {
+            Err(e) if e.is_transient() && matches!(self, Conn::Pg(pg) if !pg.in_transaction) => {
+                if let Conn::Pg(pg) = self {
+                    pg.reconnect()?;
+                }
+                f(self)
+            }
+            r => r,
+        }
+    }
+
     /// Rows of a query written once for both backends (`?N` placeholders).
     pub fn query(&mut self, sql: &'static str, params: &[P]) -> Result<Vec<Row>, StoreError> {
+        self.again(|c| c.query_once(sql, params))
+    }
+
+    fn query_once(&mut self, sql: &'static str, params: &[P]) -> Result<Vec<Row>, StoreError> {
         match self {
             Conn::Lite(c) => {
                 let mut st = c.prepare_cached(sql)?;
@@ -358,6 +379,10 @@ impl Conn {
 
     /// [`Conn::query`] for SQL built at run time (not cached as a prepared statement on PostgreSQL).
     pub fn query_dynamic(&mut self, sql: &str, params: &[P]) -> Result<Vec<Row>, StoreError> {
+        self.again(|c| c.query_dynamic_once(sql, params))
+    }
+
+    fn query_dynamic_once(&mut self, sql: &str, params: &[P]) -> Result<Vec<Row>, StoreError> {
         match self {
             Conn::Lite(c) => {
                 let mut st = c.prepare(sql)?;
@@ -384,6 +409,10 @@ impl Conn {
     }
 
     pub fn execute(&mut self, sql: &'static str, params: &[P]) -> Result<u64, StoreError> {
+        self.again(|c| c.execute_once(sql, params))
+    }
+
+    fn execute_once(&mut self, sql: &'static str, params: &[P]) -> Result<u64, StoreError> {
         match self {
             Conn::Lite(c) => Ok(c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params))? as u64),
             Conn::Pg(pg) => {
@@ -408,13 +437,25 @@ impl Conn {
             Conn::Lite(_) => self.batch("BEGIN IMMEDIATE"),
             Conn::Pg(pg) => {
                 pg.reconnect_if_closed()?;
-                self.batch("BEGIN")
+                self.batch("BEGIN")?;
+                self.set_in_transaction(true);
+                Ok(())
             }
         }
     }
 
+    fn set_in_transaction(&mut self, v: bool) {
+        if let Conn::Pg(pg) = self {
+            pg.in_transaction = v;
+        }
+    }
+
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.batch("COMMIT")
+        let r = self.batch("COMMIT");
+        if r.is_ok() {
+            self.set_in_transaction(false);
+        }
+        r
     }
 
     /// Roll back whatever transaction is open; errors are ignored (the connection may be gone).
@@ -426,6 +467,7 @@ impl Conn {
         if open {
             let _ = self.batch("ROLLBACK");
         }
+        self.set_in_transaction(false);
     }
 
     /// Run `f` in a write transaction: committed when it returns `Ok`, rolled back otherwise.
