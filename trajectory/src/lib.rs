@@ -32,7 +32,7 @@ pub use dump::{DUMP_VERSION, ImportStats};
 pub use state::state_hash;
 pub use store::{
     APPLICATION_ID, Durability, EpisodeFilter, EpisodeTree, Result, Run, SCHEMA_VERSION, StateGroup, Stats, StepRecord, Store,
-    StoreError, blob_hash, default_path,
+    StoreError, blob_hash, data_dir, default_path,
 };
 pub use types::*;
 pub use writer::{Receipt, Writer, redact_record};

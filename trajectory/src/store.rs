@@ -159,12 +159,17 @@ pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("KEEL_STORE").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let data = std::env::var_os("XDG_DATA_HOME")
+    data_dir().join("keel.db")
+}
+
+/// Keel's data folder on this machine: `$XDG_DATA_HOME/keel`, else `~/.local/share/keel`.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("keel").join("keel.db")
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("keel")
 }
 
 /// How long a commit waits for the disk (SQLite's `PRAGMA synchronous` on every connection of a
