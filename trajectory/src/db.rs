@@ -201,6 +201,63 @@ pub(crate) struct PgConn {
     synchronous_commit: &'static str,
     /// Inside a transaction a lost connection is the transaction's failure, not to be papered over.
     in_transaction: bool,
+    /// While the writer writes a batch: the rows its statements would insert, sent at the end as
+    /// one multi-row statement per kind (one round trip per table instead of one per row).
+    buffered: Option<Vec<(&'static str, Vec<Vec<Owned>>)>>,
+}
+
+/// A parameter kept until the buffered rows are sent.
+#[derive(Debug, Clone)]
+pub(crate) enum Owned {
+    I(i64),
+    T(Option<String>),
+    B(Vec<u8>),
+}
+
+impl Owned {
+    fn of(p: &P) -> Owned {
+        match *p {
+            P::I(i) => Owned::I(i),
+            P::T(s) => Owned::T(Some(s.to_string())),
+            P::OT(s) => Owned::T(s.map(str::to_string)),
+            P::B(b) => Owned::B(b.to_vec()),
+        }
+    }
+
+    fn as_p(&self) -> P<'_> {
+        match self {
+            Owned::I(i) => P::I(*i),
+            Owned::T(s) => P::OT(s.as_deref()),
+            Owned::B(b) => P::B(b),
+        }
+    }
+}
+
+/// The most parameters in one statement (PostgreSQL's limit is 65 535).
+const MAX_PARAMS: usize = 30_000;
+
+/// `INSERT ... VALUES (?1, .., ?k) <rest>` for `rows` rows: `VALUES ($1, .., $k), ($k+1, ..), .. <rest>`.
+fn multi_row(sql: &str, k: usize, rows: usize) -> Option<String> {
+    let at = sql.find("VALUES (")?;
+    let close = at + sql[at..].find(')')?;
+    let mut out = String::with_capacity(sql.len() + rows * k * 6);
+    out.push_str(&sql[..at]);
+    out.push_str("VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for j in 1..=k {
+            if j > 1 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * k + j));
+        }
+        out.push(')');
+    }
+    out.push_str(&sql[close + 1..]);
+    Some(out)
 }
 
 /// A connection to either backend.
@@ -237,7 +294,7 @@ impl PgConn {
         client
             .batch_execute(&format!("SET synchronous_commit TO {synchronous_commit}; SET client_min_messages TO warning"))
             .map_err(err)?;
-        Ok(PgConn { client, statements: HashMap::new(), target: target.clone(), synchronous_commit, in_transaction: false })
+        Ok(PgConn { client, statements: HashMap::new(), target: target.clone(), synchronous_commit, in_transaction: false, buffered: None })
     }
 
     /// Connect again after the connection was lost (the prepared statements went with it).
@@ -409,7 +466,54 @@ impl Conn {
     }
 
     pub fn execute(&mut self, sql: &'static str, params: &[P]) -> Result<u64, StoreError> {
+        if let Conn::Pg(pg) = self {
+            if let Some(buf) = &mut pg.buffered {
+                let row = params.iter().map(Owned::of).collect();
+                match buf.iter_mut().find(|(s, _)| *s == sql) {
+                    Some((_, rows)) => rows.push(row),
+                    None => buf.push((sql, vec![row])),
+                }
+                return Ok(1);
+            }
+        }
         self.again(|c| c.execute_once(sql, params))
+    }
+
+    /// From now on, on PostgreSQL, [`Conn::execute`] keeps the rows of `INSERT ... VALUES`
+    /// statements until [`Conn::send_buffered`] (the writer's batches; SQLite writes at once).
+    pub fn buffer_inserts(&mut self) {
+        if let Conn::Pg(pg) = self {
+            pg.buffered = Some(Vec::new());
+        }
+    }
+
+    /// Send the kept rows, each statement's as few multi-row statements as the parameter limit
+    /// allows, in the order the statements were first used (rows keep their order: a step's
+    /// decisions are numbered as they came). An upsert's rows are split where a key repeats, since
+    /// one statement may not update a row twice.
+    pub fn send_buffered(&mut self) -> Result<(), StoreError> {
+        let Conn::Pg(pg) = self else { return Ok(()) };
+        let Some(buf) = pg.buffered.take() else { return Ok(()) };
+        for (sql, rows) in buf {
+            let k = rows.first().map_or(0, Vec::len).max(1);
+            let upsert = sql.contains("DO UPDATE");
+            let mut start = 0;
+            while start < rows.len() {
+                let mut end = (start + MAX_PARAMS / k).min(rows.len());
+                if upsert {
+                    let mut keys = std::collections::HashSet::new();
+                    end = start + rows[start..end].iter().take_while(|r| keys.insert(format!("{:?}", r[0]))).count();
+                }
+                let chunk = &rows[start..end];
+                let text = multi_row(sql, k, chunk.len())
+                    .ok_or_else(|| StoreError::Data(format!("not an INSERT ... VALUES statement: {sql}")))?;
+                let values: Vec<P> = chunk.iter().flatten().map(Owned::as_p).collect();
+                let ps = pg_params(&values);
+                pg.client.execute(&text, &ps).map_err(|e| pg_error(&pg.target.shown, e))?;
+                start = end;
+            }
+        }
+        Ok(())
     }
 
     fn execute_once(&mut self, sql: &'static str, params: &[P]) -> Result<u64, StoreError> {
@@ -468,6 +572,9 @@ impl Conn {
             let _ = self.batch("ROLLBACK");
         }
         self.set_in_transaction(false);
+        if let Conn::Pg(pg) = self {
+            pg.buffered = None;
+        }
     }
 
     /// Run `f` in a write transaction: committed when it returns `Ok`, rolled back otherwise.

@@ -203,10 +203,11 @@ fn write_batch(conn: &mut Conn, batch: &mut [Msg], known: &mut HashMap<Hash, Str
     let mut last_tools = None;
     let result = with_retry(conn, |tx| {
         new_blobs.clear();
+        tx.buffer_inserts();
         for r in records.iter() {
             write_record(tx, r, known, &mut new_blobs, &mut last_tools)?;
         }
-        Ok(())
+        tx.send_buffered()
     });
     match result {
         Ok(()) => {

@@ -826,13 +826,24 @@ fn spawn_child(location: &str, limit: Option<usize>) -> std::process::Child {
     c.spawn().unwrap()
 }
 
-fn durable_ids(child: &mut std::process::Child) -> Vec<Uuid> {
+/// Reads a child's "durable ID" lines on a thread (a full pipe would stall the child); `started`
+/// hears of the first.
+fn ack_reader(child: &mut std::process::Child, started: Option<std::sync::mpsc::Sender<()>>) -> std::thread::JoinHandle<Vec<Uuid>> {
     let out = child.stdout.take().unwrap();
-    BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| l.split_once("durable ").and_then(|(_, id)| Uuid::parse_str(id.trim()).ok()))
-        .collect()
+    std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(id) = line.split_once("durable ").and_then(|(_, id)| Uuid::parse_str(id.trim()).ok()) {
+                if ids.is_empty() {
+                    if let Some(s) = &started {
+                        let _ = s.send(());
+                    }
+                }
+                ids.push(id);
+            }
+        }
+        ids
+    })
 }
 
 fn all_step_ids(store: &Store) -> HashSet<Uuid> {
@@ -862,20 +873,8 @@ fn acknowledged_appends_survive_sigkill(db: &Db) {
         let mut child = spawn_child(&path, None);
         // Kill it mid-stream: once it has started appending (connecting takes a while on
         // PostgreSQL), after a random while.
-        let out = child.stdout.take().unwrap();
         let (started, first) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut ids = Vec::new();
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(id) = line.split_once("durable ").and_then(|(_, id)| Uuid::parse_str(id.trim()).ok()) {
-                    if ids.is_empty() {
-                        let _ = started.send(());
-                    }
-                    ids.push(id);
-                }
-            }
-            ids
-        });
+        let reader = ack_reader(&mut child, Some(started));
         first.recv_timeout(Duration::from_secs(60)).expect("the child appended nothing in a minute");
         std::thread::sleep(Duration::from_millis(30 + rand() % 300));
         child.kill().unwrap(); // SIGKILL
@@ -896,20 +895,7 @@ fn eight_processes_append_at_once(db: &Db) {
     drop(Store::open(&path).unwrap());
     let n = 300;
     let mut children: Vec<_> = (0..8).map(|_| spawn_child(&path, Some(n))).collect();
-    // Read every child's acknowledgements at once (a full pipe would stall a child).
-    let readers: Vec<_> = children
-        .iter_mut()
-        .map(|c| {
-            let out = c.stdout.take().unwrap();
-            std::thread::spawn(move || {
-                BufReader::new(out)
-                    .lines()
-                    .map_while(Result::ok)
-                    .filter_map(|l| l.split_once("durable ").and_then(|(_, id)| Uuid::parse_str(id.trim()).ok()))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
+    let readers: Vec<_> = children.iter_mut().map(|c| ack_reader(c, None)).collect();
     let acked: Vec<Vec<Uuid>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     for c in &mut children {
         assert!(c.wait().unwrap().success());
