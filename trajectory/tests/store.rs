@@ -268,6 +268,7 @@ both!(
     round_trip_and_tree,
     queries_by_time_and_version,
     model_versions_have_one_live,
+    runs_and_decision_counts,
     async_callers_and_flush,
     nothing_secret_reaches_the_store,
     another_applications_database,
@@ -390,6 +391,36 @@ fn model_versions_have_one_live(db: &Db) {
     // Re-recording a version keeps its live flag.
     store.put_model_version(&v("v2", 2)).unwrap();
     assert_eq!(store.live_model_version().unwrap().unwrap().id, "v2");
+}
+
+/// What the trainer's schedule reads and writes: runs (inserted, then updated in place) and the
+/// count of human decisions since a time.
+fn runs_and_decision_counts(db: &Db) {
+    let store = Store::open(db.location("k")).unwrap();
+    let run = |id: &str, t, stage: &str| Run {
+        id: id.into(),
+        created_at: t,
+        updated_at: t,
+        stage: stage.into(),
+        status: "running".into(),
+        detail: serde_json::json!({"stage": stage}),
+    };
+    store.put_run(&run("r2", 20, "pairs")).unwrap();
+    store.put_run(&run("r1", 10, "pairs")).unwrap();
+    let mut r1 = run("r1", 10, "train");
+    r1.updated_at = 30;
+    r1.status = "promoted".into();
+    store.put_run(&r1).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
+    assert_eq!(runs[0], r1);
+
+    let before = now_ms();
+    let w = store.writer().unwrap();
+    write_sample(&w);
+    // Five decisions, one of them automatic.
+    assert_eq!(store.count_decisions_since(before).unwrap(), 4);
+    assert_eq!(store.count_decisions_since(now_ms() + 60_000).unwrap(), 0);
 }
 
 fn async_callers_and_flush(db: &Db) {
