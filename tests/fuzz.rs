@@ -787,6 +787,11 @@ fn params_for(r: &mut Rng, method: &str) -> Value {
                     if r.chance(20) {
                         args.insert("reason".into(), json!("no"));
                     }
+                    if cmd == "keel.step.accept" && r.chance(30) {
+                        // A hunk-by-hunk answer: indices that may exist, repeat, or be anything.
+                        let hunks = if r.chance(60) { json!(*r.pick(&[json!([]), json!([0]), json!([1]), json!([0, 1]), json!([1, 0, 1]), json!([2, 99])])) } else { hostile(r, 1) };
+                        args.insert("hunks".into(), hunks);
+                    }
                 }
             }
             let arguments = if r.chance(90) { json!([Value::Object(args)]) } else { hostile(r, 1) };

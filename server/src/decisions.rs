@@ -18,6 +18,17 @@ pub fn accepted(state: &Shared, p: &mut Pending, observation: Observation) {
     send(p, UserDecision::Accepted(observation));
 }
 
+/// Accepted in part: the user kept `kept` of the edit's `of` hunks, so the text that replaced the
+/// edit's `old_text` is `final_text` — recorded as `edited`, the user's text over the model's.
+pub fn accepted_in_part(state: &Shared, p: &mut Pending, rel: &str, final_text: String, kept: usize, of: usize) {
+    let output = format!("The user applied {kept} of the {of} hunks of the edit to {rel} and rejected the others; the text that replaced old_text is:\n{final_text}");
+    // In a CRLF file the text has the file's line ends; the record pairs it with the model's text.
+    let model_crlf = matches!(p.step.parsed.action(), Some(keel_trajectory::Action::Edit { new_text, .. }) if new_text.contains('\r'));
+    let final_text = if model_crlf { final_text } else { final_text.replace("\r\n", "\n") };
+    state.decide(p.step.id, Decision::Edited { final_text });
+    send(p, UserDecision::Accepted(Observation { output, exit_code: Some(0), ..Default::default() }));
+}
+
 /// Rejected by the user (`retry`: "another", a sibling is sampled at the same state).
 pub fn rejected(state: &Shared, p: &mut Pending, reason: Option<String>, retry: bool) {
     let reason = reason.filter(|r| !r.trim().is_empty());

@@ -477,8 +477,9 @@ impl Ep {
         let mut cancel = self.cancel.clone();
         let mut doc = self.call_cancel.clone();
         doc.mark_unchanged();
+        let episode = self.id.to_string();
         tokio::select! {
-            r = m.complete(prompt, temperature, true, tools) => match r {
+            r = m.complete(prompt, temperature, true, tools, Some(&episode)) => match r {
                 Ok(c) => Call::Done(c),
                 Err(e) => Call::Failed(e),
             },
@@ -513,7 +514,13 @@ impl Ep {
             Pending {
                 step: step.clone(),
                 episode: self.id,
-                kind: PendingKind::Edit { path: abs, rel: path.to_string(), old_text: text[edit.start..edit.end].to_string(), new_text: edit.new_text.clone() },
+                kind: PendingKind::Edit {
+                    path: abs,
+                    rel: path.to_string(),
+                    old_text: text[edit.start..edit.end].to_string(),
+                    new_text: edit.new_text.clone(),
+                    review: crate::hunks::Review::new(text, edit.start, edit.end, &edit.new_text),
+                },
                 uri,
                 range_chars: (a, b),
                 title,

@@ -7,7 +7,8 @@
 //! Layout, in the order data flows: [`config`] (options), [`document`] (text and positions),
 //! [`syntax`] (tree-sitter context), [`model`] (the OpenAI-compatible client), [`episode`] (the
 //! editor's driver of the shared agent, `keel-agent`: its prompt, tools and rules live there),
-//! [`watch`] (reverts and user edits after an accept), [`recorder`] (records on their way to the
+//! [`watch`] (reverts and user edits after an accept), [`hunks`] (a pending edit's hunks, for
+//! review hunk by hunk), [`recorder`] (records on their way to the
 //! store, kept while it cannot be written), [`files`] (bounded reads of the user's files),
 //! [`ui`] (lenses, diagnostics, status), [`decisions`] (the user's answers, recorded with one
 //! meaning for every front end), [`server`] (the thin `LanguageServer` handlers), [`acp`] (the
@@ -21,6 +22,7 @@ pub mod decisions;
 pub mod document;
 pub mod episode;
 pub mod files;
+pub mod hunks;
 pub mod model;
 pub mod recorder;
 pub mod server;

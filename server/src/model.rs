@@ -69,8 +69,10 @@ impl ModelClient {
     }
 
     /// One completion. `tools: false` sends no `tools` (the JSON-in-content fallback; the caller adds
-    /// [`JSON_FALLBACK_INSTRUCTION`] to the prompt it records).
-    pub async fn complete(&self, prompt: &Prompt, temperature: f64, stream: bool, tools: bool) -> Result<Completion, ModelError> {
+    /// [`JSON_FALLBACK_INSTRUCTION`] to the prompt it records). `episode` names the episode in the
+    /// OpenAI `user` field: `keel-train serve` routes every step of one episode to the same version
+    /// while an A/B runs; other endpoints take it as an opaque end-user id.
+    pub async fn complete(&self, prompt: &Prompt, temperature: f64, stream: bool, tools: bool, episode: Option<&str>) -> Result<Completion, ModelError> {
         let started = Instant::now();
         let mut body = json!({
             "model": self.model,
@@ -78,6 +80,9 @@ impl ModelClient {
             "temperature": temperature,
             "stream": stream,
         });
+        if let Some(e) = episode {
+            body["user"] = json!(e);
+        }
         if tools && !prompt.tools.is_empty() {
             body["tools"] = Value::Array(prompt.tools.as_ref().clone());
             // Every step is exactly one tool call (finish ends the episode).

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::decisions;
 use crate::document::{Change, Document, Encoding};
 use crate::episode::{self, StartRequest};
+use crate::hunks::Choice;
 use crate::state::{DocEntry, PendingKind, Shared, State, UserDecision, lock};
 use crate::ui;
 use crate::watch::{Outcome, Watch};
@@ -166,10 +167,24 @@ impl Backend {
                 let range = inner.docs.get(&p.uri).map(|e| {
                     json!({"start": ui::lsp_pos(e.doc.position(p.range_chars.0)), "end": ui::lsp_pos(e.doc.position(p.range_chars.1))})
                 });
+                // The hunks' lines in the document as it is now (the edit's span moves with typing).
+                let hunks = match &p.kind {
+                    PendingKind::Edit { review, .. } => {
+                        let first = match inner.docs.get(&p.uri) {
+                            Some(e) => e.doc.text.char_to_line(p.range_chars.0.min(e.doc.text.len_chars())),
+                            None => {
+                                let rope = ropey::Rope::from_str(p.original.as_deref().unwrap_or(""));
+                                rope.char_to_line(p.range_chars.0.min(rope.len_chars()))
+                            }
+                        };
+                        review.to_json(u32::try_from(first).unwrap_or(u32::MAX))
+                    }
+                    PendingKind::Run { .. } => json!([]),
+                };
                 json!({
                     "step": p.step.id, "episode": p.episode, "tool": tool, "uri": p.uri, "range": range,
                     "title": p.title, "original": p.original, "proposed": p.proposed, "command": command,
-                    "model_version": p.model_version,
+                    "model_version": p.model_version, "hunks": hunks,
                 })
             })
             .collect();
@@ -208,8 +223,37 @@ impl Backend {
         self.state.take_pending(step)
     }
 
+    /// What `hunks` (the indices kept, when the user reviewed hunk by hunk) makes of the pending
+    /// `step`: checked before the step is taken, so a bad list loses nothing.
+    fn hunk_choice(&self, step: Uuid, args: &Value) -> Result<Option<Choice>> {
+        let kept = match args.get("hunks") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| invalid(format!("`hunks` must list hunk indices (integers from 0), not {v}"))))
+                .collect::<Result<Vec<usize>>>()?,
+            Some(v) => return Err(invalid(format!("`hunks` must be an array of hunk indices, not {v}"))),
+        };
+        let inner = lock(&self.state.inner);
+        let Some(p) = inner.pending.iter().find(|p| p.step.id == step) else { return Err(invalid("that step is no longer pending")) };
+        match &p.kind {
+            PendingKind::Edit { review, .. } => review.choose(&kept).map(Some).map_err(|e| invalid(e.0)),
+            PendingKind::Run { .. } if kept.is_empty() => Ok(Some(Choice::None)),
+            PendingKind::Run { .. } => Err(invalid("a command has no hunks: accept or reject it whole")),
+        }
+    }
+
     async fn accept(&self, args: &Value) -> Result<Value> {
         let Some(step) = self.find_pending(args) else { return Err(invalid("no pending Keel step to accept")) };
+        let part = match self.hunk_choice(step, args)? {
+            Some(Choice::None) => {
+                // Every hunk rejected: the step is rejected.
+                self.reject(&json!({"step": step}), false).await?;
+                return Ok(json!({"applied": false, "rejected": true}));
+            }
+            Some(Choice::Part { final_text, kept, of }) => Some((final_text, kept, of)),
+            Some(Choice::All) | None => None,
+        };
         let Some(mut p) = self.take_pending(step) else { return Err(invalid("that step is no longer pending")) };
         match p.kind.clone() {
             PendingKind::Run { command } => {
@@ -236,7 +280,9 @@ impl Backend {
                 });
                 Ok(json!({"applied": true, "sandbox": true}))
             }
-            PendingKind::Edit { path, rel, old_text, new_text } => {
+            PendingKind::Edit { path, rel, old_text, new_text, .. } => {
+                // A partial accept writes the kept hunks in place of the model's text.
+                let new_text = part.as_ref().map_or(new_text, |(t, _, _)| t.clone());
                 // Locate the edit in the text as it is now (the user may have typed since).
                 let uri = p.uri.clone();
                 // The file may have become a link out of the workspace since it was proposed.
@@ -302,7 +348,10 @@ impl Backend {
                     Err(e) => (false, Some(e.to_string())),
                 };
                 if applied {
-                    decisions::accepted(&self.state, &mut p, keel_agent::tools::edit_applied(&rel));
+                    match part {
+                        Some((final_text, kept, of)) => decisions::accepted_in_part(&self.state, &mut p, &rel, final_text, kept, of),
+                        None => decisions::accepted(&self.state, &mut p, keel_agent::tools::edit_applied(&rel)),
+                    }
                 } else {
                     lock(&self.state.inner).watches.retain(|w| w.step != step);
                     let why = reason.unwrap_or_else(|| "the editor did not apply it".into());

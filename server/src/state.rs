@@ -34,7 +34,8 @@ pub enum UserDecision {
 #[derive(Debug, Clone)]
 pub enum PendingKind {
     /// `rel`: the path as the agent normalised it (relative to the root), which the observation names.
-    Edit { path: PathBuf, rel: String, old_text: String, new_text: String },
+    /// `review`: its hunks, for an accept of some of them.
+    Edit { path: PathBuf, rel: String, old_text: String, new_text: String, review: crate::hunks::Review },
     Run { command: String },
 }
 

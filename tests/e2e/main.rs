@@ -47,6 +47,11 @@ impl Workspace {
     }
 }
 
+/// An edit of `calc.py` in two hunks (`add`'s body, `mul`'s signature), as (old_text, new_text).
+pub const TWO_HUNKS: (&str, &str) = ("a - b\n\n\ndef mul(a, b):", "a + b\n\n\ndef mul(a: float, b: float):");
+/// What replaces [`TWO_HUNKS`]'s old_text when only its first hunk is kept.
+pub const TWO_HUNKS_FIRST_KEPT: &str = "a + b\n\n\ndef mul(a, b):";
+
 pub fn edit(old: &str, new: &str) -> Reply {
     Reply::tool("edit", json!({"path": "calc.py", "old_text": old, "new_text": new}))
 }

@@ -48,6 +48,26 @@ fn scenario(name: &str, ws: &Workspace, envs: &[(&str, &str)]) -> Value {
     v
 }
 
+/// The docs' picture of a scenario's window (its :TOhtml rendering, in Debian's Chromium), written
+/// to `docs/img/<name>` when missing or with KEEL_UPDATE_SCREENSHOTS=1 (so a test run leaves the
+/// tree clean).
+fn screenshot(ws: &Workspace, html: &Path, name: &str) {
+    let text = std::fs::read_to_string(html).expect("the scenario wrote the window as HTML");
+    assert!(text.contains("Keel hunk 1/2: kept") && text.contains("+ def mul(a: float, b: float):"), "the picture shows the review");
+    let chromium = std::env::var_os("KEEL_E2E_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    let png = ws.dir.path().join(name);
+    let mut cmd = std::process::Command::new(chromium);
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,200"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()));
+    let (ok, log) = run_with_deadline(&mut cmd, Duration::from_secs(60));
+    assert!(ok && png.exists(), "chromium --screenshot failed: {log}");
+    let doc = root().join("docs/img").join(name);
+    if !doc.exists() || std::env::var_os("KEEL_UPDATE_SCREENSHOTS").is_some() {
+        std::fs::copy(&png, &doc).unwrap();
+    }
+}
+
 fn lsp() -> String {
     bin("keel-lsp").display().to_string()
 }
@@ -204,4 +224,48 @@ fn an_accepted_run_sees_the_unsaved_edit_in_neovim() {
     assert_eq!(f["modified_at_end"], true, "{f:#}");
     assert_eq!(f["errors"], json!([]), "{f:#}");
     check_unsaved_run(&ws);
+}
+
+/// The inline preview and the hunk review: two hunks drawn in place, `]k`/`[k`, "another"
+/// replaces the preview, hunk 1 kept and hunk 2 dropped → only hunk 1 in the file, recorded as
+/// `edited` with that text over the model's whole proposal.
+#[test]
+fn inline_preview_and_hunk_review() {
+    let ws = Workspace::new();
+    let (old, new) = crate::TWO_HUNKS;
+    ws.model.push(edit(old, &new.replace("float", "int")), false);
+    ws.model.push(edit(old, new), false);
+    ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+    let lsp = lsp();
+    let html = ws.dir.path().join("nvim-hunk-review.html");
+    let v = scenario("review", &ws, &[("KEEL_E2E_LSP", &lsp), ("KEEL_E2E_SHOT_HTML", html.to_str().unwrap())]);
+    let f = facts(&v);
+    screenshot(&ws, &html, "nvim-hunk-review.png");
+
+    // The proposal is drawn, not applied: removed lines 2 and 6 highlighted, added lines under them.
+    assert_eq!(f["buffer_untouched"].as_str().unwrap(), CALC);
+    assert_eq!(f["preview_first"]["removed_rows"], json!([1, 4]));
+    assert_eq!(f["preview_first"]["added"], json!([{"row": 1, "text": "+     return a + b"}, {"row": 4, "text": "+ def mul(a: int, b: int):"}]));
+    let labels: Vec<&str> = f["preview_first"]["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["  Keel hunk 1/2: undecided", "  Keel hunk 2/2: undecided"]);
+    assert_eq!(f["jumps"], json!([2, 5, 2]));
+    // "Another" replaced it.
+    assert_ne!(f["first_step"], f["second_step"]);
+    assert_eq!(f["preview_second"]["added"][1]["text"], "+ def mul(a: float, b: float):");
+    // Keeping hunk 1 moves to hunk 2 and marks the choice.
+    assert_eq!(f["after_keep"]["cursor"], 5);
+    assert_eq!(f["after_keep"]["labels"][0]["text"], "  Keel hunk 1/2: kept");
+    // Only hunk 1 landed (and was saved).
+    let want = CALC.replace("a - b", "a + b");
+    assert_eq!(f["buffer_final"].as_str().unwrap(), want);
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), want);
+    assert_eq!(f["errors"], json!([]));
+
+    let s = Store::open(&ws.store).unwrap();
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    assert_eq!(tree.steps[0].step.id.to_string(), f["first_step"].as_str().unwrap());
+    assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: RejectCause::Retry, reason: None }));
+    assert_eq!(tree.steps[1].step.id.to_string(), f["second_step"].as_str().unwrap());
+    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::TWO_HUNKS_FIRST_KEPT.into() }));
 }

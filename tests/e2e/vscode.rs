@@ -285,3 +285,48 @@ fn a_crashing_server_is_a_clear_message_in_code_server() {
     assert_ne!(f["pid_before"], f["pid_after"], "{f:#}");
     assert_eq!(f["editor_works"], true, "{f:#}");
 }
+
+/// The inline preview and the hunk review in code-server: lenses per hunk, the added text after
+/// the lines and the removed lines struck through, Alt+] / Alt+[, "Another" replaces the preview,
+/// Alt+Y keeps hunk 1 and the lens drops hunk 2 → only hunk 1 in the file, recorded as `edited`.
+#[test]
+fn inline_preview_and_hunk_review_in_code_server() {
+    let ws = Workspace::new();
+    let (old, new) = crate::TWO_HUNKS;
+    ws.model.push(edit(old, &new.replace("float", "int")), false);
+    ws.model.push(edit(old, new), false);
+    ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+    let shot = ws.dir.path().join("vscode-hunk-review.png");
+    let r = drive(&ws, &bin("keel-lsp"), "review", Some(&shot), None);
+    let f = &r["facts"];
+
+    let lenses: Vec<&str> = f["review_lenses"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    for want in ["Keel: Keep hunk 1/2", "Keel: Keep hunk 2/2", "Keel: Drop hunk"] {
+        assert!(lenses.contains(&want), "{want} missing from {lenses:?}");
+    }
+    let after = |v: &Value| v["after"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let first = after(&f["preview_first"]);
+    assert!(first.iter().any(|a| a.contains("+     return a + b")), "{first:?}");
+    assert!(first.iter().any(|a| a.contains("+ def mul(a: int, b: int):")), "{first:?}");
+    let struck: Vec<&str> = f["preview_first"]["struck"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(struck.iter().any(|s| s.starts_with("return a - b")) && struck.iter().any(|s| s.starts_with("def mul(a, b):")), "{struck:?}");
+    assert_eq!(f["jumps"], json!([2, 5, 2]));
+    assert!(after(&f["preview_second"]).iter().any(|a| a.contains("+ def mul(a: float, b: float):")), "{f:#}");
+    assert_eq!(f["cursor_after_keep"], 5, "keeping a hunk moves to the next undecided one");
+    assert!(f["lenses_after_keep"].as_array().unwrap().iter().any(|l| l == "Keel: Keep hunk 1/2 (kept)"), "{f:#}");
+    assert!(f["status_after"].as_str().unwrap().contains("finished"), "{f:#}");
+    assert_eq!(f["preview_after"], json!({"after": [], "struck": []}), "the preview is gone");
+    assert!(!f["lenses_after"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("Keel:")), "{f:#}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot");
+    let doc = root().join("docs/img/vscode-hunk-review.png");
+    if !doc.exists() || std::env::var_os("KEEL_UPDATE_SCREENSHOTS").is_some() {
+        std::fs::copy(&shot, &doc).unwrap();
+    }
+
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), CALC.replace("a - b", "a + b"));
+    let s = Store::open(&ws.store).unwrap();
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: keel_trajectory::RejectCause::Retry, reason: None }));
+    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::TWO_HUNKS_FIRST_KEPT.into() }));
+}

@@ -8,6 +8,7 @@
 //! (`collect`, `eval --store`), each with its verification outcome. It never speaks LSP. It is the
 //! only part of Keel that links libtorch.
 
+pub mod ab;
 pub mod convert;
 pub mod dpo;
 pub mod eval;

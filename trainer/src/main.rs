@@ -565,6 +565,45 @@ enum ModelsAction {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Online A/B of a candidate against the live version: `keel-train serve --store` sends
+    /// `--share` of episodes to it, and the users' decisions judge it (sequential test on
+    /// acceptance and reversal rates; docs/real-setup.md, "team").
+    Ab {
+        #[command(subcommand)]
+        action: AbAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AbAction {
+    /// Start serving a candidate to a share of episodes.
+    Start {
+        id: String,
+        /// Share of episodes the candidate serves, in (0, 1).
+        #[arg(long)]
+        share: f64,
+        /// The test's level (chance of a verdict between equally good versions).
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// No verdict before each arm has this many reviewed proposals.
+        #[arg(long, default_value_t = 20)]
+        min_decisions: u64,
+        /// Both arms past this many with no clear difference: the live version stays.
+        #[arg(long, default_value_t = 1000)]
+        max_decisions: u64,
+    },
+    /// The running A/B's figures and verdict so far (nothing changes).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge the running A/B; with `--apply`, promote or roll back when the verdict is clear.
+    Judge {
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Stop the running A/B without a verdict (the candidate is withdrawn).
+    Stop,
 }
 
 #[derive(clap::Args)]
@@ -956,6 +995,49 @@ fn models(a: ModelsArgs) -> Result<()> {
                 }
             }
         }
+        ModelsAction::Ab { action } => ab(&mut store, action)?,
+    }
+    Ok(())
+}
+
+fn ab(store: &mut keel_trajectory::Store, action: AbAction) -> Result<()> {
+    use keel_trainer::ab;
+    match action {
+        AbAction::Start { id, share, alpha, min_decisions, max_decisions } => {
+            let cfg = ab::AbConfig { share, alpha, min_decisions, max_decisions, ..ab::AbConfig::new(share) };
+            let v = ab::start(store, &id, &cfg)?;
+            println!("A/B started: {} serves {:.0}% of episodes (keel-train serve --store follows)", v.id, share * 100.0);
+        }
+        AbAction::Status { json } => match ab::status(store)? {
+            None => println!("no A/B is running"),
+            Some((cand, live, c, verdict)) if json => println!(
+                "{}",
+                serde_json::json!({"candidate": cand.id, "verdict": verdict.name(), "why": verdict.why(),
+                    "live": {"reviewed": live.reviewed, "accepted": live.accepted, "reverted": live.reverted},
+                    "candidate_stats": {"reviewed": c.reviewed, "accepted": c.accepted, "reverted": c.reverted}})
+            ),
+            Some((cand, _, _, verdict)) => println!("{}", ab::line(&cand, &verdict)),
+        },
+        AbAction::Judge { apply } => {
+            let r = if apply { ab::judge_and_apply(store)? } else { ab::status(store)?.map(|(c, _, _, v)| (c, v)) };
+            match r {
+                None => println!("no A/B is running"),
+                Some((cand, verdict)) => {
+                    println!("{}", ab::line(&cand, &verdict));
+                    if apply {
+                        match verdict {
+                            ab::Verdict::Promote(_) => println!("live: {}", cand.id),
+                            ab::Verdict::Rollback(_) => println!("rolled back: {} withdrawn; the live version stays", cand.id),
+                            ab::Verdict::Continue(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+        AbAction::Stop => match ab::stop(store, "stopped by hand")? {
+            Some(v) => println!("A/B stopped: {} withdrawn", v.id),
+            None => println!("no A/B is running"),
+        },
     }
     Ok(())
 }

@@ -61,6 +61,10 @@ pub struct Config {
     /// held-out tasks (the agent, not only the pairs).
     #[serde(default)]
     pub tasks: Option<TasksSection>,
+    /// `[ab]`: a candidate the gate passes is not promoted at once but served to `share` of live
+    /// episodes, and promoted or withdrawn by the users' decisions ([`crate::ab`]).
+    #[serde(default)]
+    pub ab: Option<crate::ab::AbConfig>,
 }
 
 /// `[tasks]`: the loop's stages on task suites (docs/tasks.md), on the schedule.
@@ -250,6 +254,9 @@ impl Config {
         if c.sandbox.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
             bail!("sandbox.image is empty: name an image, or leave it out for the base image");
         }
+        if let Some(ab) = &c.ab {
+            ab.check()?;
+        }
         if let Some(at) = &c.trigger.at {
             parse_hhmm(at).with_context(|| format!("trigger.at `{at}` is not HH:MM"))?;
         }
@@ -360,9 +367,29 @@ pub fn trigger_reason(cfg: &Config, store: &Store, runs: &[Run], now: i64) -> Re
 pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     let work = cfg.work_dir();
     let Some(_lock) = Lock::try_acquire(&work.join("schedule.lock"))? else { return Ok(Pass::Busy) };
-    let store = Store::open(&cfg.store)
+    let mut store = Store::open(&cfg.store)
         .with_context(|| format!("opening store {}", keel_trajectory::redact_location(&cfg.store.to_string_lossy())))?;
     let runs = store.runs()?;
+    // A candidate in an online A/B: judged on the decisions recorded since; no new run meanwhile.
+    if let Some(r) = runs.iter().find(|r| r.status == "ab") {
+        let mut r = r.clone();
+        let verdict = crate::ab::judge_and_apply(&mut store)?;
+        let status = match &verdict {
+            Some((cand, v @ crate::ab::Verdict::Continue(_))) => return Ok(Pass::Idle(crate::ab::line(cand, v))),
+            Some((_, crate::ab::Verdict::Promote(_))) => "promoted",
+            Some((_, crate::ab::Verdict::Rollback(_))) => "rolled_back",
+            None => "rolled_back",
+        };
+        r.detail["ab_verdict"] = match &verdict {
+            Some((_, v)) => json!({"verdict": v.name(), "why": v.why()}),
+            None => json!({"verdict": "rollback", "why": "the A/B was stopped by hand"}),
+        };
+        eprintln!("schedule: A/B of {}: {status} — {}", r.detail["candidate"].as_str().unwrap_or("?"), r.detail["ab_verdict"]["why"].as_str().unwrap_or(""));
+        r.status = status.into();
+        r.updated_at = now_ms();
+        store.put_run(&r)?;
+        return Ok(Pass::Finished { run: r.id.clone(), status: r.status.clone() });
+    }
     let retry = runs.last().filter(|r| r.status == "failed" && attempts(r) < MAX_ATTEMPTS);
     let mut run = match (runs.iter().find(|r| r.status == "running"), retry) {
         (Some(r), _) => {
@@ -665,7 +692,12 @@ fn run_stage(cfg: &Config, exe: &Path, store: &Store, run: &mut Run, dir: &Path,
         "promote" => {
             let promote = run.detail.pointer("/gate/promote").and_then(Value::as_bool).unwrap_or(false);
             let id = run.detail["candidate"].as_str().context("no candidate recorded")?.to_string();
-            if promote {
+            if promote && cfg.ab.is_some() {
+                let ab = cfg.ab.as_ref().expect("checked");
+                crate::ab::start(store, &id, ab)?;
+                run.status = "ab".into();
+                eprintln!("schedule: {id} passed the gate; A/B started: it serves {:.0}% of episodes until the users' decisions judge it", ab.share * 100.0);
+            } else if promote {
                 let mut st = Store::open(&cfg.store)?;
                 crate::models::promote(&mut st, &id)?;
                 run.status = "promoted".into();

@@ -18,6 +18,7 @@ import {
   ServerOptions,
   State,
 } from "vscode-languageclient/node";
+import * as review from "./review";
 
 /// `keel/pending` items (protocol.md).
 interface PendingStep {
@@ -31,6 +32,8 @@ interface PendingStep {
   proposed: string | null;
   command: string | null;
   model_version: string | null;
+  /// The edit's hunks (empty for `run`): review them one by one with `keel.step.accept {hunks}`.
+  hunks?: review.Hunk[];
 }
 
 /// `keel/status` params.
@@ -171,6 +174,7 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
         action: (count ?? 0) <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,
       }),
       closed: (): CloseHandlerResult => {
+        review.clearAll();
         if (stopping) return { action: CloseAction.DoNotRestart, handled: true };
         crashes++;
         const msg = `Keel: keel-lsp stopped unexpectedly${crashes > 1 ? ` (${crashes} times)` : ""}. Its log is in the Keel output.`;
@@ -218,7 +222,13 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
     void vscode.window.showErrorMessage(msg, "Show Output").then((p) => p && output.show(true));
     return;
   }
-  context.subscriptions.push(c.onNotification("keel/status", (s: Status) => showStatus(s)));
+  context.subscriptions.push(
+    c.onNotification("keel/status", (s: Status) => {
+      showStatus(s);
+      // A new proposal replaces the preview; an answer or the episode's end clears it.
+      void review.refresh(reviewHost);
+    }),
+  );
   setStatus("$(circle-outline) Keel: idle", `keel-lsp running (${server})`, "keel.showOutput");
 }
 
@@ -237,6 +247,26 @@ async function execute(command: string, args: Record<string, unknown>): Promise<
     void vscode.window.showErrorMessage(`Keel: ${command} failed: ${e instanceof Error ? e.message : String(e)}`);
     return undefined;
   }
+}
+
+/// What the hunk review needs of the client; quiet when the server is not running.
+const reviewHost: review.ReviewHost = {
+  pending: async (uri) => {
+    if (!client || client.state !== State.Running) return undefined;
+    try {
+      return await client.sendRequest<PendingStep[]>("keel/pending", { uri });
+    } catch {
+      return undefined;
+    }
+  },
+  execute: (command, args) => execute(command, args),
+};
+
+let refreshTimer: NodeJS.Timeout | undefined;
+/// Refreshes the preview a little after typing stops (the hunks' lines move with the text).
+function refreshSoon() {
+  if (refreshTimer) clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => void review.refresh(reviewHost), 300);
 }
 
 async function pending(uri?: string): Promise<PendingStep[]> {
@@ -339,6 +369,16 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       await execute("keel.episode.cancel", live ? { episode: lastStatus!.episode } : {});
     }),
     vscode.commands.registerCommand("keel.showDiff", showDiff),
+    vscode.languages.registerCodeLensProvider({ scheme: "file" }, new review.HunkLenses()),
+    vscode.commands.registerCommand("keel.hunk.keep", (arg?: { uri?: string; step?: string; index?: number }) => review.decide(reviewHost, true, arg)),
+    vscode.commands.registerCommand("keel.hunk.drop", (arg?: { uri?: string; step?: string; index?: number }) => review.decide(reviewHost, false, arg)),
+    vscode.commands.registerCommand("keel.hunk.next", () => review.jump(1)),
+    vscode.commands.registerCommand("keel.hunk.previous", () => review.jump(-1)),
+    vscode.window.onDidChangeVisibleTextEditors(() => void review.refresh(reviewHost)),
+    vscode.window.onDidChangeActiveTextEditor(() => void review.refresh(reviewHost)),
+    vscode.workspace.onDidChangeTextDocument((e) => {
+      if (review.review(e.document.uri.toString())) refreshSoon();
+    }),
     vscode.commands.registerCommand("keel.ask", ask),
     vscode.commands.registerCommand("keel.showOutput", () => output.show(true)),
     vscode.commands.registerCommand("keel.openSettings", () => vscode.commands.executeCommand("workbench.action.openSettings", "keel")),
@@ -353,6 +393,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         stopping = false;
         client = undefined;
       }
+      review.clearAll();
       lastStatus = undefined;
       await startClient(context);
     }),

@@ -285,7 +285,7 @@ impl AcpFront {
                 self.tool_update(step, "failed", Some("Rejected: Keel proposes another"));
             }
             Choice::Allow => match p.kind.clone() {
-                PendingKind::Edit { path, rel, old_text, new_text } => match self.apply(&path, &old_text, &new_text).await {
+                PendingKind::Edit { path, rel, old_text, new_text, .. } => match self.apply(&path, &old_text, &new_text).await {
                     Ok(()) => {
                         decisions::accepted(&self.state, &mut p, keel_agent::tools::edit_applied(&rel));
                         self.tool_update(step, "completed", None);

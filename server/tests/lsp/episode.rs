@@ -171,6 +171,9 @@ fn list_start_retry_accept_and_the_pair() {
     assert_eq!(serde_json::to_value(&steps[2].step.prompt.messages).unwrap(), reqs[2]["messages"]);
     assert_eq!(reqs[1]["messages"], reqs[2]["messages"], "another samples at the same state");
     assert!(reqs[0]["tools"].as_array().unwrap().len() == 5);
+    // Every request names its episode (the OpenAI `user` field): keel-train serve keeps an episode
+    // on one version while an A/B runs.
+    assert!(reqs.iter().all(|r| r["user"] == json!(episode)), "{:?}", reqs.iter().map(|r| &r["user"]).collect::<Vec<_>>());
 
     // keel-train pairs exports the human pair.
     let out = f.dir.path().join("pairs.jsonl");
@@ -294,4 +297,81 @@ fn endpoint_without_tools_gets_json_actions_and_bad_actions_are_automatic_reject
     let last = reqs.last().unwrap();
     assert!(last.get("tools").is_none());
     assert!(last["messages"][0]["content"].as_str().unwrap().contains("\"view_file\""));
+}
+
+/// Review hunk by hunk: `keel/pending` lists the hunks; `keel.step.accept {hunks}` with bad indices
+/// is refused and loses nothing; none kept is a rejection; some kept applies only those and is
+/// recorded as `edited` with the text that replaced old_text (a user's edit, for `pairs`).
+#[test]
+fn accept_some_hunks_and_refuse_bad_indices() {
+    let f = Fixture::new();
+    let (old, new) = ("a - b\n\n\ndef mul(a, b):\n    return a * b", "a + b\n\n\ndef mul(a, b):\n    return b * a");
+    // The second proposal differs from the first (the same one again would be a `loop`).
+    f.model.push(edit(old, &new.replace("b * a", "a * b * 1")), false);
+    f.model.push(edit(old, new), false);
+    f.model.push(Reply::tool("finish", json!({"summary": "done"})), false);
+    let mut c = f.spawn();
+    f.open(&c, "calc.py", CALC);
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "implement"}]}));
+    let s1 = c.wait_status(from, "pending", WAIT)["step"].clone();
+    let pending = c.request("keel/pending", json!({"uri": f.uri("calc.py")}));
+    assert_eq!(
+        pending[0]["hunks"],
+        json!([
+            {"index": 0, "line": 1, "removed": ["    return a - b"], "added": ["    return a + b"]},
+            {"index": 1, "line": 5, "removed": ["    return a * b"], "added": ["    return a * b * 1"]},
+        ])
+    );
+
+    // Hostile lists: a clear error each, the step still pending, nothing applied or recorded.
+    for bad in [json!([2]), json!([-1]), json!(["0"]), json!([0, 0]), json!([1e30]), json!([u64::MAX]), json!("all"), json!({"0": true})] {
+        let r = c.request_full("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": s1, "hunks": bad}]}), WAIT);
+        assert_eq!(r["error"]["code"], -32602, "{bad}: {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("hunk"), "{bad}: {r}");
+    }
+    assert_eq!(c.request("keel/pending", json!({}))[0]["step"], s1, "still pending");
+    assert!(c.applied_edits.lock().unwrap().is_empty());
+
+    // No hunk kept: rejected, and the model proposes again.
+    let from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": s1, "hunks": []}]}));
+    assert_eq!(r, json!({"applied": false, "rejected": true}));
+    let s2 = c.wait_status(from, "pending", WAIT)["step"].clone();
+    assert_ne!(s1, s2);
+
+    // The first hunk kept: only it lands.
+    let from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": s2, "hunks": [0]}]}));
+    assert_eq!(r["applied"], true);
+    let edits = c.applied_edits.lock().unwrap().clone();
+    let after = apply_workspace_edit(CALC, &edits[0]["edit"]);
+    assert_eq!(after, CALC.replace("a - b", "a + b"));
+    c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 2}, "contentChanges": [{"text": after}]}));
+    c.wait_status(from, "finished", WAIT);
+    let told = &f.model.requests()[2]["messages"];
+    assert!(told.to_string().contains("applied 1 of the 2 hunks"), "the model hears what was kept: {told}");
+    assert!(c.shutdown().success());
+
+    let s = store(&f.store);
+    let ep = &s.episodes(&EpisodeFilter::default()).unwrap()[0];
+    let tree = s.tree(ep.id).unwrap().unwrap();
+    let d: Vec<Option<&Decision>> = tree.steps.iter().map(|s| s.decision()).collect();
+    assert_eq!(d[0], Some(&Decision::Rejected { cause: RejectCause::User, reason: None }));
+    assert_eq!(d[1], Some(&Decision::Edited { final_text: "a + b\n\n\ndef mul(a, b):\n    return a * b".into() }));
+    assert!(matches!(tree.steps[1].step.parsed.action(), Some(Action::Edit { new_text, .. }) if new_text == new), "the model's whole proposal stays the step's action");
+
+    // keel-train pairs: the kept text over the model's whole proposal. (The rejected first proposal
+    // is no sibling: a rejection moves the state on, unlike "another".)
+    let out = f.dir.path().join("pairs.jsonl");
+    let st = keel_e2e::command("keel-train").args(["pairs", "--store"]).arg(&f.store).arg("--out").arg(&out).status().unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let pairs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let args = |v: &Value| v[0]["tool_calls"][0]["function"]["arguments"]["new_text"].clone();
+    assert_eq!(pairs.len(), 1, "{text}");
+    let edit_pair = &pairs[0];
+    assert_eq!(edit_pair["meta"]["source"], "edit");
+    assert_eq!(args(&edit_pair["chosen"]), "a + b\n\n\ndef mul(a, b):\n    return a * b");
+    assert_eq!(args(&edit_pair["rejected"]), new);
 }

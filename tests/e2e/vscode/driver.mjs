@@ -67,6 +67,49 @@ async function pickImplement() {
   log("picked Keel: implement");
 }
 
+// What the hunk preview draws: the text after lines (injected text or a ::after pseudo-element)
+// and the lines struck through.
+async function preview() {
+  return await page.evaluate(() => {
+    const after = [];
+    const struck = [];
+    document.querySelectorAll(".editor-instance .view-lines .view-line").forEach((line, i) => {
+      const text = line.innerText.replace(/\u00a0/g, " ");
+      line.querySelectorAll("span").forEach((el) => {
+        const c = getComputedStyle(el, "::after").content;
+        if (c && c !== "none" && c !== "normal" && c !== '""') after.push(c.replace(/^"|"$/g, "").replace(/\u00a0/g, " "));
+        if (getComputedStyle(el).textDecorationLine.includes("line-through") && el.innerText.trim() !== "") struck.push(text.trim());
+      });
+      after.push(...[...line.querySelectorAll("span[class*='ced-'], span.inline-decoration-after")].map((e) => e.innerText.replace(/\u00a0/g, " ")));
+      void i;
+    });
+    return { after: [...new Set(after)].filter((s) => s.trim() !== ""), struck: [...new Set(struck)] };
+  });
+}
+
+async function cursorLine() {
+  const t = await page.locator(".statusbar-item", { hasText: /Ln \d+, Col \d+/ }).first().innerText();
+  return Number(/Ln (\d+)/.exec(t)[1]);
+}
+
+async function gotoLine(n) {
+  await page.keyboard.press("Control+G");
+  await page.locator(".quick-input-widget input").waitFor();
+  await page.keyboard.type(String(n));
+  await page.keyboard.press("Enter");
+  await page.waitForTimeout(300);
+}
+
+async function waitPreview(what, cond) {
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const p = await preview();
+    if (cond(p)) return p;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(p)}`);
+    await page.waitForTimeout(250);
+  }
+}
+
 // The editor still takes typing: a comment typed at the end of the file shows up.
 async function editorWorks() {
   await editor.locator(".view-line", { hasText: "return a" }).first().click();
@@ -150,6 +193,53 @@ try {
     }
     await page.locator(".statusbar-item", { hasText: "Keel: idle" }).first().waitFor();
     facts.status_restarted = (await status.first().innerText()).trim();
+    throw "done";
+  }
+  if (process.env.KEEL_E2E_CASE === "review") {
+    // The inline preview of a two-hunk edit: lenses per hunk, added text after the lines, removed
+    // lines struck through; Alt+] / Alt+[ move; "Another" replaces it; Alt+Y keeps hunk 1, the
+    // lens drops hunk 2; only hunk 1 lands.
+    const keep = page.locator(".codelens-decoration a", { hasText: "Keel: Keep hunk" });
+    await keep.nth(1).waitFor();
+    facts.preview_first = await waitPreview("the first preview", (p) => p.after.some((a) => a.includes("a: int")));
+    facts.review_lenses = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
+    log(`preview: ${JSON.stringify(facts.preview_first)}; lenses ${JSON.stringify(facts.review_lenses)}`);
+    await editor.locator(".view-lines").click();
+    await gotoLine(1);
+    facts.jumps = [];
+    for (const key of ["Alt+BracketRight", "Alt+BracketRight", "Alt+BracketLeft"]) {
+      await page.keyboard.press(key);
+      await page.waitForTimeout(300);
+      facts.jumps.push(await cursorLine());
+    }
+    log(`jumps: ${JSON.stringify(facts.jumps)}`);
+    await page.locator(".codelens-decoration a", { hasText: "Keel: Another" }).first().click();
+    facts.preview_second = await waitPreview("the second preview", (p) => p.after.some((a) => a.includes("a: float")) && !p.after.some((a) => a.includes("a: int")));
+    log(`preview after another: ${JSON.stringify(facts.preview_second)}`);
+    await page.mouse.move(10, 700);
+    await page.waitForTimeout(500);
+    if (shot && shot !== "") {
+      await page.screenshot({ path: shot });
+      log(`screenshot ${shot}`);
+    }
+    await editor.locator(".view-lines").click();
+    await gotoLine(2);
+    await page.keyboard.press("Alt+Y");
+    await page.locator(".codelens-decoration a", { hasText: "(kept)" }).first().waitFor();
+    facts.cursor_after_keep = await cursorLine();
+    facts.lenses_after_keep = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
+    log(`kept hunk 1; lenses ${JSON.stringify(facts.lenses_after_keep)}`);
+    await page.locator(".codelens-decoration a", { hasText: "Keel: Drop hunk" }).nth(1).click();
+    await editor.locator(".view-line", { hasText: "return a + b" }).waitFor();
+    await page.locator(".statusbar-item", { hasText: "finished" }).first().waitFor();
+    facts.status_after = (await status.first().innerText()).trim();
+    await editor.locator(".view-lines").click();
+    await page.keyboard.press("Control+S");
+    await page.locator(".tab.active:not(.dirty)").first().waitFor();
+    await page.waitForTimeout(500);
+    facts.preview_after = await preview();
+    facts.lenses_after = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
+    log("reviewed and saved");
     throw "done";
   }
   if (process.env.KEEL_E2E_CASE === "unsaved_run") {

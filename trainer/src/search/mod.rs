@@ -540,7 +540,25 @@ fn replay<'a, E: Environment>(episode: &Episode, root: Prompt, path: &[PathEdge]
             }
             continue;
         }
+        // An edit the user accepted in part, or changed after accepting, is recorded `edited` with
+        // the text they kept: the state below it holds that text, not the model's whole proposal.
+        let kept = match (&pe.decision, pe.parsed.action()) {
+            (Some(Decision::Edited { final_text }), Some(Action::Edit { path, old_text, .. })) => match ws.read(path) {
+                Ok(keel_agent::FileRead::Text(before)) => Some((path.clone(), before, old_text.clone(), final_text.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
         let u = agent.step_unattended(&pe.output, ws);
+        if let Some((path, before, old_text, final_text)) = kept.filter(|_| u.advanced && !u.decision.is_automatic_rejection()) {
+            if !before.contains(&old_text) {
+                // (A file whose line ends differ from old_text's: the agent's edit matched it
+                // loosely; the model's proposal stays, and the state is a replay mismatch.)
+                tracing::warn!("replay: the edited step's old_text is not verbatim in {path}; the model's proposal stands");
+            } else if let Err(e) = ws.write(&path, &before.replacen(&old_text, &final_text, 1)) {
+                tracing::warn!("replay: writing the text the user kept in {path}: {e}");
+            }
+        }
         if u.decision.is_automatic_rejection() {
             // A sampled action the rules reject: a leaf worth the automatic value.
             children.push(None);

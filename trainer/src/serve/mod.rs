@@ -129,13 +129,43 @@ pub async fn run(engine: EngineHandle, cfg: ServeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Polls the store's live version and swaps the adapter when it changes.
-async fn follow_store(engine: EngineHandle, store: PathBuf, poll: Duration) {
+/// Polls the store's live version and swaps the adapter when it changes; serves a running A/B's
+/// candidate to its share of episodes ([`crate::ab`]).
+pub async fn follow_store(engine: EngineHandle, store: PathBuf, poll: Duration) {
     let mut current: Option<(String, Option<String>)> = None;
+    let mut current_ab: Option<(String, f64)> = None;
     loop {
-        let live = {
+        let read = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || keel_trajectory::Store::open(&store).and_then(|s| s.live_model_version())).await
+            tokio::task::spawn_blocking(move || keel_trajectory::Store::open(&store).and_then(|s| s.model_versions())).await
+        };
+        let live = read.map(|r| {
+            r.map(|versions| {
+                let ab = crate::ab::running(&versions).map(|(v, share)| (v.id.clone(), v.adapter_path.clone(), share));
+                (versions.into_iter().find(|v| v.live), ab)
+            })
+        });
+        let live = match live {
+            Ok(Ok((v, ab))) => {
+                let want = ab.as_ref().map(|(id, _, share)| (id.clone(), *share));
+                if want != current_ab {
+                    let arg = ab.and_then(|(id, path, share)| path.map(|p| (PathBuf::from(p), engine::AbRoute { id, share })));
+                    match engine.set_candidate(arg).await {
+                        Ok(()) => {
+                            match &want {
+                                Some((id, share)) => eprintln!("keel-train serve: A/B: {id} serves {:.0}% of episodes", share * 100.0),
+                                None if current_ab.is_some() => eprintln!("keel-train serve: A/B ended"),
+                                None => {}
+                            }
+                            current_ab = want;
+                        }
+                        Err(e) => eprintln!("keel-train serve: cannot serve the A/B candidate: {e:#}"),
+                    }
+                }
+                Ok(Ok(v))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
         };
         match live {
             Ok(Ok(Some(v))) => {
@@ -159,7 +189,8 @@ async fn follow_store(engine: EngineHandle, store: PathBuf, poll: Duration) {
 }
 
 async fn health(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({"status": "ok", "version": app.engine.version()}))
+    let ab = app.engine.ab().map(|a| json!({"candidate": a.id, "share": a.share}));
+    Json(json!({"status": "ok", "version": app.engine.version(), "ab": ab}))
 }
 
 async fn models(State(app): State<Arc<App>>) -> Json<Value> {
@@ -276,24 +307,36 @@ fn chat_message(o: &GenOutput) -> Value {
     m
 }
 
-async fn chat(State(app): State<Arc<App>>, body: Option<Json<Value>>) -> Response {
+/// The episode a request belongs to, for sticky A/B routing: the `x-keel-episode` header, else
+/// the OpenAI `user` field (keel-lsp sends its episode id there).
+fn episode_key(headers: &axum::http::HeaderMap, body: &Value) -> Option<String> {
+    headers
+        .get("x-keel-episode")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| body.get("user").and_then(Value::as_str).map(str::to_string))
+        .filter(|k| !k.trim().is_empty())
+}
+
+async fn chat(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request_error", "the body must be JSON") };
     let (req, n, stream) = match parse_chat(&body, app.max_tokens) {
         Ok(x) => x,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", e),
     };
+    let arm = app.engine.route(episode_key(&headers, &body).as_deref());
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     if stream {
         if n != 1 {
             return error(StatusCode::BAD_REQUEST, "invalid_request_error", "stream supports n = 1");
         }
-        return stream_chat(app, req, id).await;
+        return stream_chat(app, req, id, arm).await;
     }
     // n samples: n requests in one batch, seeds offset so they differ but stay reproducible.
     let futs = (0..n).map(|i| {
         let mut r = req.clone();
         r.seed = r.seed.map(|s| s.wrapping_add(i as u64));
-        app.engine.generate(r, None)
+        app.engine.generate_on(arm, r, None)
     });
     let results = futures::future::join_all(futs).await;
     let mut choices = Vec::new();
@@ -318,19 +361,23 @@ async fn chat(State(app): State<Arc<App>>, body: Option<Json<Value>>) -> Respons
     .into_response()
 }
 
-async fn stream_chat(app: Arc<App>, req: GenRequest, id: String) -> Response {
+async fn stream_chat(app: Arc<App>, req: GenRequest, id: String, arm: engine::Arm) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Event, std::convert::Infallible>>();
     let model = app.model_id.clone();
     let created = now();
     tokio::spawn(async move {
-        let version = app.engine.version();
+        // Until the answer says which version served it, the chunks name the one routed to.
+        let version = match (arm, app.engine.ab()) {
+            (engine::Arm::Candidate, Some(ab)) => ab.id,
+            _ => app.engine.version(),
+        };
         let chunk = |delta: Value, finish: Value, version: &str| {
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": version,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         };
         let _ = ev_tx.send(Ok(Event::default().data(chunk(json!({"role": "assistant", "content": ""}), Value::Null, &version).to_string())));
-        let gen_fut = app.engine.generate(req, Some(tx));
+        let gen_fut = app.engine.generate_on(arm, req, Some(tx));
         tokio::pin!(gen_fut);
         let (result, version) = loop {
             tokio::select! {
@@ -368,7 +415,7 @@ async fn stream_chat(app: Arc<App>, req: GenRequest, id: String) -> Response {
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
-async fn completions(State(app): State<Arc<App>>, body: Option<Json<Value>>) -> Response {
+async fn completions(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request_error", "the body must be JSON") };
     let mut req = match parse_common(&body, app.max_tokens) {
         Ok(r) => r,
@@ -378,7 +425,8 @@ async fn completions(State(app): State<Arc<App>>, body: Option<Json<Value>>) -> 
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "`prompt` must be a string");
     };
     req.prompt = Some(prompt.to_string());
-    let (r, version) = app.engine.generate(req, None).await;
+    let arm = app.engine.route(episode_key(&headers, &body).as_deref());
+    let (r, version) = app.engine.generate_on(arm, req, None).await;
     match r {
         Ok(o) => Json(json!({
             "id": format!("cmpl-{}", uuid::Uuid::now_v7().simple()), "object": "text_completion", "created": now(),

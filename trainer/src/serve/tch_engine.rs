@@ -1,7 +1,7 @@
 //! The real engine: a Hugging Face model folder in tch, with an optional LoRA adapter, batched
 //! KV-cache generation, and llguidance-constrained tool calls.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use keel_trajectory::{FunctionCall, ToolCall};
@@ -18,6 +18,9 @@ pub struct TchEngine {
     constrainer: Option<Constrainer>,
     /// Keys and values of recent prompts (cleared when the adapter changes).
     pub prefixes: PrefixCache,
+    adapter: Option<PathBuf>,
+    /// The cache of the adapter served before this one, kept while an A/B alternates between two.
+    stashed: Option<(String, PrefixCache)>,
 }
 
 /// Prompt positions the engine keeps keys and values of (about 46 KB each on SmolLM2-135M in
@@ -40,7 +43,7 @@ impl TchEngine {
             model.load_adapter(a).with_context(|| format!("loading the adapter in {}", a.display()))?;
             adapter_hash = Some(crate::models::adapter_hash(a)?);
         }
-        Ok(TchEngine { model, name: name.to_string(), adapter_hash, constrainer, prefixes: PrefixCache::new(PREFIX_CACHE_TOKENS) })
+        Ok(TchEngine { model, name: name.to_string(), adapter_hash, constrainer, prefixes: PrefixCache::new(PREFIX_CACHE_TOKENS), adapter: adapter.map(Path::to_path_buf), stashed: None })
     }
 
     fn prompt_ids(&self, r: &GenRequest) -> Result<Vec<u32>> {
@@ -167,8 +170,7 @@ impl Engine for TchEngine {
     }
 
     fn set_adapter(&mut self, adapter: Option<&Path>) -> Result<String> {
-        // Keys and values computed with the old weights are not the new model's.
-        self.prefixes.clear();
+        let old = self.version();
         match adapter {
             Some(a) => {
                 let hash = crate::models::adapter_hash(a)?;
@@ -180,6 +182,22 @@ impl Engine for TchEngine {
                 self.adapter_hash = None;
             }
         }
-        Ok(self.version())
+        self.adapter = adapter.map(Path::to_path_buf);
+        // Keys and values computed with the old weights are not the new model's: the old cache is
+        // put aside (an A/B switches back to it), and the new version's taken out if it was there.
+        let new = self.version();
+        if new != old {
+            let restored = match self.stashed.take() {
+                Some((v, c)) if v == new => c,
+                _ => PrefixCache::new(PREFIX_CACHE_TOKENS),
+            };
+            let previous = std::mem::replace(&mut self.prefixes, restored);
+            self.stashed = Some((old, previous));
+        }
+        Ok(new)
+    }
+
+    fn adapter_path(&self) -> Option<PathBuf> {
+        self.adapter.clone()
     }
 }

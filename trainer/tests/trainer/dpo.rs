@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use keel_trainer::dpo::{DPO_STATS, DpoObjective};
 use keel_trainer::init_model::{InitOptions, init_model};
@@ -597,4 +598,77 @@ fn exported_training_runs_under_accelerate_and_its_adapter_comes_back_through_th
     assert!(!o.status.success(), "an adapter that learned nothing is refused against the live one");
     assert!(String::from_utf8_lossy(&o.stderr).contains("the gate refused"));
     assert_eq!(keel_trajectory::Store::open(&store).unwrap().live_model_version().unwrap().unwrap().id, live.id);
+}
+
+/// An adapter of random weights, different for each seed.
+fn seeded_adapter(dir: &Path, seed: i64) {
+    let mut m = Model::load(tiny(), &LoadOptions::default()).unwrap();
+    let lora = m.add_lora(LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() }, 3).unwrap();
+    tch::manual_seed(seed);
+    tch::no_grad(|| {
+        for (name, mut t) in lora.vs.variables() {
+            if name.ends_with("lora_B") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5));
+            }
+        }
+    });
+    m.save_adapter(dir).unwrap();
+}
+
+#[test]
+fn an_ab_on_the_real_engine_serves_each_arm_its_own_adapter_and_keeps_each_ones_prompt_cache() {
+    use keel_trainer::serve::engine::{self, AbRoute, Arm, Engine, GenRequest, ToolChoice};
+    use keel_trainer::serve::tch_engine::TchEngine;
+    let d = tempfile::tempdir().unwrap();
+    let (a1, a2) = (d.path().join("a1"), d.path().join("a2"));
+    seeded_adapter(&a1, 1);
+    seeded_adapter(&a2, 2);
+    let prompt = WORDS.iter().cycle().take(60).copied().collect::<Vec<_>>().join(" ");
+    let req = || GenRequest {
+        messages: vec![],
+        prompt: Some(prompt.clone()),
+        tools: vec![],
+        tool_choice: ToolChoice::Auto,
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        max_tokens: 8,
+        stop: vec![],
+        seed: Some(1),
+    };
+    let answer = |e: &mut TchEngine| e.generate(&[req()], &mut |_, _| {}).remove(0).unwrap().content;
+    // Each adapter alone: the answers each arm must give.
+    let alone = |a: &Path| answer(&mut TchEngine::load(tiny(), Some(a), "cpu", "tiny").unwrap());
+    let (r1, r2) = (alone(&a1), alone(&a2));
+    assert_ne!(r1, r2, "the two adapters must answer differently for this test to mean anything");
+    let (v1, v2) = (format!("tiny@{}", keel_trainer::models::adapter_hash(&a1).unwrap()), format!("tiny@{}", keel_trainer::models::adapter_hash(&a2).unwrap()));
+
+    // One engine switching back and forth: each version's cached prompt comes back with it.
+    let mut e = TchEngine::load(tiny(), Some(&a1), "cpu", "tiny").unwrap();
+    assert_eq!(answer(&mut e), r1);
+    assert_eq!(e.set_adapter(Some(&a2)).unwrap(), v2);
+    assert_eq!(answer(&mut e), r2, "no keys or values of the other adapter are reused");
+    assert_eq!(e.set_adapter(Some(&a1)).unwrap(), v1);
+    let reused = e.prefixes.reused_tokens;
+    assert_eq!(answer(&mut e), r1);
+    assert!(e.prefixes.reused_tokens > reused, "a1's prompt cache was kept aside and restored");
+
+    // Through the engine thread, both arms in one batch: each answered by its own adapter.
+    let h = engine::spawn(Box::new(TchEngine::load(tiny(), Some(&a1), "cpu", "tiny").unwrap()), 8, Duration::from_millis(100));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(h.set_candidate(Some((a2.clone(), AbRoute { id: v2.clone(), share: 0.5 })))).unwrap();
+    let arms = [Arm::Live, Arm::Candidate, Arm::Live, Arm::Candidate];
+    let outs = rt.block_on(futures::future::join_all(arms.iter().map(|&arm| h.generate_on(arm, req(), None))));
+    for (arm, (out, version)) in arms.iter().zip(outs) {
+        let (want, wv) = if *arm == Arm::Live { (&r1, &v1) } else { (&r2, &v2) };
+        assert_eq!((&out.unwrap().content, &version), (want, wv), "{arm:?}");
+    }
+    assert_eq!(h.version(), v1, "the live version is still the live one");
+    // The A/B over: a request routed to the candidate before it ended is served by the live one.
+    rt.block_on(h.set_candidate(None)).unwrap();
+    let (out, version) = rt.block_on(h.generate_on(Arm::Candidate, req(), None));
+    assert_eq!((out.unwrap().content, version), (r1.clone(), v1.clone()));
+    // A candidate folder without weights is refused, and nothing changes.
+    assert!(rt.block_on(h.set_candidate(Some((d.path().join("nothing"), AbRoute { id: "x".into(), share: 0.5 })))).is_err());
+    assert!(h.ab().is_none());
 }

@@ -7,6 +7,7 @@ mod model;
 mod pairs;
 mod prefix;
 mod search;
+mod ab;
 mod models;
 mod serve;
 mod schedule;

@@ -479,3 +479,64 @@ fn rollouts_of_a_python_task_run_its_tests_in_the_python_image() {
     let finish_now = &tree.nodes[0].edges.iter().find(|e| matches!(e.origin, search::Origin::Sampled)).unwrap();
     assert_eq!(finish_now.q(), 0.0);
 }
+
+/// A proposal the user accepted in part (or changed after accepting) is recorded `edited` with the
+/// text they kept; search must rebuild that state with the kept text, not the model's whole
+/// proposal — else every rollout below it runs on a file the user never had.
+#[test]
+fn replay_rebuilds_an_edited_step_with_the_text_the_user_kept() {
+    let t = &suite(1)[0];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let w = store.writer().unwrap();
+    let ep = Episode {
+        id: new_id(),
+        created_at: 1_000,
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files(), left_out: vec![] }) },
+        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
+        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+        client: None,
+        verify: Some(t.verify()),
+        protected: vec![],
+    };
+    let _ = w.append(Record::Episode(ep.clone()));
+    let mut agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() }, keel_agent::DEFAULT_OBSERVATION_BYTES);
+    // The model proposes a wrong fix; the user keeps only the right part of it: the fix.
+    let wrong = t.edit(&t.wrong[0]);
+    let mut parent = None;
+    for (a, d) in [(wrong, Decision::Edited { final_text: t.fix.clone() }), (Action::Finish { summary: "fixed".into() }, Decision::Auto)] {
+        let parsed = Parsed::Action { action: a.clone(), call_id: Some("c".into()) };
+        let output = ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] };
+        let step = Step {
+            id: new_id(),
+            episode_id: ep.id,
+            parent_id: parent,
+            state_hash: state_hash(agent.prompt()),
+            created_at: 2_000,
+            prompt: agent.prompt().clone(),
+            output: output.clone(),
+            parsed: parsed.clone(),
+            model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+            timings: Timings::default(),
+        };
+        let _ = w.append(Record::Step(step.clone()));
+        let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: d }));
+        if let Action::Edit { path, .. } = &a {
+            let obs = Observation { output: format!("The user applied 1 of the 2 hunks of the edit to {path} and rejected the others; the text that replaced old_text is:\n{}", t.fix), exit_code: Some(0), ..Default::default() };
+            let _ = w.append(Record::Observation { step_id: step.id, at: 2_002, observation: obs.clone() });
+            agent.edit_applied();
+            agent.advance(&parsed, &output, &obs);
+            parent = Some(step.id);
+        }
+    }
+    w.flush().wait().unwrap();
+    let et = store.tree(ep.id).unwrap().unwrap();
+    let mut tree = Tree::from_episode(&et, &Default::default()).unwrap();
+    let cfg = SearchConfig { simulations: 4, expand: 1, parallel: 1, max_depth: 3, ..Default::default() };
+    search::search(&mut tree, &FinishPolicy, &MemEnv, &cfg).unwrap();
+    // The state after the edit: finishing there passes the task's check, as the user's file does.
+    let after = tree.nodes[0].edges[0].child.expect("the edited step has a child state");
+    let finish = tree.nodes[after].edges.iter().find(|e| matches!(e.parsed.action(), Some(Action::Finish { .. }))).expect("finish below the edit");
+    assert!(finish.n >= 1, "finish was evaluated");
+    assert_eq!(finish.q(), 1.0, "the rollout ran on the text the user kept (the fix), not the model's proposal");
+}

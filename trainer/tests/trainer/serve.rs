@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 struct Scripted {
     adapter: String,
+    path: Option<std::path::PathBuf>,
     /// (adapter at start, adapter at end) of every generate call.
     seen: Arc<Mutex<Vec<(String, String)>>>,
     batches: Arc<AtomicUsize>,
@@ -63,10 +64,20 @@ impl Engine for Scripted {
         std::thread::sleep(Duration::from_millis(30));
         match adapter {
             Some(p) if p.to_string_lossy().contains("broken") => anyhow::bail!("adapter {} does not load", p.display()),
-            Some(p) => self.adapter = p.file_name().unwrap().to_string_lossy().into_owned(),
-            None => self.adapter = "base".into(),
+            Some(p) => {
+                self.adapter = p.file_name().unwrap().to_string_lossy().into_owned();
+                self.path = Some(p.to_path_buf());
+            }
+            None => {
+                self.adapter = "base".into();
+                self.path = None;
+            }
         }
         Ok(self.version())
+    }
+
+    fn adapter_path(&self) -> Option<std::path::PathBuf> {
+        self.path.clone()
     }
 }
 
@@ -83,7 +94,7 @@ fn start() -> Server {
 
 fn start_with_key(key: Option<&str>) -> Server {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let e = Scripted { adapter: "base".into(), seen: seen.clone(), batches: Arc::new(AtomicUsize::new(0)) };
+    let e = Scripted { adapter: "base".into(), path: None, seen: seen.clone(), batches: Arc::new(AtomicUsize::new(0)) };
     let handle = engine::spawn(Box::new(e), 8, Duration::from_millis(5));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -252,4 +263,112 @@ fn a_non_loopback_host_needs_an_api_key_and_requests_then_need_it() {
     let err = String::from_utf8_lossy(&keyed.stderr);
     assert!(!keyed.status.success() && err.contains("nonexistent-model") && !err.contains("hunter2"), "past the check, the model load fails: {err}");
     drop(s);
+}
+
+/// A store with a live version (adapter `a1`) and a candidate (`a2`), each a folder with weights.
+fn ab_store(dir: &std::path::Path) -> std::path::PathBuf {
+    let db = dir.join("k.db");
+    let mut store = keel_trajectory::Store::open(&db).unwrap();
+    for id in ["a1", "a2"] {
+        let adapter = dir.join(id);
+        std::fs::create_dir_all(&adapter).unwrap();
+        std::fs::write(adapter.join("adapter_model.safetensors"), id).unwrap();
+        store
+            .put_model_version(&keel_trajectory::ModelVersion {
+                id: format!("tiny@{id}"),
+                created_at: keel_trajectory::now_ms(),
+                base_model: "tiny".into(),
+                adapter_path: Some(adapter.display().to_string()),
+                adapter_hash: Some(id.into()),
+                parent: None,
+                trained_on: json!({}),
+                eval: json!({}),
+                live: false,
+            })
+            .unwrap();
+    }
+    keel_trainer::models::promote(&mut store, "tiny@a1").unwrap();
+    db
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_ab_serves_the_candidate_to_a_sticky_share_of_episodes_and_follows_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = ab_store(dir.path());
+    let s = start();
+    s._rt.spawn(keel_trainer::serve::follow_store(s.handle.clone(), db.clone(), Duration::from_millis(30)));
+    let health = || -> Value { serde_json::from_str(&reqwest::blocking::get(format!("{}/health", s.url)).unwrap().text().unwrap()).unwrap() };
+    wait_for("the live version", || health()["version"] == "tiny@a1");
+    assert!(health()["ab"].is_null());
+
+    let store = keel_trajectory::Store::open(&db).unwrap();
+    keel_trainer::ab::start(&store, "tiny@a2", &keel_trainer::ab::AbConfig::new(0.5)).unwrap();
+    wait_for("the A/B", || health()["ab"]["candidate"] == "tiny@a2");
+
+    // 40 episodes of 3 steps each, from 4 clients at once (so batches hold both arms); the OpenAI
+    // `user` field names the episode, as keel-lsp sends it (the header works the same).
+    let url = format!("{}/v1/chat/completions", s.url);
+    let served = Arc::new(Mutex::new(std::collections::BTreeMap::<String, Vec<String>>::new()));
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (url, served) = (url.clone(), served.clone());
+            scope.spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for e in 0..10 {
+                    let ep = format!("episode-{t}-{e}");
+                    for step in 0..3 {
+                        let mut req = client.post(&url);
+                        let mut body = json!({"messages": [{"role": "user", "content": format!("{ep} {step}")}]});
+                        if e % 2 == 0 {
+                            body["user"] = json!(ep);
+                        } else {
+                            req = req.header("x-keel-episode", &ep);
+                        }
+                        let r = req.json(&body).send().unwrap();
+                        assert_eq!(r.status(), 200);
+                        let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+                        served.lock().unwrap().entry(ep.clone()).or_default().push(v["system_fingerprint"].as_str().unwrap().to_string());
+                    }
+                }
+            });
+        }
+    });
+    let served = served.lock().unwrap();
+    for (ep, vs) in served.iter() {
+        assert!(vs.iter().all(|v| v == &vs[0]), "every step of {ep} is served by one version: {vs:?}");
+        assert!(vs[0] == "tiny@a1" || vs[0] == "tiny@a2", "{vs:?}");
+        assert_eq!(vs[0] == "tiny@a2", keel_trainer::ab::in_candidate_arm(ep, "tiny@a2", 0.5), "the arm is the one the hash gives");
+    }
+    let on_candidate = served.values().filter(|vs| vs[0] == "tiny@a2").count();
+    assert!((8..=32).contains(&on_candidate), "about half the episodes on the candidate: {on_candidate} of 40");
+    // No generate call saw its adapter change under it.
+    for (a, b) in s.seen.lock().unwrap().iter() {
+        assert_eq!(a, b);
+    }
+    // A request that names no episode cannot be kept on one arm: the live version serves it.
+    for i in 0..6 {
+        let (st, body) = post(&url, json!({"messages": [{"role": "user", "content": format!("anon {i}")}]}));
+        assert_eq!(st, 200);
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["system_fingerprint"], "tiny@a1");
+    }
+
+    // The verdict: promoted. The server follows: the candidate is live for everyone, A/B over.
+    let mut store = store;
+    let mut cand = store.model_versions().unwrap().into_iter().find(|v| v.id == "tiny@a2").unwrap();
+    cand.eval["ab"]["status"] = json!("promoted");
+    store.put_model_version(&cand).unwrap();
+    keel_trainer::models::promote(&mut store, "tiny@a2").unwrap();
+    wait_for("the promotion", || health()["version"] == "tiny@a2" && health()["ab"].is_null());
+    for i in 0..6 {
+        let (_, body) = post(&url, json!({"messages": [{"role": "user", "content": "x"}], "user": format!("episode-0-{i}")}));
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["system_fingerprint"], "tiny@a2");
+    }
 }

@@ -39,6 +39,18 @@ M.defaults = {
   codelens = true,
   --- Show `keel/status` changes with vim.notify (errors are always shown).
   notify_status = false,
+  --- Show a pending edit in place (removed lines highlighted, added lines as virtual lines).
+  preview = true,
+  --- Buffer-local normal-mode keys of the hunk review (`false` for none, or for one of them).
+  keymaps = {
+    next_hunk = "]k",
+    prev_hunk = "[k",
+    accept_hunk = "<leader>ka",
+    reject_hunk = "<leader>kr",
+    accept_all = "<leader>kA",
+    reject_all = "<leader>kR",
+    another = "<leader>kn",
+  },
 }
 
 M.config = vim.deepcopy(M.defaults)
@@ -402,6 +414,18 @@ local function refresh_lenses(bufnr)
   pcall(vim.lsp.codelens.refresh, bufnr and { bufnr = bufnr } or nil)
 end
 
+local function refresh_review(bufnr)
+  if not M.config.preview then
+    return
+  end
+  local review = require("keel.review")
+  if bufnr then
+    review.refresh(bufnr)
+  else
+    review.refresh_all()
+  end
+end
+
 local function on_status(_, params, ctx)
   if type(params) ~= "table" then
     return
@@ -423,6 +447,8 @@ local function on_status(_, params, ctx)
   if params.state == "pending" or params.state == "finished" or params.state == "cancelled" then
     refresh_lenses()
   end
+  -- A new proposal replaces the preview; an answer or the episode's end clears it.
+  refresh_review()
   vim.api.nvim_exec_autocmds("User", { pattern = "KeelStatus", modeline = false, data = params })
   pcall(vim.cmd.redrawstatus)
 end
@@ -436,6 +462,11 @@ local function on_exit(code, signal, client_id)
         .. "restart it with :KeelRestart (or reopen the buffer).", tostring(code), tostring(signal)), vim.log.levels.ERROR)
     end
     pcall(vim.lsp.codelens.clear, client_id)
+    local review = require("keel.review")
+    for buf in pairs(review.reviews) do
+      review.reviews[buf] = nil
+      review.draw(buf)
+    end
   end)
 end
 
@@ -458,6 +489,7 @@ function M.lsp_config(cfg)
         if c then
           for buf in pairs(c.attached_buffers or {}) do
             refresh_lenses(buf)
+            refresh_review(buf)
           end
         end
         return vim.NIL
@@ -480,6 +512,15 @@ local function create_commands()
   cmd("KeelAsk", function(a)
     M.ask(a.args, a.range > 0 and a.line1 or nil, a.range > 0 and a.line2 or nil)
   end, { nargs = "?", range = true, desc = "Keel: start an episode with an instruction" })
+  local review = function(f)
+    return function()
+      f(require("keel.review"))
+    end
+  end
+  cmd("KeelHunkNext", review(function(r) r.jump(1) end), { desc = "Keel: next hunk of the pending edit" })
+  cmd("KeelHunkPrev", review(function(r) r.jump(-1) end), { desc = "Keel: previous hunk of the pending edit" })
+  cmd("KeelHunkAccept", review(function(r) r.decide(true) end), { desc = "Keel: keep the hunk at the cursor" })
+  cmd("KeelHunkReject", review(function(r) r.decide(false) end), { desc = "Keel: drop the hunk at the cursor" })
   cmd("KeelRestart", function()
     for _, c in ipairs(vim.lsp.get_clients({ name = NAME })) do
       c:stop(true)
@@ -499,6 +540,23 @@ local function create_autocmds()
       local c = vim.lsp.get_client_by_id(ev.data.client_id)
       if c and c.name == NAME then
         refresh_lenses(ev.buf)
+        require("keel.review").map(ev.buf, M.config.keymaps)
+        refresh_review(ev.buf)
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd("ColorScheme", {
+    group = group,
+    callback = function()
+      require("keel.review").define_highlights()
+    end,
+  })
+  -- Text changed in normal mode (`dd`, `p`, an undo) moves the hunks' lines: ask again.
+  vim.api.nvim_create_autocmd("TextChanged", {
+    group = group,
+    callback = function(ev)
+      if require("keel.review").reviews[ev.buf] then
+        refresh_review(ev.buf)
       end
     end,
   })
@@ -507,6 +565,7 @@ local function create_autocmds()
     callback = function(ev)
       if #vim.lsp.get_clients({ name = NAME, bufnr = ev.buf }) > 0 then
         refresh_lenses(ev.buf)
+        refresh_review(ev.buf)
       end
     end,
   })
@@ -515,6 +574,10 @@ end
 --- Sets Keel up. Returns true when the server was registered and enabled.
 function M.setup(opts)
   M.config = vim.tbl_deep_extend("force", vim.deepcopy(M.defaults), opts or {})
+  if opts and opts.keymaps == false then
+    M.config.keymaps = false
+  end
+  require("keel.review").define_highlights()
   create_commands()
   create_autocmds()
   local ok, why = M.find_binary(M.config)
