@@ -89,9 +89,16 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
+/// The store as it may be shown: its path, or its PostgreSQL URL without the password.
+pub fn shown(path: &Path) -> String {
+    keel_trajectory::redact_location(&path.to_string_lossy())
+}
+
+/// Opens the store and starts its writer. Blocking (on PostgreSQL, network I/O on the `postgres`
+/// crate's own runtime): call it off the async runtime, as [`write`] does with `spawn_blocking`.
 fn open(path: &Path, durability: Durability) -> Result<Open, String> {
-    let store = Store::open_with(path, durability).map_err(|e| format!("cannot open the Keel store {}: {e}", path.display()))?;
-    let writer = store.writer().map_err(|e| format!("cannot write to the Keel store {}: {e}", path.display()))?;
+    let store = Store::open_with(path, durability).map_err(|e| format!("cannot open the Keel store {}: {e}", shown(path)))?;
+    let writer = store.writer().map_err(|e| format!("cannot write to the Keel store {}: {e}", shown(path)))?;
     Ok(Open { path: path.to_path_buf(), durability, file: identity(path), writer })
 }
 
@@ -141,7 +148,7 @@ pub async fn run(state: Weak<Shared>, report: impl Report) {
                     lock(&shared.recording.queue).drain(..n);
                     let was = lock(&shared.recording.failing).take();
                     if let Some(why) = was {
-                        let msg = format!("Keel is recording again: the steps kept in memory were written to {}", shared.config().store.display());
+                        let msg = format!("Keel is recording again: the steps kept in memory were written to {}", shown(&shared.config().store));
                         tracing::info!("{msg} (it had failed: {why})");
                         report.recovered(&msg).await;
                     }
@@ -170,7 +177,7 @@ async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, ba
     let stale = store.as_ref().is_some_and(|s| s.path != path || s.durability != durability || identity(path) != s.file);
     if let Some(old) = store.take_if(|_| stale) {
         if old.path == path && old.durability == durability {
-            tracing::warn!("the Keel store {} was deleted or replaced; opening it again", path.display());
+            tracing::warn!("the Keel store {} was deleted or replaced; opening it again", shown(path));
         }
         // Everything written to it was acknowledged already; this only lets its writer finish.
         let _ = old.writer.flush().durable().await;

@@ -496,7 +496,7 @@ impl LanguageServer for Backend {
 
     async fn initialized(&self, _: InitializedParams) {
         let cfg = self.state.config();
-        tracing::info!("keel-lsp ready: model {} at {:?}, store {}", cfg.model, cfg.endpoint, cfg.store.display());
+        tracing::info!("keel-lsp ready: model {} at {:?}, store {}", cfg.model, cfg.endpoint, crate::recorder::shown(&cfg.store));
     }
 
     async fn shutdown(&self) -> Result<()> {

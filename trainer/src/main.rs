@@ -941,7 +941,8 @@ fn serve(a: ServeArgs) -> Result<()> {
 
 fn open_store(path: Option<PathBuf>) -> Result<keel_trajectory::Store> {
     let path = path.unwrap_or_else(keel_trajectory::default_path);
-    keel_trajectory::Store::open(&path).with_context(|| format!("opening store {}", path.display()))
+    keel_trajectory::Store::open(&path)
+        .with_context(|| format!("opening store {}", keel_trajectory::redact_location(&path.to_string_lossy())))
 }
 
 fn models(a: ModelsArgs) -> Result<()> {
@@ -975,7 +976,12 @@ fn models(a: ModelsArgs) -> Result<()> {
                 },
             };
             let base = std::fs::canonicalize(&base).with_context(|| format!("base model {}", base.display()))?;
-            let dest = store.path().parent().map(|p| p.join("adapters")).unwrap_or_else(|| PathBuf::from("adapters"));
+            // Beside a store file; for a PostgreSQL store, in this machine's Keel data folder.
+            let dest = if store.is_postgres() {
+                keel_trajectory::data_dir().join("adapters")
+            } else {
+                store.path().parent().map(|p| p.join("adapters")).unwrap_or_else(|| PathBuf::from("adapters"))
+            };
             let v = models::add(&store, &adapter, &base.to_string_lossy(), &name, &dest)?;
             println!("added: {} (adapter {})", v.id, v.adapter_path.as_deref().unwrap_or(""));
             if let Some(pairs) = judge {
@@ -1101,9 +1107,13 @@ fn runs(a: RunsArgs) -> Result<()> {
     use keel_trainer::schedule;
     let path = a.store.unwrap_or_else(keel_trajectory::default_path);
     // Listing must not leave an empty store behind where the user mistyped the path.
-    anyhow::ensure!(path.exists(), "no store at {} (give --store, or set KEEL_STORE)", path.display());
+    let shown = keel_trajectory::redact_location(&path.to_string_lossy());
+    anyhow::ensure!(
+        keel_trajectory::is_postgres_url(&path.to_string_lossy()) || path.exists(),
+        "no store at {shown} (give --store, or set KEEL_STORE)"
+    );
     let runs = open_store(Some(path.clone()))?.runs()?;
-    let none = format!("no runs in {} (`keel-train schedule` records them)\n", path.display());
+    let none = format!("no runs in {shown} (`keel-train schedule` records them)\n");
     let text = match (runs.is_empty(), a.json) {
         (true, true) => {
             eprint!("{none}");

@@ -367,7 +367,8 @@ pub fn trigger_reason(cfg: &Config, store: &Store, runs: &[Run], now: i64) -> Re
 pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     let work = cfg.work_dir();
     let Some(_lock) = Lock::try_acquire(&work.join("schedule.lock"))? else { return Ok(Pass::Busy) };
-    let mut store = Store::open(&cfg.store).with_context(|| format!("opening store {}", cfg.store.display()))?;
+    let mut store = Store::open(&cfg.store)
+        .with_context(|| format!("opening store {}", keel_trajectory::redact_location(&cfg.store.to_string_lossy())))?;
     let runs = store.runs()?;
     // A candidate in an online A/B: judged on the decisions recorded since; no new run meanwhile.
     if let Some(r) = runs.iter().find(|r| r.status == "ab") {

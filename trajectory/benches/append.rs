@@ -1,4 +1,6 @@
-//! Append throughput (batched, to durability) and the caller-side latency of one append.
+//! Append throughput (batched, to durability) and the caller-side latency of one append, on SQLite
+//! and, in the same run, on PostgreSQL over loopback (a fresh database on the server named by
+//! `KEEL_TEST_POSTGRES`, which `cargo xtask bench` starts; without it only SQLite is measured).
 //!
 //! `cargo bench -p keel-trajectory --bench append` (or `cargo xtask bench`).
 
@@ -91,13 +93,62 @@ fn steps(ep: &Episode, n: usize) -> Vec<Record> {
         .collect()
 }
 
+/// The stores measured: (backend, location). The PostgreSQL databases are dropped at the end.
+struct Stores {
+    dir: tempfile::TempDir,
+    pg: Option<(String, Vec<String>)>,
+}
+
+impl Stores {
+    fn new() -> Stores {
+        let pg = match std::env::var("KEEL_TEST_POSTGRES") {
+            Ok(u) if !u.is_empty() => Some((u, Vec::new())),
+            _ => {
+                println!("PostgreSQL not measured: KEEL_TEST_POSTGRES is not set (cargo xtask bench sets it)");
+                None
+            }
+        };
+        Stores { dir: tempfile::tempdir().unwrap(), pg }
+    }
+
+    fn locations(&mut self, name: &str) -> Vec<(&'static str, String)> {
+        let mut out = vec![("sqlite", self.dir.path().join(format!("{name}.db")).display().to_string())];
+        if let Some((base, made)) = &mut self.pg {
+            let db = format!("keel_bench_{name}_{}", uuid::Uuid::now_v7().simple());
+            let mut admin = base.parse::<postgres::Config>().unwrap().connect(postgres::NoTls).unwrap();
+            admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).unwrap();
+            let (server, _) = base.split_once('?').map_or(base.as_str(), |(u, _)| u).rsplit_once('/').unwrap();
+            out.push(("postgres", format!("{server}/{db}")));
+            made.push(db);
+        }
+        out
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        if let Some((base, made)) = &self.pg {
+            let mut admin = base.parse::<postgres::Config>().unwrap().connect(postgres::NoTls).unwrap();
+            for db in made {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+            }
+        }
+    }
+}
+
 fn throughput(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("bench.db")).unwrap();
+    let mut stores = Stores::new();
+    for (backend, location) in stores.locations("bench") {
+        throughput_on(c, backend, &location);
+    }
+}
+
+fn throughput_on(c: &mut Criterion, backend: &str, location: &str) {
+    let store = Store::open(location).unwrap();
     let w = store.writer().unwrap();
     let ep = episode();
     w.append(Record::Episode(ep.clone())).wait().unwrap();
-    let mut g = c.benchmark_group("append");
+    let mut g = c.benchmark_group(format!("append/{backend}"));
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     let n = 10_000usize;
     g.throughput(Throughput::Elements(n as u64));
@@ -123,9 +174,8 @@ fn throughput(c: &mut Criterion) {
 
 /// Percentiles of the time a caller spends in `append` (criterion reports means; the issue asks for
 /// p99), measured while the writer thread is busy writing.
-fn caller_latency() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("latency.db")).unwrap();
+fn caller_latency(backend: &str, location: &str) {
+    let store = Store::open(location).unwrap();
     let w = store.writer().unwrap();
     let ep = episode();
     w.append(Record::Episode(ep.clone())).wait().unwrap();
@@ -147,7 +197,7 @@ fn caller_latency() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "append caller latency over {n} appends: p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}; all sent in {:?}, durable after {:?} ({:.0} steps/s)",
+        "{backend}: append caller latency over {n} appends: p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}; all sent in {:?}, durable after {:?} ({:.0} steps/s)",
         pct(0.50),
         pct(0.99),
         pct(0.999),
@@ -161,7 +211,11 @@ fn caller_latency() {
 criterion_group!(benches, throughput);
 
 fn main() {
-    caller_latency();
+    let mut stores = Stores::new();
+    for (backend, location) in stores.locations("latency") {
+        caller_latency(backend, &location);
+    }
+    drop(stores);
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, Write};
 
-use rusqlite::TransactionBehavior;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{EpisodeFilter, EpisodeTree, Store, StoreError};
@@ -45,7 +44,7 @@ impl Store {
     /// are skipped. A malformed line stops the import with its line number; what came before stays.
     pub fn import_jsonl(&self, input: impl BufRead) -> Result<ImportStats, StoreError> {
         let mut stats = ImportStats::default();
-        let mut conn = crate::store::connect(self.path(), self.durability())?;
+        let mut conn = crate::store::connect(self.location(), self.durability())?;
         for (i, line) in input.lines().enumerate() {
             let line = line.map_err(|e| StoreError::Data(format!("line {}: {e}", i + 1)))?;
             if line.trim().is_empty() {
@@ -79,12 +78,13 @@ impl Store {
             if let Some(end) = &tree.end {
                 records.push(Record::EpisodeEnd(end.clone()));
             }
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for r in &mut records {
-                redact_record(r);
-                crate::writer::write_one(&tx, r)?;
-            }
-            tx.commit()?;
+            conn.transaction(|tx| {
+                for r in &mut records {
+                    redact_record(r);
+                    crate::writer::write_one(tx, r)?;
+                }
+                Ok(())
+            })?;
             stats.episodes += 1;
             stats.steps += tree.steps.len();
         }

@@ -8,7 +8,8 @@
 //!   JSON forms;
 //! - the agent's action contract ([`action`]): the five tools, their schema, parsing a model's
 //!   answer, and the pure parts of carrying out an edit;
-//! - the SQLite [`Store`] (WAL, numbered migrations, zstd blobs, 0600 files) with one batching
+//! - the [`Store`], on SQLite (WAL, 0600 files; the embedded default) or PostgreSQL (a `postgres://`
+//!   URL), with numbered migrations, zstd blobs, one batching
 //!   [`Writer`] per process, secret [`redact`]ion before anything is written, and full-fidelity
 //!   JSONL dumps.
 //!
@@ -16,6 +17,7 @@
 //! or the trainer.
 
 pub mod action;
+mod db;
 pub mod private;
 mod dump;
 pub mod redact;
@@ -24,12 +26,13 @@ mod store;
 mod types;
 mod writer;
 
+pub use db::{is_postgres_url, redact_location};
 pub use action::{Action, ActionError, ActionErrorKind};
 pub use dump::{DUMP_VERSION, ImportStats};
 pub use state::state_hash;
 pub use store::{
     APPLICATION_ID, Durability, EpisodeFilter, EpisodeTree, Result, Run, SCHEMA_VERSION, StateGroup, Stats, StepRecord, Store,
-    StoreError, blob_hash, default_path,
+    StoreError, blob_hash, data_dir, default_path,
 };
 pub use types::*;
 pub use writer::{Receipt, Writer, redact_record};

@@ -1,5 +1,6 @@
-//! The SQLite store: opening (and refusing what is not ours), migrations, blobs, and the queries the
-//! trainer needs. Appends go through [`crate::Writer`].
+//! The store: opening (and refusing what is not ours), migrations, blobs, and the queries the
+//! trainer needs, on SQLite (a file) or PostgreSQL (a `postgres://` URL; see [`crate::db`]).
+//! Appends go through [`crate::Writer`].
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -7,16 +8,21 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::db::{Conn, Location, P, PgConn, PgTarget, pg_schema};
 use crate::types::*;
 
 /// `PRAGMA application_id` of a Keel store ("KEEL").
 pub const APPLICATION_ID: i32 = 0x4B45_454C;
 
-/// The numbered migrations; the store's `user_version` is how many have run.
+/// The numbered migrations, in SQLite's SQL (PostgreSQL runs them through [`pg_schema`]). On
+/// SQLite the store's `user_version` is how many have run; on PostgreSQL, the rows of
+/// `keel_migrations`.
 const MIGRATIONS: &[&str] = &[
     // 1: episodes, steps, decisions, observations, content-addressed blobs.
     r#"
@@ -121,6 +127,9 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL store failed; `store` is its URL without the password.
+    #[error("PostgreSQL store {store}: {detail}")]
+    Postgres { store: String, detail: String },
     #[error("store holds malformed data: {0}")]
     Data(String),
     #[error("write failed: {0}")]
@@ -145,30 +154,37 @@ impl StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The default store path: `$KEEL_STORE`, else `$XDG_DATA_HOME/keel/keel.db`, else
-/// `~/.local/share/keel/keel.db`.
+/// `~/.local/share/keel/keel.db`. (`KEEL_STORE` may be a `postgres://` URL.)
 pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("KEEL_STORE").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let data = std::env::var_os("XDG_DATA_HOME")
+    data_dir().join("keel.db")
+}
+
+/// Keel's data folder on this machine: `$XDG_DATA_HOME/keel`, else `~/.local/share/keel`.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("keel").join("keel.db")
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("keel")
 }
 
 /// How long a commit waits for the disk (SQLite's `PRAGMA synchronous` on every connection of a
-/// store handle and its writer).
+/// store handle and its writer; PostgreSQL's `synchronous_commit`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// `NORMAL`: in WAL mode a commit survives the process being killed; a power cut or an OS crash
-    /// can lose the last commits. The default.
+    /// can lose the last commits. The default. On PostgreSQL, `synchronous_commit = local`: a commit
+    /// is flushed to the server's WAL before it is acknowledged (it survives the server crashing).
     #[default]
     Normal,
     /// `FULL`: the WAL is synced at every commit, so a commit also survives a power cut, at the
-    /// cost of an fsync per batch.
+    /// cost of an fsync per batch. On PostgreSQL, `synchronous_commit = on`: it also waits for the
+    /// synchronous standbys, if the server has any.
     Full,
 }
 
@@ -180,13 +196,27 @@ impl Durability {
             Durability::Full => "FULL",
         }
     }
+
+    /// The value of PostgreSQL's `synchronous_commit`.
+    pub fn synchronous_commit(self) -> &'static str {
+        match self {
+            Durability::Normal => "local",
+            Durability::Full => "on",
+        }
+    }
 }
 
-/// A handle to a store file. Reading is done on this handle's connection; appends go through a
-/// [`crate::Writer`] made by [`Store::writer`].
+/// A handle to a store: a SQLite file, or a PostgreSQL database named by a `postgres://` URL.
+/// Reading is done on this handle's connection; appends go through a [`crate::Writer`] made by
+/// [`Store::writer`].
+///
+/// On PostgreSQL the handle's methods do blocking network I/O through the `postgres` crate's own
+/// runtime: do not call them on a thread that runs an async runtime (use `spawn_blocking`).
 pub struct Store {
+    /// The path, or the URL without its password.
     path: PathBuf,
-    conn: Connection,
+    location: Location,
+    conn: Mutex<Conn>,
     durability: Durability,
 }
 
@@ -196,13 +226,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Open a connection to a store file, creating and migrating it when needed. Shared by readers and
-/// the writer.
-pub(crate) fn connect(path: &Path, durability: Durability) -> Result<Connection> {
-    connect_at(path, SCHEMA_VERSION, durability)
+/// Open a connection to a store, creating and migrating it when needed. Shared by readers and the
+/// writer.
+pub(crate) fn connect(location: &Location, durability: Durability) -> Result<Conn> {
+    connect_at(location, SCHEMA_VERSION, durability)
 }
 
-fn connect_at(path: &Path, target_version: i64, durability: Durability) -> Result<Connection> {
+fn connect_at(location: &Location, target_version: i64, durability: Durability) -> Result<Conn> {
+    match location {
+        Location::File(path) => sqlite_connect_at(path, target_version, durability).map(Conn::Lite),
+        Location::Postgres(t) => pg_connect_at(t, target_version, durability),
+    }
+}
+
+fn sqlite_connect_at(path: &Path, target_version: i64, durability: Durability) -> Result<Connection> {
     let io = |source| StoreError::Io { path: path.to_path_buf(), source };
     if path.is_dir() {
         return Err(StoreError::IsDirectory(path.to_path_buf()));
@@ -284,17 +321,91 @@ fn migrate(conn: &Connection, target: i64) -> rusqlite::Result<()> {
     }
 }
 
+/// On PostgreSQL the numbered migrations that ran are rows of this table (SQLite keeps their count
+/// in `PRAGMA user_version`); its presence marks a database (or schema) as a Keel store.
+const PG_MIGRATIONS_TABLE: &str = "CREATE TABLE keel_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
+/// (a Keel store, schema version, relations in the current schema)
+fn pg_probe(c: &mut Conn) -> Result<(bool, i64, i64)> {
+    let ours = c
+        .query_dynamic("SELECT to_regclass(quote_ident(current_schema()) || '.keel_migrations') IS NOT NULL", &[])?
+        .first()
+        .map(|r| r.i(0))
+        .transpose()?
+        .unwrap_or(0)
+        != 0;
+    let objects = c
+        .query_dynamic(
+            "SELECT count(*) FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
+             WHERE n.nspname = current_schema() AND k.relkind IN ('r', 'v', 'm', 'p', 'f')",
+            &[],
+        )?
+        .first()
+        .map(|r| r.i(0))
+        .transpose()?
+        .unwrap_or(0);
+    let version = if ours {
+        c.query_dynamic("SELECT coalesce(max(version), 0) FROM keel_migrations", &[])?.first().map(|r| r.i(0)).transpose()?.unwrap_or(0)
+    } else {
+        0
+    };
+    Ok((ours, version, objects))
+}
+
+fn pg_check(t: &PgTarget, (ours, version, objects): (bool, i64, i64)) -> Result<()> {
+    if !ours && objects > 0 {
+        return Err(StoreError::NotAStore {
+            path: PathBuf::from(&t.shown),
+            detail: format!("a PostgreSQL database (schema) of another application ({objects} relations, no keel_migrations table)"),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { path: PathBuf::from(&t.shown), found: version, supported: SCHEMA_VERSION });
+    }
+    Ok(())
+}
+
+fn pg_connect_at(t: &PgTarget, target_version: i64, durability: Durability) -> Result<Conn> {
+    let mut c = Conn::Pg(Box::new(PgConn::connect(t, durability.synchronous_commit())?));
+    // Look before writing anything, as with a file.
+    let probed = pg_probe(&mut c)?;
+    pg_check(t, probed)?;
+    if probed.1 < target_version {
+        c.transaction(|c| {
+            // Two processes opening a new store at once must not both run migration 1: the first
+            // holds this lock until it commits; the second then finds the migrations done.
+            c.query_dynamic("SELECT pg_advisory_xact_lock(?1)", &[P::I(APPLICATION_ID.into())])?;
+            let (ours, version, objects) = pg_probe(c)?;
+            pg_check(t, (ours, version, objects))?;
+            if !ours {
+                c.batch(PG_MIGRATIONS_TABLE)?;
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(target_version as usize).skip(version.max(0) as usize) {
+                c.batch(&pg_schema(sql))?;
+                c.query_dynamic(
+                    "INSERT INTO keel_migrations (version, applied_at) VALUES (?1, ?2)",
+                    &[P::I(i as i64 + 1), P::I(now_ms())],
+                )?;
+                tracing::info!(version = i + 1, "store migrated");
+            }
+            Ok(())
+        })?;
+    }
+    Ok(c)
+}
+
 impl Store {
-    /// Open (creating or migrating) the store at `path`.
+    /// Open (creating or migrating) the store at `path`: a file, or a PostgreSQL database when
+    /// `path` is a `postgres://` or `postgresql://` URL (see [`crate::redact_location`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(path, Durability::default())
     }
 
     /// [`Store::open`] with the given durability for this handle and the writers it starts.
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
-        let conn = connect(&path, durability)?;
-        Ok(Store { path, conn, durability })
+        let location = Location::parse(path.as_ref())?;
+        let conn = connect(&location, durability)?;
+        Ok(Store { path: location.shown(), location, conn: Mutex::new(conn), durability })
     }
 
     pub fn durability(&self) -> Durability {
@@ -309,103 +420,139 @@ impl Store {
     /// Create a store at an older schema version (for migration tests and tools).
     #[doc(hidden)]
     pub fn create_at_version(path: impl AsRef<Path>, version: i64) -> Result<()> {
-        connect_at(path.as_ref(), version, Durability::default()).map(drop)
+        connect_at(&Location::parse(path.as_ref())?, version, Durability::default()).map(drop)
     }
 
+    /// The store's file, or its URL without the password.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether the store is a PostgreSQL database (not a file).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.location, Location::Postgres(_))
+    }
+
+    pub(crate) fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// This handle's connection, connected again if a PostgreSQL connection was lost.
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, Conn>> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.ensure_connected()?;
+        Ok(c)
+    }
+
     /// The schema version of the open store.
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+        let mut c = self.db()?;
+        match &mut *c {
+            Conn::Lite(l) => Ok(l.pragma_query_value(None, "user_version", |r| r.get(0))?),
+            pg => pg.query_i64("SELECT coalesce(max(version), 0) FROM keel_migrations", &[]),
+        }
+    }
+
+    /// How durable this handle's commits are: 1 normal, 2 full (see [`crate::Writer::synchronous`]).
+    pub fn synchronous(&self) -> Result<i64> {
+        self.db()?.synchronous()
     }
 
     /// Start a writer for this store: a thread with its own connection that batches appends.
     pub fn writer(&self) -> Result<crate::Writer> {
-        crate::Writer::start(&self.path, self.durability)
+        crate::Writer::start(&self.location, self.durability)
     }
 
-    /// The underlying connection, for ad-hoc queries (tests, tools).
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// `PRAGMA integrity_check`: `"ok"` or the problems it found.
+    /// SQLite's `PRAGMA integrity_check`: `"ok"` or the problems it found. On PostgreSQL, which
+    /// checks its own pages, `"ok"` once the server answers at the current schema version.
     pub fn integrity_check(&self) -> Result<String> {
-        let rows: Vec<String> =
-            self.conn.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        Ok(rows.join("\n"))
+        let mut c = self.db()?;
+        match &mut *c {
+            Conn::Lite(l) => {
+                let rows: Vec<String> =
+                    l.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(rows.join("\n"))
+            }
+            pg => {
+                let v = pg.query_i64("SELECT coalesce(max(version), 0) FROM keel_migrations", &[])?;
+                Ok(if v == SCHEMA_VERSION { "ok".into() } else { format!("schema version {v}, expected {SCHEMA_VERSION}") })
+            }
+        }
     }
 
     /// Counts of what the store holds.
     pub fn stats(&self) -> Result<Stats> {
-        let c = |sql: &str| -> Result<i64> { Ok(self.conn.query_row(sql, [], |r| r.get(0))?) };
-        let decisions_by_kind = self
-            .conn
-            .prepare(
+        let mut c = self.db()?;
+        let decisions_by_kind = c
+            .query(
                 "SELECT d.kind, count(*) FROM decisions d
                  JOIN (SELECT step_id, max(seq) AS seq FROM decisions GROUP BY step_id) last ON last.seq = d.seq
                  GROUP BY d.kind ORDER BY d.kind",
+                &[],
             )?
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
+            .into_iter()
+            .map(|mut r| Ok((r.t(0)?, r.i(1)?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Stats {
-            episodes: c("SELECT count(*) FROM episodes")?,
-            steps: c("SELECT count(*) FROM steps")?,
-            decisions: c("SELECT count(*) FROM decisions")?,
-            observations: c("SELECT count(*) FROM observations")?,
-            blobs: c("SELECT count(*) FROM blobs")?,
-            blob_bytes: c("SELECT coalesce(sum(length(data)), 0) FROM blobs")?,
-            blob_bytes_uncompressed: c("SELECT coalesce(sum(size), 0) FROM blobs")?,
+            episodes: c.query_i64("SELECT count(*) FROM episodes", &[])?,
+            steps: c.query_i64("SELECT count(*) FROM steps", &[])?,
+            decisions: c.query_i64("SELECT count(*) FROM decisions", &[])?,
+            observations: c.query_i64("SELECT count(*) FROM observations", &[])?,
+            blobs: c.query_i64("SELECT count(*) FROM blobs", &[])?,
+            blob_bytes: c.query_i64("SELECT CAST(coalesce(sum(length(data)), 0) AS BIGINT) FROM blobs", &[])?,
+            blob_bytes_uncompressed: c.query_i64("SELECT CAST(coalesce(sum(size), 0) AS BIGINT) FROM blobs", &[])?,
             decisions_by_kind,
         })
     }
 
     /// Parse a time given on a command line: milliseconds since the epoch, or any date/time SQLite
-    /// understands (`2026-11-24`, `2026-11-24T10:00:00Z`, `2026-11-24 10:00:00+01:00`).
+    /// understands (`2026-11-24`, `2026-11-24T10:00:00Z`, `2026-11-24 10:00:00+01:00`). The same on
+    /// both backends: dates are read by an in-memory SQLite.
     pub fn parse_time(&self, s: &str) -> Result<Millis> {
         if let Ok(ms) = s.trim().parse::<i64>() {
             return Ok(ms);
         }
-        let v: Option<f64> = self.conn.query_row("SELECT unixepoch(?1, 'subsec')", [s.trim()], |r| r.get(0))?;
+        let mem = Connection::open_in_memory()?;
+        let v: Option<f64> = mem.query_row("SELECT unixepoch(?1, 'subsec')", [s.trim()], |r| r.get(0))?;
         v.map(|secs| (secs * 1000.0).round() as i64)
             .ok_or_else(|| StoreError::Data(format!("`{s}` is not a time (give milliseconds or a date like 2026-11-24T10:00:00Z)")))
     }
 
     pub fn episode(&self, id: Uuid) -> Result<Option<Episode>> {
-        self.conn
-            .query_row("SELECT body, patch_blob FROM episodes WHERE id = ?1", [id.to_string()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-            })
-            .optional()?
-            .map(|(body, patch)| self.decode_episode(&body, patch.as_deref()))
-            .transpose()
+        let row = self.db()?.query_opt("SELECT body, patch_blob FROM episodes WHERE id = ?1", &[P::T(&id.to_string())])?;
+        row.map(|mut r| {
+            let (body, patch) = (r.t(0)?, r.ot(1)?);
+            self.decode_episode(&body, patch.as_deref())
+        })
+        .transpose()
     }
 
     /// Episodes, oldest first, matching the filter.
     pub fn episodes(&self, filter: &EpisodeFilter) -> Result<Vec<Episode>> {
         let mut sql = String::from("SELECT body, patch_blob FROM episodes e WHERE 1=1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut args: Vec<P> = Vec::new();
         if let Some(since) = filter.since {
-            sql.push_str(" AND e.created_at >= ?");
-            args.push(since.into());
+            args.push(P::I(since));
+            sql.push_str(&format!(" AND e.created_at >= ?{}", args.len()));
         }
         if let Some(v) = &filter.model_version {
-            sql.push_str(" AND (e.model_version = ? OR EXISTS (SELECT 1 FROM steps s WHERE s.episode_id = e.id AND s.model_version = ?))");
-            args.push(v.clone().into());
-            args.push(v.clone().into());
+            args.push(P::T(v));
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND (e.model_version = ?{n} OR EXISTS (SELECT 1 FROM steps s WHERE s.episode_id = e.id AND s.model_version = ?{n}))"
+            ));
         }
         sql.push_str(" ORDER BY e.created_at, e.id");
         if let Some(limit) = filter.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
         }
-        let rows = self
-            .conn
-            .prepare(&sql)?
-            .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.iter().map(|(b, p)| self.decode_episode(b, p.as_deref())).collect()
+        let rows = self.db()?.query_dynamic(&sql, &args)?;
+        rows.into_iter()
+            .map(|mut r| {
+                let (body, patch) = (r.t(0)?, r.ot(1)?);
+                self.decode_episode(&body, patch.as_deref())
+            })
+            .collect()
     }
 
     fn decode_episode(&self, body: &str, patch: Option<&str>) -> Result<Episode> {
@@ -418,38 +565,26 @@ impl Store {
 
     /// How an episode ended, if it has.
     pub fn episode_end(&self, id: Uuid) -> Result<Option<EpisodeEndEvent>> {
-        self.conn
-            .query_row("SELECT body FROM episode_ends WHERE episode_id = ?1", [id.to_string()], |r| r.get::<_, String>(0))
-            .optional()?
-            .map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Data(format!("episode end: {e}"))))
+        self.db()?
+            .query_opt("SELECT body FROM episode_ends WHERE episode_id = ?1", &[P::T(&id.to_string())])?
+            .map(|mut r| serde_json::from_str(&r.t(0)?).map_err(|e| StoreError::Data(format!("episode end: {e}"))))
             .transpose()
     }
 
     /// An episode's steps in the order they were recorded, each with its decisions and observation.
     pub fn steps(&self, episode_id: Uuid) -> Result<Vec<StepRecord>> {
-        let rows = self
-            .conn
-            .prepare_cached(
-                "SELECT id, parent_id, state_hash, created_at, prompt, body, body_blob
-                 FROM steps WHERE episode_id = ?1 ORDER BY seq",
-            )?
-            .query_map([episode_id.to_string()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db()?.query(
+            "SELECT id, parent_id, state_hash, created_at, prompt, body, body_blob
+             FROM steps WHERE episode_id = ?1 ORDER BY seq",
+            &[P::T(&episode_id.to_string())],
+        )?;
         let mut decisions = self.decisions_of_episode(episode_id)?;
         let mut observations = self.observations_of_episode(episode_id)?;
         let mut out = Vec::with_capacity(rows.len());
         let mut messages = PromptCache::default();
-        for (id, parent, state_hash, created_at, manifest, body, body_blob) in rows {
+        for mut r in rows {
+            let (id, parent, state_hash, created_at, manifest, body, body_blob) =
+                (r.t(0)?, r.ot(1)?, r.t(2)?, r.i(3)?, r.t(4)?, r.ot(5)?, r.ot(6)?);
             let manifest: PromptManifest = serde_json::from_str(&manifest)
                 .map_err(|e| StoreError::Data(format!("step {id} prompt: {e}")))?;
             let prompt = self.assemble_prompt(&manifest, &mut messages)?;
@@ -508,36 +643,29 @@ impl Store {
     }
 
     fn decisions_of_episode(&self, episode_id: Uuid) -> Result<HashMap<Uuid, Vec<DecisionEvent>>> {
-        let rows = self
-            .conn
-            .prepare_cached(
-                "SELECT d.body FROM decisions d JOIN steps s ON s.id = d.step_id
-                 WHERE s.episode_id = ?1 ORDER BY d.seq",
-            )?
-            .query_map([episode_id.to_string()], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db()?.query(
+            "SELECT d.body FROM decisions d JOIN steps s ON s.id = d.step_id
+             WHERE s.episode_id = ?1 ORDER BY d.seq",
+            &[P::T(&episode_id.to_string())],
+        )?;
         let mut map: HashMap<Uuid, Vec<DecisionEvent>> = HashMap::new();
-        for body in rows {
+        for mut r in rows {
             let d: DecisionEvent =
-                serde_json::from_str(&body).map_err(|e| StoreError::Data(format!("decision: {e}")))?;
+                serde_json::from_str(&r.t(0)?).map_err(|e| StoreError::Data(format!("decision: {e}")))?;
             map.entry(d.step_id).or_default().push(d);
         }
         Ok(map)
     }
 
     fn observations_of_episode(&self, episode_id: Uuid) -> Result<HashMap<Uuid, Observation>> {
-        let rows = self
-            .conn
-            .prepare_cached(
-                "SELECT o.step_id, o.body, o.body_blob FROM observations o JOIN steps s ON s.id = o.step_id
-                 WHERE s.episode_id = ?1",
-            )?
-            .query_map([episode_id.to_string()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db()?.query(
+            "SELECT o.step_id, o.body, o.body_blob FROM observations o JOIN steps s ON s.id = o.step_id
+             WHERE s.episode_id = ?1",
+            &[P::T(&episode_id.to_string())],
+        )?;
         let mut map = HashMap::new();
-        for (id, body, blob) in rows {
+        for mut r in rows {
+            let (id, body, blob) = (r.t(0)?, r.ot(1)?, r.ot(2)?);
             let body = match (body, blob) {
                 (Some(b), _) => b,
                 (None, Some(h)) => self.blob_text(&h)?,
@@ -558,16 +686,14 @@ impl Store {
     /// Every step recorded at a state (across episodes), with its latest decision. (A scan: the
     /// state hash is not indexed, to keep appends cheap.)
     pub fn decisions_at_state(&self, state_hash: &str) -> Result<Vec<(Uuid, Option<Decision>)>> {
-        let rows = self
-            .conn
-            .prepare_cached(
-                "SELECT s.id, (SELECT d.body FROM decisions d WHERE d.step_id = s.id ORDER BY d.seq DESC LIMIT 1)
-                 FROM steps s WHERE s.state_hash = ?1 ORDER BY s.seq",
-            )?
-            .query_map([state_hash], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db()?.query(
+            "SELECT s.id, (SELECT d.body FROM decisions d WHERE d.step_id = s.id ORDER BY d.seq DESC LIMIT 1)
+             FROM steps s WHERE s.state_hash = ?1 ORDER BY s.seq",
+            &[P::T(state_hash)],
+        )?;
         rows.into_iter()
-            .map(|(id, body)| {
+            .map(|mut r| {
+                let (id, body) = (r.t(0)?, r.ot(1)?);
                 let d = body
                     .map(|b| serde_json::from_str::<DecisionEvent>(&b).map(|e| e.decision))
                     .transpose()
@@ -579,12 +705,12 @@ impl Store {
 
     /// How many decisions were recorded at or after `since` (a trigger for retraining).
     pub fn count_decisions_since(&self, since: Millis) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM decisions WHERE at >= ?1 AND kind != 'auto'", [since], |r| r.get(0))?)
+        self.db()?.query_i64("SELECT count(*) FROM decisions WHERE at >= ?1 AND kind != 'auto'", &[P::I(since)])
     }
 
     /// Read a blob as UTF-8 text.
     pub fn blob_text(&self, hash: &str) -> Result<String> {
-        let bytes = read_blob(&self.conn, hash)?;
+        let bytes = read_blob(&mut *self.db()?, hash)?;
         String::from_utf8(bytes).map_err(|_| StoreError::Data(format!("blob {hash} is not UTF-8")))
     }
 
@@ -594,45 +720,39 @@ impl Store {
     /// [`Store::set_live`].
     pub fn put_model_version(&self, v: &ModelVersion) -> Result<()> {
         let mut v = v.clone();
-        let live = self
-            .conn
-            .query_row("SELECT live FROM model_versions WHERE id = ?1", [&v.id], |r| r.get::<_, bool>(0))
-            .optional()?
-            .unwrap_or(false);
+        let mut c = self.db()?;
+        let live = c.query_opt("SELECT live FROM model_versions WHERE id = ?1", &[P::T(&v.id)])?.map(|r| r.i(0)).transpose()?.unwrap_or(0) != 0;
         v.live = live;
-        self.conn.execute(
+        let body = serde_json::to_string(&v).map_err(|e| StoreError::Data(e.to_string()))?;
+        c.execute(
             "INSERT INTO model_versions (id, created_at, live, body) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-            params![v.id, v.created_at, live, serde_json::to_string(&v).map_err(|e| StoreError::Data(e.to_string()))?],
+            &[P::T(&v.id), P::I(v.created_at), P::I(live.into()), P::T(&body)],
         )?;
         Ok(())
     }
 
     /// Make one version live (and no other), atomically.
     pub fn set_live(&mut self, id: &str) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists: bool = tx.query_row("SELECT count(*) FROM model_versions WHERE id = ?1", [id], |r| r.get(0))?;
-        if !exists {
-            return Err(StoreError::Data(format!("no model version `{id}`")));
-        }
-        tx.execute("UPDATE model_versions SET live = 0 WHERE live = 1", [])?;
-        tx.execute("UPDATE model_versions SET live = 1 WHERE id = ?1", [id])?;
-        tx.commit()?;
-        Ok(())
+        self.db()?.transaction(|tx| {
+            let exists = tx.query_i64("SELECT count(*) FROM model_versions WHERE id = ?1", &[P::T(id)])? > 0;
+            if !exists {
+                return Err(StoreError::Data(format!("no model version `{id}`")));
+            }
+            tx.execute("UPDATE model_versions SET live = 0 WHERE live = 1", &[])?;
+            tx.execute("UPDATE model_versions SET live = 1 WHERE id = ?1", &[P::T(id)])?;
+            Ok(())
+        })
     }
 
     /// All model versions, oldest first.
     pub fn model_versions(&self) -> Result<Vec<ModelVersion>> {
-        let rows = self
-            .conn
-            .prepare("SELECT body, live FROM model_versions ORDER BY created_at, id")?
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db()?.query("SELECT body, live FROM model_versions ORDER BY created_at, id", &[])?;
         rows.into_iter()
-            .map(|(b, live)| {
+            .map(|mut r| {
                 let mut v: ModelVersion =
-                    serde_json::from_str(&b).map_err(|e| StoreError::Data(format!("model version: {e}")))?;
-                v.live = live;
+                    serde_json::from_str(&r.t(0)?).map_err(|e| StoreError::Data(format!("model version: {e}")))?;
+                v.live = r.i(1)? != 0;
                 Ok(v)
             })
             .collect()
@@ -646,26 +766,22 @@ impl Store {
 
     /// Insert or update a run (by id).
     pub fn put_run(&self, r: &Run) -> Result<()> {
-        self.conn.execute(
+        let body = serde_json::to_string(&r.detail).map_err(|e| StoreError::Data(e.to_string()))?;
+        self.db()?.execute(
             "INSERT INTO runs (id, created_at, updated_at, stage, status, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, stage = excluded.stage,
              status = excluded.status, body = excluded.body",
-            params![r.id, r.created_at, r.updated_at, r.stage, r.status, serde_json::to_string(&r.detail).map_err(|e| StoreError::Data(e.to_string()))?],
+            &[P::T(&r.id), P::I(r.created_at), P::I(r.updated_at), P::T(&r.stage), P::T(&r.status), P::T(&body)],
         )?;
         Ok(())
     }
 
     /// All runs, oldest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        let rows = self
-            .conn
-            .prepare("SELECT id, created_at, updated_at, stage, status, body FROM runs ORDER BY created_at, id")?
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db()?.query("SELECT id, created_at, updated_at, stage, status, body FROM runs ORDER BY created_at, id", &[])?;
         rows.into_iter()
-            .map(|(id, created_at, updated_at, stage, status, body)| {
+            .map(|mut r| {
+                let (id, created_at, updated_at, stage, status, body) = (r.t(0)?, r.i(1)?, r.i(2)?, r.t(3)?, r.t(4)?, r.t(5)?);
                 let detail = serde_json::from_str(&body).map_err(|e| StoreError::Data(format!("run {id}: {e}")))?;
                 Ok(Run { id, created_at, updated_at, stage, status, detail })
             })
@@ -689,12 +805,11 @@ pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Data(format!("bad id `{s}`: {e}")))
 }
 
-pub(crate) fn read_blob(conn: &Connection, hash: &str) -> Result<Vec<u8>> {
-    let (codec, size, data): (i64, i64, Vec<u8>) = conn
-        .prepare_cached("SELECT codec, size, data FROM blobs WHERE hash = ?1")?
-        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?
+pub(crate) fn read_blob(conn: &mut Conn, hash: &str) -> Result<Vec<u8>> {
+    let mut row = conn
+        .query_opt("SELECT codec, size, data FROM blobs WHERE hash = ?1", &[P::T(hash)])?
         .ok_or_else(|| StoreError::Data(format!("missing blob {hash}")))?;
+    let (codec, size, data) = (row.i(0)?, row.i(1)?, row.b(2)?);
     match codec {
         0 => Ok(data),
         1 => zstd::bulk::decompress(&data, size.max(0) as usize)
@@ -709,13 +824,13 @@ pub fn blob_hash(bytes: &[u8]) -> String {
 }
 
 /// Store bytes as a blob (idempotent); returns its hash.
-pub(crate) fn put_blob(tx: &Transaction, bytes: &[u8]) -> Result<String> {
+pub(crate) fn put_blob(tx: &mut Conn, bytes: &[u8]) -> Result<String> {
     let hash = blob_hash(bytes);
     put_blob_hashed(tx, &hash, bytes)?;
     Ok(hash)
 }
 
-pub(crate) fn put_blob_hashed(tx: &Transaction, hash: &str, bytes: &[u8]) -> Result<()> {
+pub(crate) fn put_blob_hashed(tx: &mut Conn, hash: &str, bytes: &[u8]) -> Result<()> {
     thread_local! {
         // A compression context allocates megabytes; make one per thread, not one per blob.
         static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
@@ -730,13 +845,15 @@ pub(crate) fn put_blob_hashed(tx: &Transaction, hash: &str, bytes: &[u8]) -> Res
     } else {
         (0, bytes.into())
     };
-    tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![hash, codec, bytes.len() as i64, data])?;
+    tx.execute(
+        "INSERT INTO blobs (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        &[P::T(hash), P::I(codec), P::I(bytes.len() as i64), P::B(&data)],
+    )?;
     Ok(())
 }
 
 /// A text column that moves to a blob when large: (inline, blob hash).
-pub(crate) fn put_text(tx: &Transaction, text: String) -> Result<(Option<String>, Option<String>)> {
+pub(crate) fn put_text(tx: &mut Conn, text: String) -> Result<(Option<String>, Option<String>)> {
     if text.len() <= INLINE_LIMIT {
         Ok((Some(text), None))
     } else {

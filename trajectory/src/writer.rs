@@ -1,23 +1,27 @@
 //! The store's single writer: a thread that owns a connection, takes appends from a channel, and
 //! writes them in batches, one transaction per batch.
 //!
-//! Callers never touch the disk: [`Writer::append`] is a channel send. The [`Receipt`] it returns
+//! Callers never touch the store: [`Writer::append`] is a channel send. The [`Receipt`] it returns
 //! resolves once the batch holding the record has committed; from then on the record survives the
 //! process being killed. Several writers (in several processes) may append to one store: SQLite
-//! serialises their transactions.
+//! serialises their transactions; PostgreSQL runs them side by side.
+//!
+//! On PostgreSQL a lost connection (the server restarting, the network) is retried with backoff
+//! for [`RECONNECT_WINDOW`] with the batch kept; only after that do its receipts fail (and keel-lsp
+//! keeps the records and tells the user). A receipt is never `Ok` before the commit is.
 
 use std::collections::HashMap;
 
 /// A blake3 digest of a value as the caller gave it.
 type Hash = [u8; 32];
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::db::{Conn, Location, P};
 use crate::redact::{redact_in_place, redact_value};
 use crate::store::{self, PromptManifest, StepBody, StoreError, put_text};
 use crate::types::*;
@@ -25,10 +29,14 @@ use crate::types::*;
 /// The most records written in one transaction.
 const MAX_BATCH: usize = 8192;
 
+/// How long a batch is retried while a PostgreSQL server cannot be reached, before its receipts
+/// fail.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(20);
+
 enum Msg {
     Append(Box<Record>, oneshot::Sender<Result<(), String>>),
     Flush(oneshot::Sender<Result<(), String>>),
-    /// `PRAGMA synchronous` of the writer's connection (0 off, 1 normal, 2 full).
+    /// How durable the writer's commits are (0 off, 1 normal, 2 full).
     Synchronous(oneshot::Sender<Result<i64, String>>),
 }
 
@@ -82,24 +90,32 @@ impl Receipt {
 }
 
 impl Writer {
-    pub(crate) fn start(path: &Path, durability: store::Durability) -> Result<Writer, StoreError> {
-        let conn = store::connect(path, durability)?;
-        // Checkpoints (copying the WAL into the database file, and syncing it) run on their own
-        // thread and connection, so appends do not stall behind them.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoint_conn = store::connect(path, durability)?;
-        let (hint, hints) = mpsc::sync_channel::<()>(1);
-        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
-        thread::Builder::new()
-            .name("keel-store-checkpoint".into())
-            .spawn(move || checkpointer(checkpoint_conn, hints))
-            .map_err(io)?;
+    pub(crate) fn start(location: &Location, durability: store::Durability) -> Result<Writer, StoreError> {
+        let conn = store::connect(location, durability)?;
+        let io = |source| StoreError::Io { path: location.shown(), source };
+        let hint = match &conn {
+            Conn::Lite(c) => {
+                // Checkpoints (copying the WAL into the database file, and syncing it) run on their
+                // own thread and connection, so appends do not stall behind them.
+                c.pragma_update(None, "wal_autocheckpoint", 0)?;
+                let Conn::Lite(checkpoint_conn) = store::connect(location, durability)? else {
+                    unreachable!("a file store connects to SQLite")
+                };
+                let (hint, hints) = mpsc::sync_channel::<()>(1);
+                thread::Builder::new()
+                    .name("keel-store-checkpoint".into())
+                    .spawn(move || checkpointer(checkpoint_conn, hints))
+                    .map_err(io)?;
+                Some(hint)
+            }
+            Conn::Pg(_) => None,
+        };
         let (tx, rx) = mpsc::channel();
         thread::Builder::new().name("keel-store-writer".into()).spawn(move || run(conn, rx, hint)).map_err(io)?;
         Ok(Writer { tx })
     }
 
-    /// Queue a record. Never blocks and never touches the disk.
+    /// Queue a record. Never blocks and never touches the store.
     pub fn append(&self, record: Record) -> Receipt {
         let (ack, rx) = oneshot::channel();
         if let Err(mpsc::SendError(Msg::Append(_, ack))) = self.tx.send(Msg::Append(Box::new(record), ack)) {
@@ -108,8 +124,9 @@ impl Writer {
         Receipt { rx }
     }
 
-    /// `PRAGMA synchronous` of the connection appends are written on (1 normal, 2 full): what
-    /// [`crate::Durability`] the store was opened with, as SQLite applies it.
+    /// How durable the connection appends are written on is: SQLite's `PRAGMA synchronous` (1
+    /// normal, 2 full), or PostgreSQL's `synchronous_commit` (1 `local`, 2 `on`): what
+    /// [`crate::Durability`] the store was opened with, as the backend applies it.
     pub async fn synchronous(&self) -> Result<i64, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Msg::Synchronous(tx)).map_err(|_| StoreError::WriterGone)?;
@@ -140,21 +157,23 @@ fn checkpointer(conn: Connection, hints: mpsc::Receiver<()>) {
     checkpoint("PASSIVE");
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, checkpoint: mpsc::SyncSender<()>) {
+fn run(mut conn: Conn, rx: mpsc::Receiver<Msg>, checkpoint: Option<mpsc::SyncSender<()>>) {
     let mut known_blobs: HashMap<Hash, String> = HashMap::new();
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
-        let Some(first) = answer_query(&conn, first) else { continue };
+        let Some(first) = answer_query(&mut conn, first) else { continue };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.extend(answer_query(&conn, m)),
+                Ok(m) => batch.extend(answer_query(&mut conn, m)),
                 Err(_) => break,
             }
         }
         write_batch(&mut conn, &mut batch, &mut known_blobs);
         batch.clear();
-        let _ = checkpoint.try_send(());
+        if let Some(c) = &checkpoint {
+            let _ = c.try_send(());
+        }
         if known_blobs.len() > 200_000 {
             known_blobs.clear();
         }
@@ -162,17 +181,17 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, checkpoint: mpsc::SyncSend
 }
 
 /// Answers a query about the connection at once; an append or a flush is handed back.
-fn answer_query(conn: &Connection, m: Msg) -> Option<Msg> {
+fn answer_query(conn: &mut Conn, m: Msg) -> Option<Msg> {
     match m {
         Msg::Synchronous(tx) => {
-            let _ = tx.send(conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(|e| e.to_string()));
+            let _ = tx.send(conn.synchronous().map_err(|e| e.to_string()));
             None
         }
         m => Some(m),
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashMap<Hash, String>) {
+fn write_batch(conn: &mut Conn, batch: &mut [Msg], known: &mut HashMap<Hash, String>) {
     let mut records: Vec<&mut Record> = Vec::with_capacity(batch.len());
     for m in batch.iter_mut() {
         if let Msg::Append(r, _) = m {
@@ -184,10 +203,11 @@ fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashMap<Has
     let mut last_tools = None;
     let result = with_retry(conn, |tx| {
         new_blobs.clear();
+        tx.buffer_inserts();
         for r in records.iter() {
             write_record(tx, r, known, &mut new_blobs, &mut last_tools)?;
         }
-        Ok(())
+        tx.send_buffered()
     });
     match result {
         Ok(()) => {
@@ -196,16 +216,32 @@ fn write_batch(conn: &mut Connection, batch: &mut [Msg], known: &mut HashMap<Has
                 ack(m, Ok(()));
             }
         }
+        Err(e) if e.is_transient() => {
+            // The store could not be reached for the whole window: nothing of the batch was
+            // written, and every receipt says so.
+            tracing::error!(error = %e, "the store cannot be reached; the batch is not written");
+            let e = e.to_string();
+            for m in batch.iter_mut() {
+                ack(m, Err(e.clone()));
+            }
+        }
         Err(e) => {
             // Find the record that failed: write them one by one so one bad record costs only itself.
             tracing::warn!(error = %e, "batch write failed; retrying records one by one");
+            let mut unreachable: Option<String> = None;
             for m in batch.iter_mut() {
-                let r = match m {
-                    Msg::Append(r, _) => with_retry(conn, |tx| {
-                        write_record(tx, r, &HashMap::new(), &mut HashMap::new(), &mut None)
-                    })
-                    .map_err(|e| e.to_string()),
-                    Msg::Flush(_) | Msg::Synchronous(_) => Ok(()),
+                let r = match (&mut *m, &unreachable) {
+                    (_, Some(e)) => Err(e.clone()),
+                    (Msg::Append(r, _), None) => {
+                        with_retry(conn, |tx| write_record(tx, r, &HashMap::new(), &mut HashMap::new(), &mut None))
+                            .map_err(|e| {
+                                if e.is_transient() {
+                                    unreachable = Some(e.to_string());
+                                }
+                                e.to_string()
+                            })
+                    }
+                    (Msg::Flush(_) | Msg::Synchronous(_), None) => Ok(()),
                 };
                 ack(m, r);
             }
@@ -221,24 +257,26 @@ fn ack(m: &mut Msg, r: Result<(), String>) {
     let _ = ack.send(r);
 }
 
-/// Run `f` in an IMMEDIATE transaction, retrying while another process holds the write lock beyond
-/// the busy timeout.
-fn with_retry(
-    conn: &mut Connection,
-    mut f: impl FnMut(&Transaction) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let mut attempt = 0;
+/// Run `f` in a write transaction, retrying while another process holds SQLite's write lock beyond
+/// the busy timeout, and while a PostgreSQL server cannot be reached (for [`RECONNECT_WINDOW`],
+/// connecting again with backoff) or reports a deadlock between writers.
+fn with_retry(conn: &mut Conn, mut f: impl FnMut(&mut Conn) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
     loop {
-        let r = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            f(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })();
+        let r = conn.transaction(|tx| f(tx));
         match r {
             Err(StoreError::Sqlite(ref e)) if is_busy(e) && attempt < 5 => {
                 attempt += 1;
-                thread::sleep(Duration::from_millis(50 * attempt));
+                thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+            }
+            Err(ref e) if e.is_transient() && started.elapsed() < RECONNECT_WINDOW => {
+                attempt += 1;
+                let wait = Duration::from_millis(50u64 << attempt.min(5)).min(Duration::from_secs(2));
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(error = %e, "the store cannot be written; trying again (attempt {attempt})");
+                }
+                thread::sleep(wait);
             }
             r => return r,
         }
@@ -254,12 +292,12 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 }
 
 /// Write one (already redacted) record in `tx`.
-pub(crate) fn write_one(tx: &Transaction, r: &Record) -> Result<(), StoreError> {
+pub(crate) fn write_one(tx: &mut Conn, r: &Record) -> Result<(), StoreError> {
     write_record(tx, r, &HashMap::new(), &mut HashMap::new(), &mut None)
 }
 
 fn write_record(
-    tx: &Transaction,
+    tx: &mut Conn,
     r: &Record,
     known: &HashMap<Hash, String>,
     new_blobs: &mut HashMap<Hash, String>,
@@ -273,19 +311,19 @@ fn write_record(
                 let patch = std::mem::take(&mut vcs.patch);
                 patch_blob = Some(store::put_blob(tx, patch.as_bytes())?);
             }
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO episodes (id, created_at, model_name, model_version, task_kind, body, patch_blob)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                e.id.to_string(),
-                e.created_at,
-                e.model.name,
-                e.model.version,
-                e.task.kind.as_str(),
-                json(&body)?,
-                patch_blob
-            ])?;
+            tx.execute(
+                "INSERT INTO episodes (id, created_at, model_name, model_version, task_kind, body, patch_blob)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                &[
+                    P::T(&e.id.to_string()),
+                    P::I(e.created_at),
+                    P::T(&e.model.name),
+                    (&e.model.version).into(),
+                    P::T(e.task.kind.as_str()),
+                    P::T(&json(&body)?),
+                    (&patch_blob).into(),
+                ],
+            )?;
         }
         Record::Step(s) => {
             let mut manifest = PromptManifest { messages: Vec::with_capacity(s.prompt.messages.len()), tools: None };
@@ -306,37 +344,43 @@ fn write_record(
             }
             let body = StepBody { output: s.output.clone(), parsed: s.parsed.clone(), model: s.model.clone(), timings: s.timings };
             let (body, body_blob) = put_text(tx, json(&body)?)?;
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO steps (id, episode_id, parent_id, state_hash, created_at, model_version, prompt, body, body_blob)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                s.id.to_string(),
-                s.episode_id.to_string(),
-                s.parent_id.map(|p| p.to_string()),
-                s.state_hash,
-                s.created_at,
-                s.model.version,
-                json(&manifest)?,
-                body,
-                body_blob
-            ])?;
+            let parent = s.parent_id.map(|p| p.to_string());
+            tx.execute(
+                "INSERT INTO steps (id, episode_id, parent_id, state_hash, created_at, model_version, prompt, body, body_blob)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                &[
+                    P::T(&s.id.to_string()),
+                    P::T(&s.episode_id.to_string()),
+                    (&parent).into(),
+                    P::T(&s.state_hash),
+                    P::I(s.created_at),
+                    (&s.model.version).into(),
+                    P::T(&json(&manifest)?),
+                    (&body).into(),
+                    (&body_blob).into(),
+                ],
+            )?;
         }
         Record::Decision(d) => {
-            tx.prepare_cached("INSERT INTO decisions (step_id, at, kind, body) VALUES (?1, ?2, ?3, ?4)")?.execute(
-                params![d.step_id.to_string(), d.at, d.decision.kind(), json(d)?],
+            tx.execute(
+                "INSERT INTO decisions (step_id, at, kind, body) VALUES (?1, ?2, ?3, ?4)",
+                &[P::T(&d.step_id.to_string()), P::I(d.at), P::T(d.decision.kind()), P::T(&json(d)?)],
             )?;
         }
         Record::Observation { step_id, at, observation } => {
             let (body, body_blob) = put_text(tx, json(observation)?)?;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO observations (step_id, at, body, body_blob) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![step_id.to_string(), at, body, body_blob])?;
+            tx.execute(
+                "INSERT INTO observations (step_id, at, body, body_blob) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(step_id) DO UPDATE SET at = excluded.at, body = excluded.body, body_blob = excluded.body_blob",
+                &[P::T(&step_id.to_string()), P::I(*at), (&body).into(), (&body_blob).into()],
+            )?;
         }
         Record::EpisodeEnd(e) => {
-            tx.prepare_cached("INSERT OR REPLACE INTO episode_ends (episode_id, at, body) VALUES (?1, ?2, ?3)")?
-                .execute(params![e.episode_id.to_string(), e.at, json(e)?])?;
+            tx.execute(
+                "INSERT INTO episode_ends (episode_id, at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(episode_id) DO UPDATE SET at = excluded.at, body = excluded.body",
+                &[P::T(&e.episode_id.to_string()), P::I(e.at), P::T(&json(e)?)],
+            )?;
         }
     }
     Ok(())
@@ -347,7 +391,7 @@ fn write_record(
 /// as given; `known` maps it to the hash the blob was stored under; `new_blobs` collects this
 /// transaction's additions, merged into `known` only once it commits.
 fn put_cached<T: serde::Serialize>(
-    tx: &Transaction,
+    tx: &mut Conn,
     key: Hash,
     value: &T,
     redacted: fn(&T) -> T,

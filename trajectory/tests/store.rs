@@ -1,5 +1,9 @@
 //! The store's test suite: round trips, the step tree, redaction, crash safety, several processes,
-//! migrations and refusals, dumps.
+//! migrations and refusals, dumps — each on both backends: a SQLite file, and a fresh database on
+//! the PostgreSQL server named by `KEEL_TEST_POSTGRES` (`cargo xtask test` starts it and sets
+//! `KEEL_REQUIRE_POSTGRES=1`, so a missing server fails the suite; plain `cargo test` without it
+//! skips the PostgreSQL half with a line on stderr). `both!` makes `NAME::sqlite` and
+//! `NAME::postgres` of a test `fn NAME(db: &Db)`.
 //!
 //! Crash and multi-process tests re-run this very test binary as the child process (see
 //! `child_process_entry`), so no extra binary has to be built.
@@ -89,6 +93,133 @@ fn temp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+// ---- the two backends ----------------------------------------------------------------------
+
+/// Where a test's stores go: files in a temporary directory, or fresh databases on the test
+/// PostgreSQL server (dropped at the end).
+pub struct Db {
+    dir: tempfile::TempDir,
+    pg: Option<Pg>,
+}
+
+struct Pg {
+    base: String,
+    made: std::sync::Mutex<Vec<String>>,
+    /// Shared by every PostgreSQL test (in every process); the restart test takes it alone.
+    _lock: std::fs::File,
+}
+
+fn pg_lock(exclusive: bool) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("keel-test-postgres.lock"))
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), if exclusive { libc::LOCK_EX } else { libc::LOCK_SH }) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    f
+}
+
+/// The test server's URL, or `None` (with a line on stderr) when it is not configured and not
+/// required.
+fn pg_base() -> Option<String> {
+    match std::env::var("KEEL_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("KEEL_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+            panic!("KEEL_REQUIRE_POSTGRES=1 but KEEL_TEST_POSTGRES is not set: the PostgreSQL server is missing (cargo xtask test starts it)")
+        }
+        _ => {
+            eprintln!("skipped: KEEL_TEST_POSTGRES is not set (cargo xtask setup postgres; eval \"$(cargo xtask env)\")");
+            None
+        }
+    }
+}
+
+/// `base` with another database name.
+fn with_database(base: &str, name: &str) -> String {
+    let (url, query) = base.split_once('?').map_or((base, None), |(u, q)| (u, Some(q)));
+    let (server, _) = url.rsplit_once('/').expect("a URL with a database");
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+fn admin(base: &str) -> postgres::Client {
+    base.parse::<postgres::Config>().unwrap().connect(postgres::NoTls).unwrap()
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db { dir: temp(), pg: None }
+    }
+
+    pub fn postgres() -> Option<Db> {
+        Db::postgres_locked(false)
+    }
+
+    fn postgres_locked(exclusive: bool) -> Option<Db> {
+        let base = pg_base()?;
+        Some(Db { dir: temp(), pg: Some(Pg { base, made: Default::default(), _lock: pg_lock(exclusive) }) })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// A new, empty store location: `NAME.db` in the directory, or a new database.
+    pub fn location(&self, name: &str) -> String {
+        match &self.pg {
+            None => self.dir.path().join(format!("{name}.db")).display().to_string(),
+            Some(pg) => {
+                let db = format!("keel_t_{}_{}", name.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"), Uuid::now_v7().simple());
+                admin(&pg.base).batch_execute(&format!("CREATE DATABASE \"{db}\"")).unwrap();
+                pg.made.lock().unwrap().push(db.clone());
+                with_database(&pg.base, &db)
+            }
+        }
+    }
+
+    /// A raw connection to a PostgreSQL location (to write what an old Keel or another program
+    /// would have).
+    pub fn raw(&self, location: &str) -> postgres::Client {
+        admin(location)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(pg) = &self.pg {
+            if let Ok(mut c) = pg.base.parse::<postgres::Config>().unwrap().connect(postgres::NoTls) {
+                for db in pg.made.lock().unwrap().iter() {
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+                }
+            }
+        }
+    }
+}
+
+/// For each `fn NAME(db: &Db)`, the tests `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Db::sqlite());
+            }
+            #[test]
+            fn postgres() {
+                if let Some(db) = super::Db::postgres() {
+                    super::$name(&db);
+                }
+            }
+        }
+    )*};
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
@@ -133,11 +264,24 @@ fn write_sample(w: &Writer) -> (Episode, Vec<Step>) {
     (ep, vec![s0, a, b, bad])
 }
 
-#[test]
-fn round_trip_and_tree() {
-    let dir = temp();
-    let path = dir.path().join("keel.db");
-    let store = Store::open(&path).unwrap();
+both!(
+    round_trip_and_tree,
+    queries_by_time_and_version,
+    model_versions_have_one_live,
+    runs_and_decision_counts,
+    async_callers_and_flush,
+    nothing_secret_reaches_the_store,
+    another_applications_database,
+    a_newer_schema,
+    an_older_schema_migrates_and_keeps_its_data,
+    dump_round_trips,
+    durability_sets_how_commits_wait,
+    acknowledged_appends_survive_sigkill,
+    eight_processes_append_at_once,
+);
+
+fn round_trip_and_tree(db: &Db) {
+    let store = Store::open(db.location("keel")).unwrap();
     let w = store.writer().unwrap();
     let (ep, steps) = write_sample(&w);
 
@@ -174,6 +318,7 @@ fn round_trip_and_tree() {
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
+/// SQLite only: a file and its `-wal` and `-shm` are 0600, new folders 0700.
 #[test]
 fn files_are_private() {
     let dir = temp();
@@ -190,10 +335,8 @@ fn files_are_private() {
     assert_eq!(parent, 0o700);
 }
 
-#[test]
-fn queries_by_time_and_version() {
-    let dir = temp();
-    let store = Store::open(dir.path().join("k.db")).unwrap();
+fn queries_by_time_and_version(db: &Db) {
+    let store = Store::open(db.location("k")).unwrap();
     let w = store.writer().unwrap();
     let mut old = episode("/w");
     old.created_at = 1_000;
@@ -224,10 +367,8 @@ fn queries_by_time_and_version() {
     assert!(store.parse_time("yesterday-ish").is_err());
 }
 
-#[test]
-fn model_versions_have_one_live() {
-    let dir = temp();
-    let mut store = Store::open(dir.path().join("k.db")).unwrap();
+fn model_versions_have_one_live(db: &Db) {
+    let mut store = Store::open(db.location("k")).unwrap();
     let v = |id: &str, t| ModelVersion {
         id: id.into(),
         created_at: t,
@@ -252,10 +393,38 @@ fn model_versions_have_one_live() {
     assert_eq!(store.live_model_version().unwrap().unwrap().id, "v2");
 }
 
-#[test]
-fn async_callers_and_flush() {
-    let dir = temp();
-    let store = Store::open(dir.path().join("k.db")).unwrap();
+/// What the trainer's schedule reads and writes: runs (inserted, then updated in place) and the
+/// count of human decisions since a time.
+fn runs_and_decision_counts(db: &Db) {
+    let store = Store::open(db.location("k")).unwrap();
+    let run = |id: &str, t, stage: &str| Run {
+        id: id.into(),
+        created_at: t,
+        updated_at: t,
+        stage: stage.into(),
+        status: "running".into(),
+        detail: serde_json::json!({"stage": stage}),
+    };
+    store.put_run(&run("r2", 20, "pairs")).unwrap();
+    store.put_run(&run("r1", 10, "pairs")).unwrap();
+    let mut r1 = run("r1", 10, "train");
+    r1.updated_at = 30;
+    r1.status = "promoted".into();
+    store.put_run(&r1).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
+    assert_eq!(runs[0], r1);
+
+    let before = now_ms();
+    let w = store.writer().unwrap();
+    write_sample(&w);
+    // Five decisions, one of them automatic.
+    assert_eq!(store.count_decisions_since(before).unwrap(), 4);
+    assert_eq!(store.count_decisions_since(now_ms() + 60_000).unwrap(), 0);
+}
+
+fn async_callers_and_flush(db: &Db) {
+    let store = Store::open(db.location("k")).unwrap();
     let w = store.writer().unwrap();
     let ep = episode("/w");
     let ids = block_on(async {
@@ -281,7 +450,6 @@ fn async_callers_and_flush() {
 }
 
 mod redaction {
-    use super::*;
     use keel_trajectory::redact::redact;
 
     fn gone(input: &str, secret: &str) {
@@ -358,53 +526,104 @@ mod redaction {
         let code = "fn main() {\n    let key = map.get(&k);\n    println!(\"{key:?}\");\n}\n";
         assert!(matches!(redact(code), std::borrow::Cow::Borrowed(_)));
     }
+}
 
-    #[test]
-    fn nothing_secret_reaches_the_file() {
-        let secret = "sk-proj-SECRETSECRETSECRETSECRET1234";
-        let dir = temp();
-        let path = dir.path().join("k.db");
-        let store = Store::open(&path).unwrap();
-        let w = store.writer().unwrap();
-        let mut ep = episode("/w");
-        ep.task.instruction = format!("use {secret}");
-        ep.workspace.vcs.as_mut().unwrap().patch = format!("+OPENAI_API_KEY={secret}\n");
-        let mut s = step(&ep, None, prompt(&format!("env: API_TOKEN={secret}")), edit("a", secret));
-        s.output.content = Some(format!("Bearer {secret}"));
-        let recs = vec![
-            Record::Episode(ep.clone()),
-            Record::Step(s.clone()),
-            Record::Observation {
-                step_id: s.id,
-                at: now_ms(),
-                observation: Observation { output: format!("token={secret}\n{}", "x".repeat(5000)), ..Default::default() },
-            },
-            decision(&s, Decision::Edited { final_text: format!("// {secret}") }),
-            decision(&s, Decision::Rejected { cause: RejectCause::User, reason: Some(format!("leaks {secret}")) }),
-        ];
-        for r in recs {
-            w.append(r).wait().unwrap();
+const SECRET: &str = "sk-proj-SECRETSECRETSECRETSECRET1234";
+
+fn nothing_secret_reaches_the_store(db: &Db) {
+    let secret = SECRET;
+    let loc = db.location("k");
+    let store = Store::open(&loc).unwrap();
+    let w = store.writer().unwrap();
+    let mut ep = episode("/w");
+    ep.task.instruction = format!("use {secret}");
+    ep.workspace.vcs.as_mut().unwrap().patch = format!("+OPENAI_API_KEY={secret}\n");
+    let mut s = step(&ep, None, prompt(&format!("env: API_TOKEN={secret}")), edit("a", secret));
+    s.output.content = Some(format!("Bearer {secret}"));
+    let recs = vec![
+        Record::Episode(ep.clone()),
+        Record::Step(s.clone()),
+        Record::Observation {
+            step_id: s.id,
+            at: now_ms(),
+            observation: Observation { output: format!("token={secret}\n{}", "x".repeat(5000)), ..Default::default() },
+        },
+        decision(&s, Decision::Edited { final_text: format!("// {secret}") }),
+        decision(&s, Decision::Rejected { cause: RejectCause::User, reason: Some(format!("leaks {secret}")) }),
+    ];
+    for r in recs {
+        w.append(r).wait().unwrap();
+    }
+    let dump = {
+        let mut out = Vec::new();
+        store.export_jsonl(&EpisodeFilter::default(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert!(!dump.contains("SECRETSECRET"), "secret in the store: {dump}");
+    assert!(dump.contains("[REDACTED]"));
+    drop(w);
+    if db.is_postgres() {
+        // Every row of every table as the server holds it, and every blob decompressed.
+        let mut c = db.raw(&loc);
+        for table in ["episodes", "steps", "decisions", "observations", "episode_ends"] {
+            for row in c.query(&format!("SELECT x::text FROM {table} x"), &[]).unwrap() {
+                let text: String = row.get(0);
+                assert!(!text.contains("SECRETSECRET"), "secret in {table}: {text}");
+            }
         }
-        let dump = {
-            let mut out = Vec::new();
-            store.export_jsonl(&EpisodeFilter::default(), &mut out).unwrap();
-            String::from_utf8(out).unwrap()
-        };
-        assert!(!dump.contains("SECRETSECRET"), "secret in the store: {dump}");
-        assert!(dump.contains("[REDACTED]"));
-        drop(w);
+        for row in c.query("SELECT hash FROM blobs", &[]).unwrap() {
+            let hash: String = row.get(0);
+            assert!(!store.blob_text(&hash).unwrap().contains("SECRETSECRET"), "secret in blob {hash}");
+        }
+    } else {
         drop(store);
         for suffix in ["", "-wal"] {
-            let bytes = std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default();
+            let bytes = std::fs::read(format!("{loc}{suffix}")).unwrap_or_default();
             assert!(!bytes.windows(12).any(|win| win == b"SECRETSECRET"), "secret bytes in {suffix}");
         }
     }
 }
 
+/// A PostgreSQL URL's password never shows: not in errors (a wrong password, a missing database),
+/// not in the store's path or its `Debug`; and it can come from a file (`passfile=`) instead.
+#[test]
+fn postgres_passwords_are_never_shown() {
+    assert_eq!(redact_location("postgres://keel:hunter2@db:5432/k"), "postgres://keel:***@db:5432/k");
+    assert_eq!(redact_location("postgresql://u:p%40ss@h/k?password=x&sslmode=disable"), "postgresql://u:***@h/k?password=***&sslmode=disable");
+    assert_eq!(redact_location("/home/me/keel.db"), "/home/me/keel.db");
+    assert!(is_postgres_url("postgres://h/k") && is_postgres_url("postgresql://h/k") && !is_postgres_url("/tmp/postgres://x"));
+    let Some(db) = Db::postgres() else { return };
+    let loc = db.location("pw");
+    let (prefix, rest) = loc.split_once("://").unwrap();
+    let (userinfo, hostpath) = rest.split_once('@').unwrap();
+    let (user, password) = userinfo.split_once(':').unwrap();
+    assert!(password.len() >= 8, "the test role has a real password");
+
+    let wrong = format!("{prefix}://{user}:wrong-{password}@{hostpath}");
+    let err = Store::open(&wrong).unwrap_err().to_string();
+    assert!(!err.contains(password), "{err}");
+    assert!(err.contains("***") && err.contains("password authentication failed"), "{err}");
+
+    let missing = with_database(&loc, "keel_no_such_database");
+    let err = Store::open(&missing).unwrap_err().to_string();
+    assert!(!err.contains(password) && err.contains("keel_no_such_database"), "{err}");
+
+    let store = Store::open(&loc).unwrap();
+    assert!(store.is_postgres());
+    assert!(!store.path().display().to_string().contains(password));
+    assert!(!format!("{store:?}").contains(password));
+
+    let file = db.dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let from_file = format!("{prefix}://{user}@{hostpath}?passfile={}", file.display());
+    let store = Store::open(&from_file).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+}
+
 mod refusals {
     use super::*;
 
-    fn bytes(p: &Path) -> Vec<u8> {
+    pub fn bytes(p: &Path) -> Vec<u8> {
         std::fs::read(p).unwrap()
     }
 
@@ -429,106 +648,159 @@ mod refusals {
         assert!(!dir.path().join("k.db-wal").exists());
     }
 
-    #[test]
-    fn another_applications_database() {
-        let dir = temp();
-        let p = dir.path().join("other.db");
-        {
-            let c = rusqlite::Connection::open(&p).unwrap();
-            c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
-        }
-        let before = bytes(&p);
-        let err = Store::open(&p).unwrap_err();
-        assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
-        assert_eq!(bytes(&p), before);
-    }
-
-    #[test]
-    fn a_newer_schema() {
-        let dir = temp();
-        let p = dir.path().join("k.db");
-        drop(Store::open(&p).unwrap());
-        {
-            let c = rusqlite::Connection::open(&p).unwrap();
-            c.pragma_update(None, "user_version", SCHEMA_VERSION + 7).unwrap();
-            c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
-        }
-        let before = bytes(&p);
-        let err = Store::open(&p).unwrap_err();
-        match &err {
-            StoreError::NewerSchema { found, supported, .. } => {
-                assert_eq!((*found, *supported), (SCHEMA_VERSION + 7, SCHEMA_VERSION));
+    /// Whatever other program's data the PostgreSQL database holds, as text (to see it unchanged).
+    pub fn pg_snapshot(c: &mut postgres::Client) -> String {
+        let tables: Vec<String> = c
+            .query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut out = String::new();
+        for t in tables {
+            out.push_str(&t);
+            for r in c.query(&format!("SELECT x::text FROM {t} x ORDER BY 1"), &[]).unwrap() {
+                out.push_str(r.get::<_, &str>(0));
             }
-            other => panic!("expected NewerSchema, got {other}"),
         }
-        assert!(err.to_string().contains("upgrade Keel"));
-        assert_eq!(bytes(&p), before);
-    }
-
-    #[test]
-    fn an_older_schema_migrates_and_keeps_its_data() {
-        let dir = temp();
-        let p = dir.path().join("k.db");
-        Store::create_at_version(&p, 1).unwrap();
-        let ep = episode("/old");
-        {
-            let c = rusqlite::Connection::open(&p).unwrap();
-            assert_eq!(c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 1);
-            let has_versions: i64 = c
-                .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'model_versions'", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(has_versions, 0);
-            let mut body = ep.clone();
-            body.workspace.vcs = None;
-            c.execute(
-                "INSERT INTO episodes (id, created_at, model_name, model_version, task_kind, body) VALUES (?1, ?2, 'keel', NULL, 'fix_diagnostic', ?3)",
-                rusqlite::params![ep.id.to_string(), ep.created_at, serde_json::to_string(&body).unwrap()],
-            )
-            .unwrap();
-        }
-        let store = Store::open(&p).unwrap();
-        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(store.episode(ep.id).unwrap().unwrap().workspace.root, "/old");
-        assert!(store.model_versions().unwrap().is_empty());
+        out
     }
 }
 
-#[test]
-fn dump_round_trips() {
-    let dir = temp();
-    let a = Store::open(dir.path().join("a.db")).unwrap();
+fn another_applications_database(db: &Db) {
+    let loc = db.location("other");
+    let check = |err: StoreError| {
+        assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    };
+    if db.is_postgres() {
+        let mut c = db.raw(&loc);
+        c.batch_execute("CREATE TABLE t (x BIGINT); INSERT INTO t VALUES (1);").unwrap();
+        let before = refusals::pg_snapshot(&mut c);
+        check(Store::open(&loc).unwrap_err());
+        assert_eq!(refusals::pg_snapshot(&mut c), before);
+    } else {
+        {
+            let c = rusqlite::Connection::open(&loc).unwrap();
+            c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+        }
+        let before = refusals::bytes(Path::new(&loc));
+        check(Store::open(&loc).unwrap_err());
+        assert_eq!(refusals::bytes(Path::new(&loc)), before);
+    }
+}
+
+fn a_newer_schema(db: &Db) {
+    let loc = db.location("k");
+    drop(Store::open(&loc).unwrap());
+    let snapshot: Box<dyn Fn() -> String> = if db.is_postgres() {
+        let mut c = db.raw(&loc);
+        c.execute("INSERT INTO keel_migrations (version, applied_at) VALUES ($1, 0)", &[&(SCHEMA_VERSION + 7)]).unwrap();
+        let c = std::sync::Mutex::new(c);
+        Box::new(move || refusals::pg_snapshot(&mut c.lock().unwrap()))
+    } else {
+        {
+            let c = rusqlite::Connection::open(&loc).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 7).unwrap();
+            c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+        }
+        let p = loc.clone();
+        Box::new(move || format!("{:?}", refusals::bytes(Path::new(&p))))
+    };
+    let before = snapshot();
+    let err = Store::open(&loc).unwrap_err();
+    match &err {
+        StoreError::NewerSchema { found, supported, .. } => {
+            assert_eq!((*found, *supported), (SCHEMA_VERSION + 7, SCHEMA_VERSION));
+        }
+        other => panic!("expected NewerSchema, got {other}"),
+    }
+    assert!(err.to_string().contains("upgrade Keel"));
+    assert_eq!(snapshot(), before);
+}
+
+fn an_older_schema_migrates_and_keeps_its_data(db: &Db) {
+    let loc = db.location("k");
+    Store::create_at_version(&loc, 1).unwrap();
+    let ep = episode("/old");
+    let mut body = ep.clone();
+    body.workspace.vcs = None;
+    let body = serde_json::to_string(&body).unwrap();
+    if db.is_postgres() {
+        let mut c = db.raw(&loc);
+        let version: i64 = c.query_one("SELECT max(version) FROM keel_migrations", &[]).unwrap().get(0);
+        assert_eq!(version, 1);
+        let has_versions: i64 =
+            c.query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'model_versions'", &[]).unwrap().get(0);
+        assert_eq!(has_versions, 0);
+        c.execute(
+            "INSERT INTO episodes (id, created_at, model_name, model_version, task_kind, body) VALUES ($1, $2, 'keel', NULL, 'fix_diagnostic', $3)",
+            &[&ep.id.to_string(), &ep.created_at, &body],
+        )
+        .unwrap();
+    } else {
+        let c = rusqlite::Connection::open(&loc).unwrap();
+        assert_eq!(c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 1);
+        let has_versions: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'model_versions'", [], |r| r.get(0)).unwrap();
+        assert_eq!(has_versions, 0);
+        c.execute(
+            "INSERT INTO episodes (id, created_at, model_name, model_version, task_kind, body) VALUES (?1, ?2, 'keel', NULL, 'fix_diagnostic', ?3)",
+            rusqlite::params![ep.id.to_string(), ep.created_at, body],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&loc).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.episode(ep.id).unwrap().unwrap().workspace.root, "/old");
+    assert!(store.model_versions().unwrap().is_empty());
+    // The newest schema works for writing too.
+    let w = store.writer().unwrap();
+    write_sample(&w);
+    assert_eq!(store.stats().unwrap().episodes, 2);
+}
+
+fn dump_round_trips(db: &Db) {
+    let a = Store::open(db.location("a")).unwrap();
     let w = a.writer().unwrap();
     write_sample(&w);
     write_sample(&w);
     let mut first = Vec::new();
     assert_eq!(a.export_jsonl(&EpisodeFilter::default(), &mut first).unwrap(), 2);
 
-    let b = Store::open(dir.path().join("b.db")).unwrap();
+    let b = Store::open(db.location("b")).unwrap();
     let stats = b.import_jsonl(&first[..]).unwrap();
     assert_eq!((stats.episodes, stats.steps, stats.skipped), (2, 8, 0));
     let again = b.import_jsonl(&first[..]).unwrap();
     assert_eq!((again.episodes, again.skipped), (0, 2), "importing twice adds nothing");
     let mut second = Vec::new();
     b.export_jsonl(&EpisodeFilter::default(), &mut second).unwrap();
-    assert_eq!(String::from_utf8(first).unwrap(), String::from_utf8(second).unwrap());
+    assert_eq!(String::from_utf8(first.clone()).unwrap(), String::from_utf8(second).unwrap());
+
+    // A dump moves a store between the backends, byte for byte.
+    let other = if db.is_postgres() { Some(Db::sqlite()) } else { Db::postgres() };
+    if let Some(other) = other {
+        let c = Store::open(other.location("c")).unwrap();
+        assert_eq!(c.import_jsonl(&first[..]).unwrap().episodes, 2);
+        let mut third = Vec::new();
+        c.export_jsonl(&EpisodeFilter::default(), &mut third).unwrap();
+        assert_eq!(String::from_utf8(first).unwrap(), String::from_utf8(third).unwrap());
+    }
 
     let err = b.import_jsonl(&b"{\"keel_dump\": 1}\nnot json\n"[..]).unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
 }
 
-/// `Durability::Full` is `PRAGMA synchronous=FULL` on the handle's connection and on its writer's,
-/// and appends still round-trip; the default stays `NORMAL`.
-#[test]
-fn durability_full_sets_synchronous_full_on_the_writer() {
-    let dir = temp();
+/// `Durability::Full` is `PRAGMA synchronous=FULL` (PostgreSQL: `synchronous_commit=on`) on the
+/// handle's connection and on its writer's, and appends still round-trip; the default stays
+/// `NORMAL` (`local`).
+fn durability_sets_how_commits_wait(db: &Db) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let sync_of = |s: &Store| -> i64 { s.connection().pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap() };
-    let normal = Store::open(dir.path().join("n.db")).unwrap();
+    let normal = Store::open(db.location("n")).unwrap();
     assert_eq!(normal.durability(), Durability::Normal);
-    assert_eq!(sync_of(&normal), 1);
+    assert_eq!(normal.synchronous().unwrap(), 1);
     assert_eq!(rt.block_on(normal.writer().unwrap().synchronous()).unwrap(), 1);
-    let full = Store::open_with(dir.path().join("f.db"), Durability::Full).unwrap();
-    assert_eq!(sync_of(&full), 2);
+    let full = Store::open_with(db.location("f"), Durability::Full).unwrap();
+    assert_eq!(full.synchronous().unwrap(), 2);
     let w = full.writer().unwrap();
     assert_eq!(rt.block_on(w.synchronous()).unwrap(), 2);
     write_sample(&w);
@@ -573,10 +845,10 @@ fn child_process_entry() {
     }
 }
 
-fn spawn_child(path: &Path, limit: Option<usize>) -> std::process::Child {
+fn spawn_child(location: &str, limit: Option<usize>) -> std::process::Child {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args(["child_process_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, path)
+        .env(CHILD_ENV, location)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(n) = limit {
@@ -585,13 +857,24 @@ fn spawn_child(path: &Path, limit: Option<usize>) -> std::process::Child {
     c.spawn().unwrap()
 }
 
-fn durable_ids(child: &mut std::process::Child) -> Vec<Uuid> {
+/// Reads a child's "durable ID" lines on a thread (a full pipe would stall the child); `started`
+/// hears of the first.
+fn ack_reader(child: &mut std::process::Child, started: Option<std::sync::mpsc::Sender<()>>) -> std::thread::JoinHandle<Vec<Uuid>> {
     let out = child.stdout.take().unwrap();
-    BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| l.split_once("durable ").and_then(|(_, id)| Uuid::parse_str(id.trim()).ok()))
-        .collect()
+    std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(id) = line.split_once("durable ").and_then(|(_, id)| Uuid::parse_str(id.trim()).ok()) {
+                if ids.is_empty() {
+                    if let Some(s) = &started {
+                        let _ = s.send(());
+                    }
+                }
+                ids.push(id);
+            }
+        }
+        ids
+    })
 }
 
 fn all_step_ids(store: &Store) -> HashSet<Uuid> {
@@ -605,10 +888,9 @@ fn all_step_ids(store: &Store) -> HashSet<Uuid> {
     ids
 }
 
-#[test]
-fn acknowledged_appends_survive_sigkill() {
-    let dir = temp();
-    let path = dir.path().join("crash.db");
+fn acknowledged_appends_survive_sigkill(db: &Db) {
+    let path = db.location("crash");
+    drop(Store::open(&path).unwrap());
     let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -620,9 +902,14 @@ fn acknowledged_appends_survive_sigkill() {
     let rounds = 12;
     for _ in 0..rounds {
         let mut child = spawn_child(&path, None);
+        // Kill it mid-stream: once it has started appending (connecting takes a while on
+        // PostgreSQL), after a random while.
+        let (started, first) = std::sync::mpsc::channel();
+        let reader = ack_reader(&mut child, Some(started));
+        first.recv_timeout(Duration::from_secs(60)).expect("the child appended nothing in a minute");
         std::thread::sleep(Duration::from_millis(30 + rand() % 300));
         child.kill().unwrap(); // SIGKILL
-        acked.extend(durable_ids(&mut child));
+        acked.extend(reader.join().unwrap());
         child.wait().unwrap();
     }
     assert!(acked.len() > 100, "the children acknowledged only {} appends", acked.len());
@@ -634,22 +921,84 @@ fn acknowledged_appends_survive_sigkill() {
     eprintln!("crash safety: {rounds} kills, {} acknowledged steps, all present, {} stored", acked.len(), stored.len());
 }
 
-#[test]
-fn two_processes_append_at_once() {
-    let dir = temp();
-    let path = dir.path().join("two.db");
+fn eight_processes_append_at_once(db: &Db) {
+    let path = db.location("eight");
     drop(Store::open(&path).unwrap());
-    let n = 1500;
-    let mut a = spawn_child(&path, Some(n));
-    let mut b = spawn_child(&path, Some(n));
-    let ids_a = durable_ids(&mut a);
-    let ids_b = durable_ids(&mut b);
-    assert!(a.wait().unwrap().success());
-    assert!(b.wait().unwrap().success());
-    assert_eq!((ids_a.len(), ids_b.len()), (n, n));
+    let n = 300;
+    let mut children: Vec<_> = (0..8).map(|_| spawn_child(&path, Some(n))).collect();
+    let readers: Vec<_> = children.iter_mut().map(|c| ack_reader(c, None)).collect();
+    let acked: Vec<Vec<Uuid>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for c in &mut children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert!(acked.iter().all(|a| a.len() == n), "{:?}", acked.iter().map(Vec::len).collect::<Vec<_>>());
     let store = Store::open(&path).unwrap();
     let stored = all_step_ids(&store);
-    assert_eq!(stored.len(), 2 * n);
-    assert!(ids_a.iter().chain(&ids_b).all(|id| stored.contains(id)));
-    assert_eq!(store.stats().unwrap().episodes, 2);
+    assert_eq!(stored.len(), 8 * n);
+    assert!(acked.iter().flatten().all(|id| stored.contains(id)));
+    assert_eq!(store.stats().unwrap().episodes, 8);
+}
+
+/// The PostgreSQL server restarted (`pg_ctl restart -m fast`) while a writer appends: the writer
+/// reconnects, every receipt resolves `Ok` (the restart is well inside the retry window), and
+/// every acknowledged step is there.
+#[test]
+fn postgres_server_restarted_under_load() {
+    let ctl = match std::env::var("KEEL_TEST_POSTGRES_CTL") {
+        Ok(c) if !c.is_empty() => c,
+        _ if std::env::var("KEEL_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+            panic!("KEEL_REQUIRE_POSTGRES=1 but KEEL_TEST_POSTGRES_CTL is not set")
+        }
+        _ => {
+            eprintln!("skipped: KEEL_TEST_POSTGRES_CTL is not set");
+            return;
+        }
+    };
+    // Alone: no other PostgreSQL test may run while the server goes down.
+    let Some(db) = Db::postgres_locked(true) else { return };
+    let loc = db.location("restart");
+    let store = Store::open(&loc).unwrap();
+    let w = store.writer().unwrap();
+    let ep = episode("/restart");
+    w.append(Record::Episode(ep.clone())).wait().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (w, ep, stop) = (w.clone(), ep.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<_> = (0..20)
+                    .map(|_| {
+                        i += 1;
+                        let s = step(&ep, None, prompt(&i.to_string()), edit("a", "b"));
+                        (s.id, w.append(Record::Step(s)))
+                    })
+                    .collect();
+                for (id, r) in batch {
+                    match r.wait() {
+                        Ok(()) => acked.push((id, std::time::Instant::now())),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+            }
+            (acked, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let out = Command::new("sh").arg("-c").arg(format!("{ctl} restart -m fast")).stdout(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{ctl} restart: {}", String::from_utf8_lossy(&out.stderr));
+    let restarted = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = appender.join().unwrap();
+    assert!(failed.is_empty(), "receipts failed across the restart: {failed:?}");
+    let after = acked.iter().filter(|(_, at)| *at > restarted).count();
+    assert!(after > 0 && acked.len() > after, "{} acknowledged, {after} after the restart", acked.len());
+    let fresh = Store::open(&loc).unwrap();
+    let stored = all_step_ids(&fresh);
+    assert!(acked.iter().all(|(id, _)| stored.contains(id)), "an acknowledged step is missing");
+    // The reading handle that was open across the restart connects again too.
+    assert_eq!(store.steps(ep.id).unwrap().len(), stored.len());
+    eprintln!("restart under load: {} acknowledged ({after} after the restart), none lost", acked.len());
 }

@@ -48,6 +48,11 @@ pub fn vars() -> Vec<(String, String)> {
     if sock.exists() && std::env::var_os("DOCKER_HOST").is_none() {
         v.push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
     }
+    for (k, val) in crate::postgres::test_vars() {
+        if std::env::var_os(&k).is_none() {
+            v.push((k, val));
+        }
+    }
     v
 }
 

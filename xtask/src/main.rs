@@ -8,6 +8,7 @@ mod demo;
 mod editors;
 mod env;
 mod podman;
+mod postgres;
 mod setup;
 mod tasks;
 
@@ -18,7 +19,7 @@ usage: cargo xtask <command>
 
 commands:
   setup        install what the build, tests and demo need (idempotent);
-               `setup STEP...` runs only those steps (python, model, tasks, editors, podman)
+               `setup STEP...` runs only those steps (python, model, tasks, editors, acp, podman, postgres)
   env          print the environment as shell exports: eval \"$(cargo xtask env)\"
   test         setup, then run every test suite
   demo         setup, then run the demo on the embedded defaults
@@ -57,9 +58,12 @@ fn test(rest: &[String]) -> Result<()> {
     setup::all()?;
     // The end-to-end suites drive the real binaries; build them first.
     env::cargo(&["build", "--workspace", "--bins", "--locked"])?;
+    // The store's suites run on PostgreSQL too; without the server they must fail, not skip.
+    postgres::start()?;
     let mut args = vec!["test", "--workspace", "--locked"];
     args.extend(rest.iter().map(String::as_str));
-    env::cargo(&args)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    env::run(env::command(cargo).args(&args).env("KEEL_REQUIRE_POSTGRES", "1"))?;
     Ok(())
 }
 
@@ -79,6 +83,7 @@ fn fuzz(rest: &[String]) -> Result<()> {
 
 fn bench(rest: &[String]) -> Result<()> {
     setup::all()?;
+    postgres::start()?;
     let mut args = vec!["bench", "--workspace"];
     args.extend(rest.iter().map(String::as_str));
     env::cargo(&args)

@@ -59,7 +59,7 @@ pub fn socket() -> PathBuf {
     env::state_dir().join("podman.sock")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -87,7 +87,7 @@ fn have(program: &str) -> bool {
         .is_ok()
 }
 
-fn apt_install(pkgs: &[&str]) -> Result<()> {
+pub fn apt_install(pkgs: &[&str]) -> Result<()> {
     let apt = |args: &[&str]| {
         let mut c = privileged("apt-get");
         c.env("DEBIAN_FRONTEND", "noninteractive").args(args);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use crate::env;
 
 /// The steps `cargo xtask setup STEP...` can run alone.
-pub const STEPS: &[&str] = &["python", "model", "tasks", "editors", "acp", "podman"];
+pub const STEPS: &[&str] = &["python", "model", "tasks", "editors", "acp", "podman", "postgres"];
 
 /// Everything the tests and the demo need.
 pub fn all() -> Result<()> {
@@ -18,6 +18,7 @@ pub fn all() -> Result<()> {
     crate::editors::setup()?;
     crate::editors::acp()?;
     crate::podman::setup()?;
+    crate::postgres::setup()?;
     Ok(())
 }
 
@@ -37,6 +38,7 @@ pub fn steps(names: &[String]) -> Result<()> {
             "editors" => crate::editors::setup()?,
             "acp" => crate::editors::acp()?,
             "podman" => crate::podman::setup()?,
+            "postgres" => crate::postgres::setup()?,
             other => bail!("unknown setup step `{other}` (steps: {})", STEPS.join(", ")),
         }
     }

@@ -231,7 +231,7 @@ fn initialize(conn: &Conn, params: &Value) -> Value {
         None => n.to_string(),
     });
     let cfg = conn.state.config();
-    tracing::info!("keel-lsp --acp ready: model {} at {:?}, store {}", cfg.model, cfg.endpoint, cfg.store.display());
+    tracing::info!("keel-lsp --acp ready: model {} at {:?}, store {}", cfg.model, cfg.endpoint, crate::recorder::shown(&cfg.store));
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "agentCapabilities": {

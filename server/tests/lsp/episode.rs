@@ -29,7 +29,21 @@ fn titles(actions: &[Value]) -> Vec<String> {
 
 #[test]
 fn list_start_retry_accept_and_the_pair() {
-    let f = Fixture::new();
+    list_start_retry_accept_and_the_pair_on(Fixture::new());
+}
+
+/// The same with `store` set to a `postgres://` URL: keel-lsp opens it off its async runtime (the
+/// blocking client must not run on a runtime thread) and records the episode there; `keel-train
+/// pairs` reads the pair from it; the URL's password never reaches the editor.
+#[test]
+fn list_start_retry_accept_and_the_pair_on_postgres() {
+    let Some(pg) = crate::postgres_store() else { return };
+    let mut f = Fixture::new();
+    f.store = std::path::PathBuf::from(&pg.url);
+    list_start_retry_accept_and_the_pair_on(f);
+}
+
+fn list_start_retry_accept_and_the_pair_on(f: Fixture) {
     // The model: read the file, propose a wrong fix (streamed), then the right one (not streamed),
     // then finish.
     f.model.push(Reply::tool("view_file", json!({"path": "calc.py"})), true);
@@ -95,6 +109,10 @@ fn list_start_retry_accept_and_the_pair() {
         json!({"textDocument": {"uri": f.uri("calc.py"), "version": 2}, "contentChanges": [{"text": new_text}]}),
     );
     c.wait_status(from, "finished", WAIT);
+    let url = f.store.to_string_lossy().to_string();
+    if let Some(password) = url.split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(u, _)| u.split_once(':')).map(|(_, p)| p) {
+        assert!(c.seen.iter().all(|m| !m.to_string().contains(password)), "the store's password reached the editor");
+    }
     assert!(c.shutdown().success());
 
     // The store holds the episode, the rejected sibling, the accepted step.

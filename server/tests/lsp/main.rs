@@ -1,5 +1,5 @@
 //! keel-lsp end to end: the real binary over stdio, a scripted OpenAI-compatible model on loopback,
-//! a real SQLite store.
+//! a real SQLite store (and one episode recorded to the test PostgreSQL server).
 
 mod acp;
 mod documents;
@@ -66,4 +66,39 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub fn store(path: &Path) -> keel_trajectory::Store {
     keel_trajectory::Store::open(path).unwrap()
+}
+
+/// A fresh database on the test PostgreSQL server (`KEEL_TEST_POSTGRES`), as a store URL; dropped
+/// with the guard. `None` (with a line on stderr) when the server is not configured, unless
+/// `KEEL_REQUIRE_POSTGRES=1` (`cargo xtask test`), which makes that a failure.
+pub fn postgres_store() -> Option<PgStore> {
+    let base = match std::env::var("KEEL_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var("KEEL_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+            panic!("KEEL_REQUIRE_POSTGRES=1 but KEEL_TEST_POSTGRES is not set: the PostgreSQL server is missing (cargo xtask test starts it)")
+        }
+        _ => {
+            eprintln!("skipped: KEEL_TEST_POSTGRES is not set");
+            return None;
+        }
+    };
+    let name = format!("keel_t_lsp_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = base.parse::<postgres::Config>().unwrap().connect(postgres::NoTls).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+    let (server, _) = base.split_once('?').map_or(base.as_str(), |(u, _)| u).rsplit_once('/').unwrap();
+    Some(PgStore { url: format!("{server}/{name}"), base, name })
+}
+
+pub struct PgStore {
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.base.parse::<postgres::Config>().unwrap().connect(postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
 }
