@@ -276,6 +276,12 @@ impl Tree {
                 if let Some(e) = tree.nodes[node].edges.iter().position(|e| e.key == key) {
                     // The same action again at this state (another episode, or a resample that
                     // repeated itself): one edge, and the steps below either copy hang under it.
+                    // (A copy the rules resampled after has no observation; one they moved on
+                    // after has: the edge shows what the model was shown.)
+                    let edge = &mut tree.nodes[node].edges[e];
+                    if edge.observation.is_none() {
+                        edge.observation = s.observation.clone();
+                    }
                     edge_of_step.insert(s.step.id, (node, e));
                     continue;
                 }
@@ -520,12 +526,16 @@ fn replay<'a, E: Environment>(episode: &Episode, root: Prompt, path: &[PathEdge]
         if !pe.executes {
             // The user's (or the rules') decision stands: not carried out. The rules still see the
             // action (for loops), as they did when it was recorded.
-            let _ = agent.judge(&pe.parsed, ws);
+            let verdict = agent.judge(&pe.parsed, ws);
             let retry = matches!(&pe.decision, Some(Decision::Rejected { cause: RejectCause::Retry, .. }));
             match (&pe.recorded_child, retry) {
                 (Some(child), false) => {
-                    // The recorded transition, rebuilt from the recorded observation.
-                    let shown = pe.shown.clone().unwrap_or_else(|| keel_agent::tools::user_rejected(None));
+                    // The recorded transition, rebuilt from the recorded observation; without one,
+                    // what the rules say of the step (an automatic rejection is not the user's).
+                    let shown = pe.shown.clone().unwrap_or_else(|| match (&pe.decision, verdict) {
+                        (Some(d), keel_agent::Verdict::Rejected { cause, message }) if d.is_automatic_rejection() => keel_agent::tools::rejected(cause, &message),
+                        _ => keel_agent::tools::user_rejected(None),
+                    });
                     agent.advance(&pe.parsed, &pe.output, &shown);
                     children.push(Some(agent.prompt().clone()));
                     follow_record(&mut agent, child, cfg);

@@ -540,3 +540,61 @@ fn replay_rebuilds_an_edited_step_with_the_text_the_user_kept() {
     assert!(finish.n >= 1, "finish was evaluated");
     assert_eq!(finish.q(), 1.0, "the rollout ran on the text the user kept (the fix), not the model's proposal");
 }
+
+/// An automatic rejection the agent resamples after (no observation, no child) and the same action
+/// again at the same state, advanced with the rules' message: one edge in the tree. Its replay
+/// must show the model the rules' message, not "the user rejected this".
+#[test]
+fn a_resampled_automatic_rejection_replays_with_the_rules_message() {
+    let t = &suite(1)[0];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let w = store.writer().unwrap();
+    let ep = Episode {
+        id: new_id(),
+        created_at: 1_000,
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files(), left_out: vec![] }) },
+        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
+        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+        client: None,
+        verify: Some(t.verify()),
+        protected: vec![],
+    };
+    let _ = w.append(Record::Episode(ep.clone()));
+    // The model reads the file, then asks for the same read again and again: the rules reject it
+    // as a loop, resample, and after enough tries move on with their message.
+    let session = MemEnv.start(&ep).unwrap();
+    let mut agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() }, keel_agent::DEFAULT_OBSERVATION_BYTES);
+    let view = Action::ViewFile { path: t.file.clone(), start_line: None, end_line: None };
+    let outputs: Vec<ModelOutput> = std::iter::repeat_n(ModelOutput { content: None, tool_calls: vec![view.to_tool_call("c")] }, 2 + keel_agent::AUTO_RESAMPLES as usize)
+        .chain([ModelOutput { content: None, tool_calls: vec![Action::Finish { summary: "done".into() }.to_tool_call("f")] }])
+        .collect();
+    let (mut parent, mut resampled, mut advanced_loop) = (None, 0, 0);
+    for output in outputs {
+        let prompt = agent.prompt().clone();
+        let u = agent.step_unattended(&output, &session);
+        let step = Step { id: new_id(), episode_id: ep.id, parent_id: parent, state_hash: state_hash(&prompt), created_at: 2_000, prompt, output, parsed: u.parsed.clone(), model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) }, timings: Timings::default() };
+        let _ = w.append(Record::Step(step.clone()));
+        let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: u.decision.clone() }));
+        if let Some(obs) = &u.observation {
+            let _ = w.append(Record::Observation { step_id: step.id, at: 2_002, observation: obs.clone() });
+        }
+        if u.decision.is_automatic_rejection() {
+            if u.advanced { advanced_loop += 1 } else { resampled += 1 }
+        }
+        if u.advanced {
+            parent = Some(step.id);
+        }
+        if u.finished {
+            break;
+        }
+    }
+    assert!(resampled >= 1 && advanced_loop == 1, "the scenario: {resampled} resampled, {advanced_loop} advanced");
+    w.flush().wait().unwrap();
+    let et = store.tree(ep.id).unwrap().unwrap();
+    let mut tree = Tree::from_episode(&et, &Default::default()).unwrap();
+    let cfg = SearchConfig { simulations: 2, expand: 1, parallel: 1, max_depth: 6, ..Default::default() };
+    let stats = search::search(&mut tree, &FinishPolicy, &MemEnv, &cfg).unwrap();
+    assert_eq!(stats.replay_mismatches, 0, "every recorded state rebuilt as recorded: {stats:?}");
+    assert!(stats.replayed >= 2, "{stats:?}");
+}
