@@ -115,8 +115,17 @@ struct RawModel {
 
 impl Config {
     /// Applies options on top of `self`. Unknown keys are ignored; a malformed value is an error
-    /// that names it, and leaves `self` unchanged.
+    /// that names it, and leaves `self` unchanged. A relative `store` is refused: see
+    /// [`Config::merged_at`].
     pub fn merged(&self, options: &Value) -> Result<Config, String> {
+        self.merged_at(options, None)
+    }
+
+    /// [`Config::merged`], with a relative `store` resolved against `base` — the workspace root for
+    /// a client's options (never keel-lsp's working directory, which the editor chose for its own
+    /// reasons), the config file's directory for `--config`. Without a base it is an error that
+    /// names it (`~/` is expanded first).
+    pub fn merged_at(&self, options: &Value, base: Option<&std::path::Path>) -> Result<Config, String> {
         let v = match options.get("keel") {
             Some(inner) if inner.is_object() => inner,
             _ => options,
@@ -142,7 +151,17 @@ impl Config {
             }
         }
         if let Some(s) = raw.store.filter(|s| !s.trim().is_empty()) {
-            c.store = expand_home(&s);
+            let p = expand_home(s.trim());
+            c.store = match base {
+                _ if p.is_absolute() => p,
+                Some(b) => b.join(p),
+                None => {
+                    return Err(format!(
+                        "invalid Keel settings: store `{}` is a relative path and there is no workspace root to resolve it against; give an absolute path",
+                        p.display()
+                    ));
+                }
+            };
         }
         if let Some(sync) = raw.store_sync {
             c.store_sync = match sync.trim() {
@@ -177,7 +196,8 @@ impl Config {
     pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| format!("the config file {} is not JSON: {e}", path.display()))?;
-        Config::default().merged(&v).map_err(|e| format!("{}: {e}", path.display()))
+        let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+        Config::default().merged_at(&v, dir.as_deref()).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The API key, read from the named environment variable at call time.
@@ -262,6 +282,24 @@ mod tests {
         assert!(Config::from_file(&dir.path().join("missing.json")).unwrap_err().contains("cannot read"));
         assert_eq!(sandbox_setting(" off "), None);
         assert_eq!(sandbox_setting("unix:///run/podman.sock").as_deref(), Some("unix:///run/podman.sock"));
+    }
+
+    /// A relative `store` from a client lands in the workspace root, not in keel-lsp's working
+    /// directory; with no root it is refused and the store stays as it was.
+    #[test]
+    fn a_relative_store_resolves_against_the_base_or_is_refused() {
+        let c = Config::default();
+        let root = std::path::Path::new("/home/u/project");
+        let m = c.merged_at(&json!({"store": "data/keel.db"}), Some(root)).unwrap();
+        assert_eq!(m.store, PathBuf::from("/home/u/project/data/keel.db"));
+        assert_eq!(c.merged_at(&json!({"store": "/abs/k.db"}), Some(root)).unwrap().store, PathBuf::from("/abs/k.db"));
+        let e = c.merged(&json!({"store": "keel.db", "model": {"name": "other"}})).unwrap_err();
+        assert!(e.contains("`keel.db` is a relative path"), "{e}");
+        // A config file's relative store is next to the file.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keel.json");
+        std::fs::write(&f, r#"{"store": "k.db"}"#).unwrap();
+        assert_eq!(Config::from_file(&f).unwrap().store, dir.path().join("k.db"));
     }
 
     #[test]

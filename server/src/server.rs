@@ -408,7 +408,8 @@ impl LanguageServer for Backend {
         *lock(&self.state.lens_refresh) = ws.and_then(|w| w.code_lens.as_ref()).and_then(|c| c.refresh_support).unwrap_or(false);
         *lock(&self.state.work_done_progress) = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
         if let Some(opts) = &params.initialization_options {
-            let merged = self.state.config().merged(opts);
+            let root = lock(&self.state.root).clone();
+            let merged = self.state.config().merged_at(opts, root.as_deref());
             match merged {
                 Ok(c) => *lock(&self.state.config) = c,
                 Err(e) => self.client.show_message(MessageType::ERROR, format!("Keel: {e}")).await,
@@ -542,7 +543,8 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_configuration(&self, p: DidChangeConfigurationParams) {
-        let merged = self.state.config().merged(&p.settings);
+        let root = lock(&self.state.root).clone();
+        let merged = self.state.config().merged_at(&p.settings, root.as_deref());
         match merged {
             Ok(c) => *lock(&self.state.config) = c,
             Err(e) => ui::error(&self.client, &e).await,
