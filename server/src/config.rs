@@ -47,6 +47,10 @@ pub struct Limits {
     pub max_observation_bytes: usize,
     /// Sampling temperature for proposals ("another" samples again at the same state).
     pub temperature: f64,
+    /// Records kept in memory while the store cannot be written; at this many, no new episode
+    /// starts (the user is told why) until the store takes them. Running episodes go on (each adds
+    /// at most a few records per step, up to `max_steps`), and nothing kept is dropped.
+    pub max_unwritten_records: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +63,7 @@ impl Default for Limits {
             context_tokens: 3000,
             max_observation_bytes: keel_agent::DEFAULT_OBSERVATION_BYTES,
             temperature: 0.7,
+            max_unwritten_records: 10_000,
         }
     }
 }
@@ -212,7 +217,7 @@ impl serde::Serialize for LimitsSer<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let l = self.0;
-        let mut m = s.serialize_map(Some(7))?;
+        let mut m = s.serialize_map(Some(8))?;
         m.serialize_entry("max_steps", &l.max_steps)?;
         m.serialize_entry("max_auto_steps", &l.max_auto_steps)?;
         m.serialize_entry("request_timeout_secs", &l.request_timeout_secs)?;
@@ -220,6 +225,7 @@ impl serde::Serialize for LimitsSer<'_> {
         m.serialize_entry("context_tokens", &l.context_tokens)?;
         m.serialize_entry("max_observation_bytes", &l.max_observation_bytes)?;
         m.serialize_entry("temperature", &l.temperature)?;
+        m.serialize_entry("max_unwritten_records", &l.max_unwritten_records)?;
         m.end()
     }
 }

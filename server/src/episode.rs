@@ -172,6 +172,14 @@ fn check_request(state: &State, req: &StartRequest) -> Result<(), String> {
     if req.kind == TaskKind::Instruction && req.instruction.as_deref().is_none_or(|s| s.trim().is_empty()) {
         return Err("instruction required: `keel.episode.start` with kind `instruction` needs an `instruction` argument".into());
     }
+    // Memory stays bounded while the store cannot be written: what waits is kept, nothing new starts.
+    let (waiting, cap) = (state.recording.unwritten(), state.config().limits.max_unwritten_records);
+    if waiting >= cap {
+        let why = state.recording.failing().unwrap_or_else(|| "it is slow to take them".into());
+        return Err(format!(
+            "Keel is not starting an episode: {waiting} record(s) are waiting in memory for the store ({why}); they are kept and written when it is back, and episodes start again then (limits.max_unwritten_records = {cap})"
+        ));
+    }
     Ok(())
 }
 

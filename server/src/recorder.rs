@@ -5,7 +5,8 @@
 //! `keel/status` with state `recording_failed`), and the task tries again every
 //! [`RETRY`] until the store is back; then they are written, in order, and the status says so.
 //! Nothing a handler recorded is dropped while the server runs; what is still unwritten at
-//! shutdown is counted and reported.
+//! shutdown is counted and reported. Memory is bounded by refusing work, never by dropping records:
+//! while `limits.max_unwritten_records` wait, no new episode starts (`episode::check_request`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
