@@ -8,12 +8,14 @@
 //!   like an editor would.
 //! - [`fuzz`]: the structure-aware fuzzer of keel-lsp's input surface and the replay of its corpus
 //!   (binary `keel-fuzz`).
+//! - [`load`]: the load suite (several editors typing while episodes run and the model streams).
 //! - [`wire`]: a lean client that times a server over its stdio (benches and the load suite).
 //! - [`bin`]: finds the workspace's built binaries (`target/debug/keel-lsp`, `keel-train`).
 //!
 //! Plain threads and std networking: usable from any test without an async runtime.
 
 pub mod fuzz;
+pub mod load;
 pub mod wire;
 
 use std::collections::VecDeque;

@@ -5,6 +5,7 @@ mod acp;
 mod documents;
 mod episode;
 mod fuzz;
+mod load;
 mod real_model;
 mod reliability;
 mod robustness;
