@@ -135,6 +135,9 @@ pub fn path_to_uri(p: &Path) -> String {
 
 /// Starts an episode in the background and returns its id once the task's document is read: the
 /// open buffer, or the file on disk (inside the root, off the runtime's workers, bounded).
+/// How long the end of an episode waits for its records to be durable before it is told anyway.
+const END_DURABLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn start(state: &State, client: &Client, req: StartRequest) -> Result<uuid::Uuid, String> {
     check_request(state, &req)?;
     let uri = req.uri.clone().ok_or("the task names no document")?;
@@ -228,8 +231,8 @@ impl Ep {
         *self.cancel.borrow()
     }
 
-    fn record(&self, r: Record) {
-        self.state.record(r);
+    fn record(&self, r: Record) -> u64 {
+        self.state.record(r)
     }
 
     /// The code around the task's range (tree-sitter, off the main loop), the selected text and the
@@ -615,7 +618,13 @@ impl Ep {
             EpisodeEnd::Failed { error } => ("error", format!("Keel: {error}")),
             EpisodeEnd::Exhausted => ("finished", "Keel stopped: the step budget ran out".to_string()),
         };
-        self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end, outcome: None }));
+        let last = self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end, outcome: None }));
+        // The end is told once the episode is in the store, so an episode the user saw end survives
+        // the server being killed. Not while the store cannot be written: the user has been told
+        // that, and the records wait in memory.
+        if self.state.recording.failing().is_none() && !self.state.recording.durable(last, END_DURABLE).await {
+            tracing::warn!("episode {} ended before its records reached the store (waited {END_DURABLE:?})", self.id);
+        }
         self.front.status(self.id, state, &msg, &self.model, None, None).await;
     }
 }

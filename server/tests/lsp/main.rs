@@ -3,6 +3,7 @@
 
 mod acp;
 mod documents;
+mod faults;
 mod episode;
 mod fuzz;
 mod load;
