@@ -14,7 +14,8 @@
 //! `lsp-ai` on `PATH`, else `~/.cargo/bin/lsp-ai`. It gets a file-store memory, one OpenAI-style
 //! model that is never called, and as many code actions as keel-lsp lists, so both answer with
 //! the same number of actions. Without it the bench says so and measures keel-lsp alone.
-//! `WIRE_ROUNDS` (default 3) and `WIRE_CALLS` (default 20,000) change the amount of work.
+//! `WIRE_ROUNDS` (default 3) and `WIRE_CALLS` (default 20,000) change the amount of work;
+//! `KEEL_LSP` measures another keel-lsp binary instead of this build's.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -139,7 +140,8 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing to configure from it.
     let rounds: usize = std::env::var("WIRE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let calls: usize = std::env::var("WIRE_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let keel = PathBuf::from(env!("CARGO_BIN_EXE_keel-lsp"));
+    // `KEEL_LSP`: another build of keel-lsp to measure (an older commit's, say).
+    let keel = std::env::var_os("KEEL_LSP").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keel-lsp")), PathBuf::from);
     let lsp_ai = find_lsp_ai();
     if lsp_ai.is_none() {
         println!("wire: lsp-ai not found (LSP_AI, PATH, ~/.cargo/bin; `cargo install lsp-ai --locked`): measuring keel-lsp alone");
