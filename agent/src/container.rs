@@ -238,6 +238,14 @@ mod tests {
         for path in ["in/a.txt", "ina", "deep/back/a.txt", "sub/a.txt", "sub", "Notes.md", "new.txt", "sub/new/b.txt", ""] {
             assert_eq!(ws.check(path).as_deref(), Ok(path), "{path}");
         }
+        // Another Unicode form of an entry's name means the entry, and is checked as it: an NFD
+        // spelling of an NFC directory resolves to it, and of a link out is refused.
+        let made = ws.run("mkdir -p 'caf\u{e9}' && echo x > 'caf\u{e9}/a.txt' && ln -s /etc 'r\u{e9}s' && echo ok");
+        assert!(made.output.contains("ok"), "{}", made.output);
+        assert_eq!(ws.check("cafe\u{301}/a.txt").as_deref(), Ok("caf\u{e9}/a.txt"));
+        assert_eq!(ws.check("cafe\u{301}/new.txt").as_deref(), Ok("caf\u{e9}/new.txt"));
+        let e = ws.check("re\u{301}s/passwd").expect_err("an NFD spelling of a link out");
+        assert!(e.contains("leaves the workspace"), "{e}");
         let c = ws.into_container();
         rt.block_on(c.remove()).unwrap();
     }
