@@ -5,9 +5,9 @@
 //! 20,000-line Rust file, in alternating rounds:
 //! - the code-action round trip (request written → answer read), 20,000 calls at lines spread over
 //!   the file, after 2,000 to warm up: p50, p99, max;
-//! - edits absorbed per second: 20,000 incremental `didChange`s (one character typed or deleted at
-//!   a random line) written as fast as the server takes them, then a code action; the count over
-//!   the time until its answer;
+//! - edits absorbed per second: 20,000 incremental `didChange`s (a character typed at a random
+//!   line, then deleted) written as fast as the server takes them, then a code action; the count
+//!   over the time until its answer;
 //! - resident memory after that.
 //!
 //! lsp-ai (crates.io, `cargo install lsp-ai --locked`) is found through `LSP_AI` (a path), else
@@ -103,14 +103,17 @@ fn measure(server: &Server, dir: &Path, text: &str, calls: usize) -> Result<Figu
     }
     times.sort();
 
-    // Typing: as fast as the server takes it, then one request after the last change.
-    let lines = text.lines().count() as u64;
+    // Typing: as fast as the server takes it, then one request after the last change. Each pair of
+    // changes types a character at column 2 of a random line with at least 3 characters and deletes
+    // it again, so every change is valid and the text stays as it was.
+    let long: Vec<u64> = text.lines().enumerate().filter(|(_, l)| l.chars().count() >= 3).map(|(i, _)| i as u64).collect();
     let mut seed = 12345u64;
+    let mut line = 0;
     let t0 = Instant::now();
     for v in 0..calls as u64 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let line = (seed >> 33) % lines;
         let change = if v % 2 == 0 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            line = long[((seed >> 33) % long.len() as u64) as usize];
             json!({"range": {"start": {"line": line, "character": 2}, "end": {"line": line, "character": 2}}, "text": "x"})
         } else {
             json!({"range": {"start": {"line": line, "character": 2}, "end": {"line": line, "character": 3}}, "text": ""})
