@@ -280,7 +280,8 @@ where
         responses_tx.disconnect();
         client_abort.abort();
     };
-    futures::join!(print, read, process);
+    // One task; in this order an answer a handler finished in this poll is printed in the same one.
+    futures::join!(read, process, print);
     drop(out_tx);
     // Let the last answers (the response to `shutdown`) reach the client.
     let _ = tokio::time::timeout(linger, done_rx).await;
