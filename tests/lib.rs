@@ -8,11 +8,15 @@
 //!   like an editor would.
 //! - [`fuzz`]: the structure-aware fuzzer of keel-lsp's input surface and the replay of its corpus
 //!   (binary `keel-fuzz`).
+//! - [`load`]: the load suite (several editors typing while episodes run and the model streams).
+//! - [`wire`]: a lean client that times a server over its stdio (benches and the load suite).
 //! - [`bin`]: finds the workspace's built binaries (`target/debug/keel-lsp`, `keel-train`).
 //!
 //! Plain threads and std networking: usable from any test without an async runtime.
 
 pub mod fuzz;
+pub mod load;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,6 +72,9 @@ pub enum Reply {
     Hang,
     /// Closes the connection without answering.
     Drop,
+    /// Starts streaming a tool call and closes the connection after `chunks` chunks (the endpoint
+    /// dies mid-stream). Streams whether or not it was pushed with `stream`.
+    Cut { name: String, arguments: Value, chunks: usize },
     /// An HTTP error with a body.
     Status(u16, String),
 }
@@ -208,6 +215,22 @@ fn serve_conn(mut conn: TcpStream, state: &Arc<Mutex<ModelState>>) -> std::io::R
                 return Ok(());
             }
             Reply::Drop => return Ok(()),
+            Reply::Cut { name, arguments, chunks } => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+                conn.write_all(head.as_bytes())?;
+                let args = arguments.to_string();
+                let mut deltas = vec![json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}]})];
+                let chars: Vec<char> = args.chars().collect();
+                deltas.extend(chars.chunks(5).map(|p| json!({"tool_calls": [{"index": 0, "function": {"arguments": p.iter().collect::<String>()}}]})));
+                for delta in deltas.into_iter().take(*chunks) {
+                    let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "scripted", "system_fingerprint": fingerprint, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+                    conn.write_all(format!("data: {c}\n\n").as_bytes())?;
+                    conn.flush()?;
+                }
+                // Dies: no end of stream, the connection closed.
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
             Reply::Status(code, body) => {
                 write_response(&mut conn, *code, "application/json", body.as_bytes())?;
                 continue;

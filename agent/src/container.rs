@@ -94,36 +94,59 @@ impl ContainerWorkspace<'_> {
     /// even the last component), so the container resolves the path itself: the longest part of
     /// `/work/rel` that exists, resolved with `readlink -f`, must stay in `/work`; when the rest is
     /// missing, no entry of the last existing directory may differ from the next name only by case.
-    fn check_in_container(&self, rel: &str) -> Result<(), String> {
+    fn check_in_container(&self, rel: &str) -> Result<String, String> {
         if rel.is_empty() {
-            return Ok(());
+            return Ok(String::new());
         }
-        let quoted = rel.replace('\'', "'\\''");
-        let script = format!(
-            "p='{WORKDIR}/{quoted}'; while [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; do p=$(dirname \"$p\"); done; \
-             printf '%s\\n' \"$p\"; readlink -f \"$p\" || echo '?'; [ \"$p\" = '{WORKDIR}/{quoted}' ] || ls -A \"$p\" 2>/dev/null"
-        );
-        let r = self.rt.block_on(self.container.exec(&script)).map_err(|e| format!("cannot check `{rel}` in the container: {e}"))?;
-        let mut lines = r.stdout.lines();
-        let (Some(existing), Some(resolved)) = (lines.next(), lines.next()) else {
-            return Err(format!("cannot check `{rel}` in the container: {}", r.stderr.trim()));
-        };
-        let inside = resolved == WORKDIR || resolved.strip_prefix(WORKDIR).is_some_and(|r| r.starts_with('/'));
-        if !inside {
-            let through = existing.strip_prefix(WORKDIR).unwrap_or(existing).trim_start_matches('/');
-            return Err(format!("`{rel}` leaves the workspace through a link (`{through}` is `{resolved}`)"));
-        }
-        let full = format!("{WORKDIR}/{rel}");
-        if existing != full {
-            let done = existing.strip_prefix(WORKDIR).unwrap_or("").trim_start_matches('/');
-            let next = rel.strip_prefix(done).unwrap_or(rel).trim_start_matches('/').split('/').next().unwrap_or("");
+        let mut rel = rel.to_string();
+        // Each round either ends or replaces one more name by its Unicode twin on disk.
+        for _ in 0..=rel.split('/').count() {
+            let quoted = rel.replace('\'', "'\\''");
+            let script = format!(
+                "p='{WORKDIR}/{quoted}'; while [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; do p=$(dirname \"$p\"); done; \
+                 printf '%s\\n' \"$p\"; readlink -f \"$p\" || echo '?'; [ \"$p\" = '{WORKDIR}/{quoted}' ] || ls -A \"$p\" 2>/dev/null"
+            );
+            let r = self.rt.block_on(self.container.exec(&script)).map_err(|e| format!("cannot check `{rel}` in the container: {e}"))?;
+            let mut lines = r.stdout.lines();
+            let (Some(existing), Some(resolved)) = (lines.next(), lines.next()) else {
+                return Err(format!("cannot check `{rel}` in the container: {}", r.stderr.trim()));
+            };
+            let inside = resolved == WORKDIR || resolved.strip_prefix(WORKDIR).is_some_and(|r| r.starts_with('/'));
+            if !inside {
+                let through = existing.strip_prefix(WORKDIR).unwrap_or(existing).trim_start_matches('/');
+                return Err(format!("`{rel}` leaves the workspace through a link (`{through}` is `{resolved}`)"));
+            }
+            let full = format!("{WORKDIR}/{rel}");
+            if existing == full {
+                return Ok(rel);
+            }
+            let done = existing.strip_prefix(WORKDIR).unwrap_or("").trim_start_matches('/').to_string();
+            let rest = rel.strip_prefix(done.as_str()).unwrap_or(&rel).trim_start_matches('/').to_string();
+            let (next, after) = rest.split_once('/').map_or((rest.as_str(), None), |(n, a)| (n, Some(a)));
+            let entries: Vec<&str> = lines.collect();
+            let join = |name: &str| {
+                let mut p = if done.is_empty() { name.to_string() } else { format!("{done}/{name}") };
+                if let Some(a) = after {
+                    p = format!("{p}/{a}");
+                }
+                p
+            };
+            match crate::workspace::same_name(next, entries.iter().copied()).map_err(|e| format!("`{rel}`: {e}"))? {
+                // Another Unicode form of an entry: check again with the entry's name.
+                Some(twin) if twin != next => {
+                    rel = join(twin);
+                    continue;
+                }
+                _ => {}
+            }
             let lower = next.to_lowercase();
-            if let Some(twin) = lines.find(|n| n.to_lowercase() == lower) {
+            if let Some(twin) = entries.iter().find(|n| n.to_lowercase() == lower) {
                 let twin = if done.is_empty() { twin.to_string() } else { format!("{done}/{twin}") };
                 return Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name"));
             }
+            return Ok(rel);
         }
-        Ok(())
+        Err(format!("cannot check `{rel}` in the container: its names kept changing form"))
     }
 }
 
@@ -144,7 +167,7 @@ impl Workspace for ContainerWorkspace<'_> {
     /// engine's archive API would follow it inside the container's file system), or a missing name
     /// that differs only by case from an existing entry, is refused. One `exec` per path the model
     /// gives.
-    fn check(&self, rel: &str) -> Result<(), String> {
+    fn check(&self, rel: &str) -> Result<String, String> {
         self.check_in_container(rel)
     }
 
@@ -213,8 +236,16 @@ mod tests {
         }
         // Links that stay inside, plain files, directories and new files are fine.
         for path in ["in/a.txt", "ina", "deep/back/a.txt", "sub/a.txt", "sub", "Notes.md", "new.txt", "sub/new/b.txt", ""] {
-            assert_eq!(ws.check(path), Ok(()), "{path}");
+            assert_eq!(ws.check(path).as_deref(), Ok(path), "{path}");
         }
+        // Another Unicode form of an entry's name means the entry, and is checked as it: an NFD
+        // spelling of an NFC directory resolves to it, and of a link out is refused.
+        let made = ws.run("mkdir -p 'caf\u{e9}' && echo x > 'caf\u{e9}/a.txt' && ln -s /etc 'r\u{e9}s' && echo ok");
+        assert!(made.output.contains("ok"), "{}", made.output);
+        assert_eq!(ws.check("cafe\u{301}/a.txt").as_deref(), Ok("caf\u{e9}/a.txt"));
+        assert_eq!(ws.check("cafe\u{301}/new.txt").as_deref(), Ok("caf\u{e9}/new.txt"));
+        let e = ws.check("re\u{301}s/passwd").expect_err("an NFD spelling of a link out");
+        assert!(e.contains("leaves the workspace"), "{e}");
         let c = ws.into_container();
         rt.block_on(c.remove()).unwrap();
     }

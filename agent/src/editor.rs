@@ -75,13 +75,15 @@ impl Workspace for EditorWorkspace {
         self.root_str.as_deref()
     }
 
-    fn check(&self, rel: &str) -> Result<(), String> {
-        self.abs(rel)?;
+    fn check(&self, rel: &str) -> Result<String, String> {
         // Only for the paths the model gives: the names the tools list come from the directories
         // themselves (and a listing per name would make a search quadratic).
-        match case_twin(&self.root, rel) {
+        let rel = on_disk(&self.root, rel)?;
+        // The name on disk is what is checked: an NFD spelling of a link out is refused as the link.
+        self.abs(&rel)?;
+        match case_twin(&self.root, &rel) {
             Some(twin) => Err(format!("`{rel}` differs only by case from `{twin}`, which exists; use the exact name")),
-            None => Ok(()),
+            None => Ok(rel),
         }
     }
 
@@ -188,6 +190,36 @@ impl Workspace for EditorWorkspace {
             out
         })
     }
+}
+
+/// `rel` (normalised) with each name that is another Unicode form of an existing entry replaced by
+/// that entry's name, up to the first name that matches nothing (it and the rest stay as given).
+fn on_disk(root: &Path, rel: &str) -> Result<String, String> {
+    if rel.is_ascii() {
+        return Ok(rel.to_string());
+    }
+    let mut dir = root.to_path_buf();
+    let mut out: Vec<String> = Vec::new();
+    let mut names = rel.split('/');
+    for name in names.by_ref() {
+        let entries: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let found = crate::workspace::same_name(name, entries.iter().map(String::as_str)).map_err(|e| format!("`{rel}`: {e}"))?;
+        match found {
+            Some(e) => {
+                out.push(e.to_string());
+                dir.push(e);
+            }
+            None => {
+                out.push(name.to_string());
+                break;
+            }
+        }
+    }
+    out.extend(names.map(str::to_string));
+    Ok(out.join("/"))
 }
 
 /// The first name along `rel` (normalised) that is missing from its directory while an entry there

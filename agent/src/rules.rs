@@ -119,7 +119,7 @@ impl Agent {
             return Verdict::Rejected { cause: RejectCause::Loop, message: "the same action as an earlier step".into() };
         }
         let path = match action.path() {
-            Some(p) => match normalize_path(p, ws.root_hint()).map_err(|e| e.to_string()).and_then(|rel| ws.check(&rel).map(|()| rel)) {
+            Some(p) => match normalize_path(p, ws.root_hint()).map_err(|e| e.to_string()).and_then(|rel| ws.check(&rel)) {
                 Ok(rel) => Some(rel),
                 Err(message) => return Verdict::Rejected { cause: RejectCause::OutsideWorkspace, message },
             },
@@ -324,5 +324,52 @@ mod tests {
         assert!(matches!(&v, Verdict::Observed(o) if o.output.contains("x = 1")), "{v:?}");
         assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).unwrap(), "secret\n");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+    }
+
+    /// A path in another Unicode form than the name on disk (NFD `café` from macOS for an NFC
+    /// `café`): the tools use the name on disk, so the model reads and edits that file and never
+    /// makes a look-alike second one; the same spelling of a link out of the root is refused as
+    /// the link is, and a spelling that matches two entries is refused.
+    #[test]
+    fn a_path_in_another_unicode_form_means_the_file_on_disk_and_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("caf\u{e9}")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
+        std::fs::write(root.join("caf\u{e9}/na\u{ef}ve.py"), "x = 1\n").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("r\u{e9}sum\u{e9}")).unwrap();
+        // Two names with the same NFC form (different orders of the same marks).
+        std::fs::write(root.join("\u{1ead}.py"), "a\n").unwrap();
+        std::fs::write(root.join("a\u{323}\u{302}.py"), "b\n").unwrap();
+        let ws = EditorWorkspace::new(&root, vec![]);
+        let prompt = Prompt { messages: vec![Message::system("s"), Message::user("u")], tools: keel_trajectory::action::tools_schema() };
+        let judge = |action: Action| {
+            let mut agent = Agent::new(prompt.clone(), 10_000);
+            agent.judge(&Parsed::Action { action, call_id: None }, &ws)
+        };
+        let nfd = "cafe\u{301}/nai\u{308}ve.py";
+        let v = judge(Action::ViewFile { path: nfd.into(), start_line: None, end_line: None });
+        assert!(matches!(&v, Verdict::Observed(o) if o.output.contains("x = 1")), "{v:?}");
+        let v = judge(Action::Edit { path: nfd.into(), old_text: "x = 1".into(), new_text: "x = 2".into() });
+        assert!(matches!(&v, Verdict::Edit { path, .. } if path == "caf\u{e9}/na\u{ef}ve.py"), "{v:?}");
+        // A new file in an NFD directory goes into the NFC one.
+        let v = judge(Action::Edit { path: "cafe\u{301}/new.py".into(), old_text: String::new(), new_text: "y = 1\n".into() });
+        assert!(matches!(&v, Verdict::Edit { path, .. } if path == "caf\u{e9}/new.py"), "{v:?}");
+        for path in ["re\u{301}sume\u{301}/secret.txt", "re\u{301}sume\u{301}/new.py"] {
+            for action in [
+                Action::ViewFile { path: path.into(), start_line: None, end_line: None },
+                Action::Edit { path: path.into(), old_text: String::new(), new_text: "pwned\n".into() },
+            ] {
+                let v = judge(action);
+                assert!(matches!(v, Verdict::Rejected { cause: RejectCause::OutsideWorkspace, .. }), "{path:?}: {v:?}");
+            }
+        }
+        let v = judge(Action::ViewFile { path: "a\u{302}\u{323}.py".into(), start_line: None, end_line: None });
+        assert!(matches!(&v, Verdict::Rejected { cause: RejectCause::OutsideWorkspace, message } if message.contains("several entries")), "{v:?}");
+        // Exact names still mean themselves.
+        let v = judge(Action::ViewFile { path: "a\u{323}\u{302}.py".into(), start_line: None, end_line: None });
+        assert!(matches!(&v, Verdict::Observed(o) if o.output.contains('b')), "{v:?}");
+        assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).unwrap(), "secret\n");
     }
 }

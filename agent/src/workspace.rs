@@ -28,12 +28,16 @@ pub trait Workspace {
     fn root_hint(&self) -> Option<&str> {
         None
     }
-    /// Refuses a normalised path that leaves the workspace another way (a symbolic link), or
-    /// that names an existing file by another case (a case-insensitive file system or a replay
-    /// there would take it for that file, or for a link of that name). The message is shown to
-    /// the model.
-    fn check(&self, _rel: &str) -> Result<(), String> {
-        Ok(())
+    /// The path the tools use for a normalised path the model gave: a name that is another
+    /// Unicode normalisation form of an existing entry (NFD `café` for an NFC `café` on disk, as
+    /// macOS and text copied from it write them) becomes that entry's name, so the tools read and
+    /// edit the file the model means — as a normalising file system would — instead of a missing
+    /// look-alike or a second file. Refuses a path that then leaves the workspace another way (a
+    /// symbolic link), that names an existing file by another case (a case-insensitive file system
+    /// or a replay there would take it for that file, or for a link of that name), or whose name
+    /// matches several entries. The message is shown to the model.
+    fn check(&self, rel: &str) -> Result<String, String> {
+        Ok(rel.to_string())
     }
     /// The file at `rel` (normalised) as it is now.
     fn read(&self, rel: &str) -> Result<FileRead, String>;
@@ -98,6 +102,32 @@ pub fn normalize_path(path: &str, root: Option<&str>) -> Result<String, OutsideW
         }
     }
     Ok(parts.join("/"))
+}
+
+/// `name` under NFC, the form the tools compare names in.
+pub(crate) fn nfc(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfc().collect()
+}
+
+/// The entry of `entries` that `name` means: `name` itself when it is one, else the one entry with
+/// the same NFC form; `Ok(None)` when there is none; `Err` when several match.
+pub(crate) fn same_name<'a>(name: &str, entries: impl IntoIterator<Item = &'a str>) -> Result<Option<&'a str>, String> {
+    let want = nfc(name);
+    let mut found: Vec<&str> = Vec::new();
+    for e in entries {
+        if e == name {
+            return Ok(Some(e));
+        }
+        if nfc(e) == want {
+            found.push(e);
+        }
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(format!("`{name}` matches several entries that differ only in their Unicode form ({}); use the exact name", found.join(", "))),
+    }
 }
 
 /// `b` is `a` or below it.

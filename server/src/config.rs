@@ -48,6 +48,10 @@ pub struct Limits {
     pub max_observation_bytes: usize,
     /// Sampling temperature for proposals ("another" samples again at the same state).
     pub temperature: f64,
+    /// Records kept in memory while the store cannot be written; at this many, no new episode
+    /// starts (the user is told why) until the store takes them. Running episodes go on (each adds
+    /// at most a few records per step, up to `max_steps`), and nothing kept is dropped.
+    pub max_unwritten_records: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +64,7 @@ impl Default for Limits {
             context_tokens: 3000,
             max_observation_bytes: keel_agent::DEFAULT_OBSERVATION_BYTES,
             temperature: 0.7,
+            max_unwritten_records: 10_000,
         }
     }
 }
@@ -116,8 +121,17 @@ struct RawModel {
 
 impl Config {
     /// Applies options on top of `self`. Unknown keys are ignored; a malformed value is an error
-    /// that names it, and leaves `self` unchanged.
+    /// that names it, and leaves `self` unchanged. A relative `store` is refused: see
+    /// [`Config::merged_at`].
     pub fn merged(&self, options: &Value) -> Result<Config, String> {
+        self.merged_at(options, None)
+    }
+
+    /// [`Config::merged`], with a relative `store` resolved against `base` — the workspace root for
+    /// a client's options (never keel-lsp's working directory, which the editor chose for its own
+    /// reasons), the config file's directory for `--config`. Without a base it is an error that
+    /// names it (`~/` is expanded first).
+    pub fn merged_at(&self, options: &Value, base: Option<&std::path::Path>) -> Result<Config, String> {
         let v = match options.get("keel") {
             Some(inner) if inner.is_object() => inner,
             _ => options,
@@ -143,7 +157,17 @@ impl Config {
             }
         }
         if let Some(s) = raw.store.filter(|s| !s.trim().is_empty()) {
-            c.store = expand_home(&s);
+            let p = expand_home(s.trim());
+            c.store = match base {
+                _ if p.is_absolute() => p,
+                Some(b) => b.join(p),
+                None => {
+                    return Err(format!(
+                        "invalid Keel settings: store `{}` is a relative path and there is no workspace root to resolve it against; give an absolute path",
+                        p.display()
+                    ));
+                }
+            };
         }
         if let Some(sync) = raw.store_sync {
             c.store_sync = match sync.trim() {
@@ -178,7 +202,8 @@ impl Config {
     pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| format!("the config file {} is not JSON: {e}", path.display()))?;
-        Config::default().merged(&v).map_err(|e| format!("{}: {e}", path.display()))
+        let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+        Config::default().merged_at(&v, dir.as_deref()).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The API key, read from the named environment variable at call time.
@@ -193,7 +218,7 @@ impl serde::Serialize for LimitsSer<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let l = self.0;
-        let mut m = s.serialize_map(Some(7))?;
+        let mut m = s.serialize_map(Some(8))?;
         m.serialize_entry("max_steps", &l.max_steps)?;
         m.serialize_entry("max_auto_steps", &l.max_auto_steps)?;
         m.serialize_entry("request_timeout_secs", &l.request_timeout_secs)?;
@@ -201,6 +226,7 @@ impl serde::Serialize for LimitsSer<'_> {
         m.serialize_entry("context_tokens", &l.context_tokens)?;
         m.serialize_entry("max_observation_bytes", &l.max_observation_bytes)?;
         m.serialize_entry("temperature", &l.temperature)?;
+        m.serialize_entry("max_unwritten_records", &l.max_unwritten_records)?;
         m.end()
     }
 }
@@ -263,6 +289,24 @@ mod tests {
         assert!(Config::from_file(&dir.path().join("missing.json")).unwrap_err().contains("cannot read"));
         assert_eq!(sandbox_setting(" off "), None);
         assert_eq!(sandbox_setting("unix:///run/podman.sock").as_deref(), Some("unix:///run/podman.sock"));
+    }
+
+    /// A relative `store` from a client lands in the workspace root, not in keel-lsp's working
+    /// directory; with no root it is refused and the store stays as it was.
+    #[test]
+    fn a_relative_store_resolves_against_the_base_or_is_refused() {
+        let c = Config::default();
+        let root = std::path::Path::new("/home/u/project");
+        let m = c.merged_at(&json!({"store": "data/keel.db"}), Some(root)).unwrap();
+        assert_eq!(m.store, PathBuf::from("/home/u/project/data/keel.db"));
+        assert_eq!(c.merged_at(&json!({"store": "/abs/k.db"}), Some(root)).unwrap().store, PathBuf::from("/abs/k.db"));
+        let e = c.merged(&json!({"store": "keel.db", "model": {"name": "other"}})).unwrap_err();
+        assert!(e.contains("`keel.db` is a relative path"), "{e}");
+        // A config file's relative store is next to the file.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keel.json");
+        std::fs::write(&f, r#"{"store": "k.db"}"#).unwrap();
+        assert_eq!(Config::from_file(&f).unwrap().store, dir.path().join("k.db"));
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub fn path_to_uri(p: &Path) -> String {
 
 /// Starts an episode in the background and returns its id once the task's document is read: the
 /// open buffer, or the file on disk (inside the root, off the runtime's workers, bounded).
+/// How long the end of an episode waits for its records to be durable before it is told anyway.
+const END_DURABLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn start(state: &State, client: &Client, req: StartRequest) -> Result<uuid::Uuid, String> {
     check_request(state, &req)?;
     let uri = req.uri.clone().ok_or("the task names no document")?;
@@ -171,6 +174,14 @@ fn check_request(state: &State, req: &StartRequest) -> Result<(), String> {
     }
     if req.kind == TaskKind::Instruction && req.instruction.as_deref().is_none_or(|s| s.trim().is_empty()) {
         return Err("instruction required: `keel.episode.start` with kind `instruction` needs an `instruction` argument".into());
+    }
+    // Memory stays bounded while the store cannot be written: what waits is kept, nothing new starts.
+    let (waiting, cap) = (state.recording.unwritten(), state.config().limits.max_unwritten_records);
+    if waiting >= cap {
+        let why = state.recording.failing().unwrap_or_else(|| "it is slow to take them".into());
+        return Err(format!(
+            "Keel is not starting an episode: {waiting} record(s) are waiting in memory for the store ({why}); they are kept and written when it is back, and episodes start again then (limits.max_unwritten_records = {cap})"
+        ));
     }
     Ok(())
 }
@@ -220,8 +231,8 @@ impl Ep {
         *self.cancel.borrow()
     }
 
-    fn record(&self, r: Record) {
-        self.state.record(r);
+    fn record(&self, r: Record) -> u64 {
+        self.state.record(r)
     }
 
     /// The code around the task's range (tree-sitter, off the main loop), the selected text and the
@@ -614,7 +625,13 @@ impl Ep {
             EpisodeEnd::Failed { error } => ("error", format!("Keel: {error}")),
             EpisodeEnd::Exhausted => ("finished", "Keel stopped: the step budget ran out".to_string()),
         };
-        self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end, outcome: None }));
+        let last = self.record(Record::EpisodeEnd(EpisodeEndEvent { episode_id: self.id, at: now_ms(), end, outcome: None }));
+        // The end is told once the episode is in the store, so an episode the user saw end survives
+        // the server being killed. Not while the store cannot be written: the user has been told
+        // that, and the records wait in memory.
+        if self.state.recording.failing().is_none() && !self.state.recording.durable(last, END_DURABLE).await {
+            tracing::warn!("episode {} ended before its records reached the store (waited {END_DURABLE:?})", self.id);
+        }
         self.front.status(self.id, state, &msg, &self.model, None, None).await;
     }
 }

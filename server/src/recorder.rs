@@ -5,7 +5,8 @@
 //! `keel/status` with state `recording_failed`), and the task tries again every
 //! [`RETRY`] until the store is back; then they are written, in order, and the status says so.
 //! Nothing a handler recorded is dropped while the server runs; what is still unwritten at
-//! shutdown is counted and reported.
+//! shutdown is counted and reported. Memory is bounded by refusing work, never by dropping records:
+//! while `limits.max_unwritten_records` wait, no new episode starts (`episode::check_request`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -27,18 +28,68 @@ const ROUND: usize = 1024;
 
 #[derive(Default)]
 pub struct Recording {
-    /// Not yet durable, in the order they were recorded (the first ones may be in flight).
-    queue: Mutex<VecDeque<Record>>,
+    /// Not yet durable, numbered, in the order they were recorded (the first ones may be in
+    /// flight). Records leave it only once durable (or refused by the store for good), never
+    /// reordered: the first one is the oldest still waiting.
+    queue: Mutex<VecDeque<(u64, Record)>>,
+    /// The number of the last record handed over (changes under `queue`'s lock).
+    pushed: std::sync::atomic::AtomicU64,
+    durable: Notify,
     wake: Arc<Notify>,
     /// Why the store cannot be written, while it cannot.
     failing: Mutex<Option<String>>,
 }
 
 impl Recording {
-    /// Hands a record to the writing task. Never waits and never fails.
-    pub fn push(&self, r: Record) {
-        lock(&self.queue).push_back(r);
+    /// Hands a record to the writing task. Never waits and never fails. Returns its number, for
+    /// [`Recording::durable`].
+    pub fn push(&self, r: Record) -> u64 {
+        let n = {
+            let mut q = lock(&self.queue);
+            let n = self.pushed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            q.push_back((n, r));
+            n
+        };
         self.wake.notify_one();
+        n
+    }
+
+    /// Record `n` and every one before it are durable.
+    fn is_durable(&self, n: u64) -> bool {
+        lock(&self.queue).front().is_none_or(|(first, _)| *first > n)
+    }
+
+    /// Waits until record number `n` and every one before it are durable, at most `within`, and
+    /// not once the store is failing; whether they are.
+    pub async fn durable(&self, n: u64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.durable.notified();
+            if self.is_durable(n) {
+                return true;
+            }
+            if self.failing().is_some() {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_durable(n);
+            }
+        }
+    }
+
+    /// Of the first `done.len()` queued records, those marked are durable (or refused for good):
+    /// they leave memory; the others stay, in order, to be written again.
+    fn written(&self, done: &[bool]) {
+        {
+            let mut q = lock(&self.queue);
+            let mut i = 0;
+            q.retain(|_| {
+                let leaves = done.get(i).copied().unwrap_or(false);
+                i += 1;
+                !leaves
+            });
+        }
+        self.durable.notify_waiters();
     }
 
     /// Records not yet durable.
@@ -107,6 +158,8 @@ fn open(path: &Path, durability: Durability) -> Result<Open, String> {
 pub trait Report: Send + Sync + 'static {
     async fn failing(&self, why: &str, message: &str);
     async fn recovered(&self, message: &str);
+    /// Something the user should know that is not a failure (the store was replaced).
+    async fn notice(&self, message: &str);
 }
 
 /// LSP: a `window/showMessage` and a `keel/status` (`recording_failed`, then `recording`).
@@ -119,6 +172,10 @@ impl Report for Client {
 
     async fn recovered(&self, message: &str) {
         ui::recording_status(self, None, message).await;
+    }
+
+    async fn notice(&self, message: &str) {
+        self.show_message(MessageType::WARNING, format!("Keel: {message}")).await;
     }
 }
 
@@ -138,14 +195,24 @@ pub async fn run(state: Weak<Shared>, report: impl Report) {
         }
         let Some(shared) = state.upgrade() else { break };
         loop {
-            let batch: Vec<Record> = lock(&shared.recording.queue).iter().take(ROUND).cloned().collect();
+            let batch: Vec<Record> = lock(&shared.recording.queue).iter().take(ROUND).map(|(_, r)| r.clone()).collect();
             if batch.is_empty() {
                 break;
             }
             let cfg = shared.config();
-            match write(&mut store, &cfg.store, cfg.store_sync, batch).await {
-                Ok(n) => {
-                    lock(&shared.recording.queue).drain(..n);
+            let replaced = store.as_ref().is_some_and(|s| s.path == cfg.store && identity(&cfg.store) != s.file);
+            if replaced {
+                let msg = format!(
+                    "the Keel store {} was deleted or replaced while keel-lsp was running; what was in it is gone with it, and from now on steps are recorded in a new store at that path",
+                    cfg.store.display()
+                );
+                tracing::warn!("{msg}");
+                report.notice(&msg).await;
+            }
+            let (done, failed) = write(&mut store, &cfg.store, cfg.store_sync, batch).await;
+            shared.recording.written(&done);
+            match failed {
+                None => {
                     let was = lock(&shared.recording.failing).take();
                     if let Some(why) = was {
                         let msg = format!("Keel is recording again: the steps kept in memory were written to {}", shown(&shared.config().store));
@@ -153,9 +220,9 @@ pub async fn run(state: Weak<Shared>, report: impl Report) {
                         report.recovered(&msg).await;
                     }
                 }
-                Err((n, why)) => {
-                    lock(&shared.recording.queue).drain(..n);
+                Some(why) => {
                     let first = lock(&shared.recording.failing).replace(why.clone()).is_none();
+                    shared.recording.durable.notify_waiters();
                     if first {
                         let kept = shared.recording.unwritten();
                         let msg = format!("Keel cannot write its store: {why}. {kept} record(s) are kept in memory and will be written when it is back.");
@@ -169,11 +236,13 @@ pub async fn run(state: Weak<Shared>, report: impl Report) {
     }
 }
 
-/// Writes `batch` (the queue's first records) and waits until it is durable. `Ok(n)`: the first
-/// `n` may leave the queue (written, or each one refused by the store on its own while the records
-/// after it were written — such a record could never be written, and is logged). `Err((n, why))`:
-/// the first `n` are written, the rest must be tried again.
-async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, batch: Vec<Record>) -> Result<usize, (usize, String)> {
+/// Writes `batch` (the queue's first records) and waits until it is durable. Returns, for each
+/// record, whether it may leave the queue (written, or refused by the store for good — such a
+/// record could never be written, and is logged), and why the store is failing when some must be
+/// tried again: a record that failed for want of room or of a usable file (a full disk lets the
+/// small records after a large one in) stays, whatever happened to the records after it.
+async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, batch: Vec<Record>) -> (Vec<bool>, Option<String>) {
+    let n = batch.len();
     let stale = store.as_ref().is_some_and(|s| s.path != path || s.durability != durability || identity(path) != s.file);
     if let Some(old) = store.take_if(|_| stale) {
         if old.path == path && old.durability == durability {
@@ -185,40 +254,57 @@ async fn write(store: &mut Option<Open>, path: &Path, durability: Durability, ba
     if store.is_none() {
         // Opening creates and migrates the file, and may wait on another process's lock.
         let p = path.to_path_buf();
-        let opened = tokio::task::spawn_blocking(move || open(&p, durability)).await.map_err(|e| (0, format!("opening the Keel store failed: {e}")))?;
-        *store = Some(opened.map_err(|e| (0, e))?);
+        match tokio::task::spawn_blocking(move || open(&p, durability)).await {
+            Ok(Ok(opened)) => *store = Some(opened),
+            Ok(Err(e)) => return (vec![false; n], Some(e)),
+            Err(e) => return (vec![false; n], Some(format!("opening the Keel store failed: {e}"))),
+        }
     }
-    let writer = &store.as_ref().expect("opened above").writer;
-    let n = batch.len();
-    let receipts: Vec<_> = batch.into_iter().map(|r| writer.append(r)).collect();
-    let mut results = Vec::with_capacity(n);
+    let Some(open) = store.as_ref() else { return (vec![false; n], Some("the Keel store is not open".into())) };
+    let receipts: Vec<_> = batch.into_iter().map(|r| open.writer.append(r)).collect();
+    let mut done = Vec::with_capacity(n);
+    let mut failing = None;
     for r in receipts {
-        results.push(r.durable().await.map_err(|e| e.to_string()));
+        match r.durable().await {
+            Ok(()) => done.push(true),
+            Err(e) => {
+                let e = e.to_string();
+                if transient(&e) {
+                    done.push(false);
+                    failing.get_or_insert(e);
+                } else {
+                    tracing::error!("the Keel store refused a record (it is dropped; the records around it were written): {e}");
+                    done.push(true);
+                }
+            }
+        }
     }
-    let Some(last_ok) = results.iter().rposition(Result::is_ok) else {
+    if failing.is_some() {
+        // Open it again next time: the file may have gone, or the connection gone bad.
         *store = None;
-        return Err((0, results.into_iter().find_map(Result::err).unwrap_or_default()));
-    };
-    if last_ok + 1 < n {
-        // The tail failed: the store stopped taking writes.
-        *store = None;
-        log_refused(&results[..=last_ok]);
-        let why = results[last_ok + 1..].iter().find_map(|r| r.clone().err()).unwrap_or_default();
-        return Err((last_ok + 1, why));
     }
-    log_refused(&results);
-    Ok(n)
+    (done, failing)
 }
 
-fn log_refused(results: &[Result<(), String>]) {
-    for e in results.iter().filter_map(|r| r.as_ref().err()) {
-        tracing::error!("the Keel store refused a record (it is dropped; the records around it were written): {e}");
-    }
+/// A write error that says nothing about the record: no room, no usable file, no lock.
+fn transient(e: &str) -> bool {
+    let e = e.to_ascii_lowercase();
+    ["full", "i/o", "readonly", "read-only", "unable to open", "locked", "busy", "no such file", "not a directory", "disk", "closed", "gone", "permission", "interrupted"]
+        .iter()
+        .any(|k| e.contains(k))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_errors_about_the_record_drop_it() {
+        for e in ["write failed: store error: database or disk is full", "disk I/O error", "attempt to write a readonly database", "unable to open database file", "database is locked"] {
+            assert!(transient(e), "{e}");
+        }
+        assert!(!transient("UNIQUE constraint failed: steps.id"));
+    }
 
     /// `store_sync = "full"` reaches the connection the records are written on.
     #[tokio::test]

@@ -10,7 +10,7 @@ use keel_trajectory::{Decision, RejectCause, TaskDiagnostic, TaskKind};
 use serde_json::{Value, json};
 use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp::lsp_types::*;
-use tower_lsp::{Client, LanguageServer, LspService, Server};
+use tower_lsp::{Client, LanguageServer, LspService};
 use uuid::Uuid;
 
 use crate::decisions;
@@ -33,17 +33,8 @@ pub struct Backend {
 
 /// Runs the server on stdin/stdout until the client exits; `base`: the options before the client's.
 pub async fn serve_stdio(base: crate::config::Config) {
-    use crate::transport;
     let (service, socket) = build_with(base);
-    let (to_server, server_in) = tokio::io::duplex(1 << 20);
-    let (server_out, from_server) = tokio::io::duplex(1 << 20);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = tokio::spawn(transport::write_output(tokio::io::stdout(), rx));
-    tokio::spawn(transport::forward_output(from_server, tx.clone()));
-    tokio::spawn(transport::guard_input(tokio::io::stdin(), to_server, tx));
-    Server::new(server_in, server_out, socket).serve(CatchPanic(service)).await;
-    // Let the last answers (the response to `shutdown`) reach the client.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    crate::transport::serve(std::io::stdin(), std::io::stdout(), CatchPanic(service), socket, std::time::Duration::from_secs(2)).await;
 }
 
 /// The service behind a guard: a handler that panics answers its request with an internal error
@@ -471,7 +462,8 @@ impl LanguageServer for Backend {
         *lock(&self.state.lens_refresh) = ws.and_then(|w| w.code_lens.as_ref()).and_then(|c| c.refresh_support).unwrap_or(false);
         *lock(&self.state.work_done_progress) = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
         if let Some(opts) = &params.initialization_options {
-            let merged = self.state.config().merged(opts);
+            let root = lock(&self.state.root).clone();
+            let merged = self.state.config().merged_at(opts, root.as_deref());
             match merged {
                 Ok(c) => *lock(&self.state.config) = c,
                 Err(e) => self.client.show_message(MessageType::ERROR, format!("Keel: {e}")).await,
@@ -612,7 +604,8 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_configuration(&self, p: DidChangeConfigurationParams) {
-        let merged = self.state.config().merged(&p.settings);
+        let root = lock(&self.state.root).clone();
+        let merged = self.state.config().merged_at(&p.settings, root.as_deref());
         match merged {
             Ok(c) => *lock(&self.state.config) = c,
             Err(e) => ui::error(&self.client, &e).await,

@@ -104,9 +104,10 @@ impl Shared {
     }
 
     /// Hands a record to the store configured now. Never waits on disk and never fails: a record
-    /// the store cannot take yet is kept until it can (see [`crate::recorder`]).
-    pub fn record(&self, r: Record) {
-        self.recording.push(r);
+    /// the store cannot take yet is kept until it can (see [`crate::recorder`]). Returns its number
+    /// for [`crate::recorder::Recording::durable`].
+    pub fn record(&self, r: Record) -> u64 {
+        self.recording.push(r)
     }
 
     /// Takes a pending step out of the list (the one answer it gets).
@@ -116,7 +117,7 @@ impl Shared {
         Some(inner.pending.remove(i))
     }
 
-    pub fn decide(&self, step: Uuid, decision: Decision) {
+    pub fn decide(&self, step: Uuid, decision: Decision) -> u64 {
         self.record(Record::Decision(keel_trajectory::DecisionEvent { step_id: step, at: keel_trajectory::now_ms(), decision }))
     }
 

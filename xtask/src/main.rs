@@ -23,7 +23,8 @@ commands:
   env          print the environment as shell exports: eval \"$(cargo xtask env)\"
   test         setup, then run every test suite
   demo         setup, then run the demo on the embedded defaults
-  bench        setup, then run the benchmarks
+  bench        setup, then run the benchmarks (installs lsp-ai 0.7.0 into .keel/bin once, for the
+               wire bench's side-by-side; LSP_AI=path uses another)
   fuzz         fuzz keel-lsp's input surface: `fuzz --minutes N [--jobs N] [--seed N]`; new and
                failing cases go to server/fuzz/corpus/ (replayed by the LSP test fuzz_corpus_replays)
 ";
@@ -84,7 +85,26 @@ fn fuzz(rest: &[String]) -> Result<()> {
 fn bench(rest: &[String]) -> Result<()> {
     setup::all()?;
     postgres::start()?;
+    lsp_ai()?;
     let mut args = vec!["bench", "--workspace"];
     args.extend(rest.iter().map(String::as_str));
     env::cargo(&args)
+}
+
+/// lsp-ai, the language server the wire bench measures keel-lsp against, from crates.io into
+/// `.keel/bin` (on the children's `PATH`), once. Its default features need no GPU or llama.cpp. A
+/// failed install is reported and the bench measures keel-lsp alone.
+fn lsp_ai() -> Result<()> {
+    if std::env::var_os("LSP_AI").is_some() || env::state_dir().join("bin/lsp-ai").is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing lsp-ai 0.7.0 into .keel/bin for the wire bench (once; several minutes)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = env::state_dir();
+    let mut c = env::command(cargo);
+    c.args(["install", "lsp-ai", "--locked", "--version", "0.7.0", "--root"]).arg(&root);
+    if let Err(e) = env::run(&mut c) {
+        eprintln!("xtask: lsp-ai could not be installed ({e:#}); the wire bench will measure keel-lsp alone");
+    }
+    Ok(())
 }

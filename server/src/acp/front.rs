@@ -382,6 +382,11 @@ impl crate::recorder::Report for AcpReport {
         tracing::info!("{message}");
         self.tell(message);
     }
+
+    async fn notice(&self, message: &str) {
+        tracing::warn!("{message}");
+        self.tell(message);
+    }
 }
 
 #[cfg(test)]

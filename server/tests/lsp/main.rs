@@ -3,8 +3,10 @@
 
 mod acp;
 mod documents;
+mod faults;
 mod episode;
 mod fuzz;
+mod load;
 mod real_model;
 mod reliability;
 mod robustness;

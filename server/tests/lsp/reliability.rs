@@ -109,6 +109,8 @@ fn when_the_store_cannot_be_written_the_user_is_told_once_and_no_step_is_lost() 
     let mut c = LspClient::spawn(&keel_e2e::bin("keel-lsp"), &[("KEEL_LOG", "warn")]);
     let mut options = f.options();
     options["store"] = json!(store);
+    // Small enough that the episode below fills it.
+    options["limits"]["max_unwritten_records"] = json!(6);
     c.initialize(&f.root, options, &["utf-16"]);
     f.open(&c, "calc.py", CALC);
     let start = |c: &mut LspClient| -> String {
@@ -145,6 +147,11 @@ fn when_the_store_cannot_be_written_the_user_is_told_once_and_no_step_is_lost() 
     c.wait_for(c.seen.len(), Duration::from_millis(100), |_| false);
     let told = messages(&c, from, "cannot write its store");
     assert_eq!(told.len(), 1, "{told:#?}");
+    // Memory is bounded: with the cap reached no new episode starts, and it says why.
+    let id = c.send_request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "implement"}]}));
+    let r = c.response(id, WAIT).expect("an answer to the start");
+    let msg = r["error"]["message"].as_str().unwrap_or_else(|| panic!("an episode started past the cap: {r}"));
+    assert!(msg.contains("waiting in memory for the store") && msg.contains("max_unwritten_records"), "{msg}");
 
     // The path is usable again: what was kept is written, and the status says so.
     let from_back = c.seen.len();
@@ -152,6 +159,11 @@ fn when_the_store_cannot_be_written_the_user_is_told_once_and_no_step_is_lost() 
     let st = c.wait_status(from_back, "recording", WAIT);
     assert_eq!(st["recording"], "ok", "{st}");
     assert_eq!(messages(&c, from, "cannot write its store").len(), 1);
+    // Once written, episodes start again.
+    f.model.push(Reply::tool("finish", json!({"summary": "back"})), false);
+    let from = c.seen.len();
+    start(&mut c);
+    c.wait_status(from, "finished", WAIT);
     assert!(c.shutdown().success());
 
     let s = crate::store(&store);
@@ -233,4 +245,23 @@ fn a_partial_workspace_snapshot_is_recorded_as_such_and_shown() {
     let vcs = ep.workspace.vcs.as_ref().expect("a git snapshot");
     assert!(vcs.left_out.iter().any(|l| l.contains("untracked notes.txt")), "{:?}", vcs.left_out);
     assert!(vcs.untracked.is_empty());
+}
+
+/// A relative `store` from the client is the workspace root's, not keel-lsp's working directory's.
+#[test]
+fn a_relative_store_from_the_client_is_in_the_workspace_root() {
+    let f = Fixture::new();
+    let mut c = LspClient::spawn(&keel_e2e::bin("keel-lsp"), &[("KEEL_LOG", "warn")]);
+    let mut options = f.options();
+    options["store"] = json!("keel-data/relative.db");
+    c.initialize(&f.root, options, &["utf-16"]);
+    f.open(&c, "calc.py", CALC);
+    f.model.push(Reply::tool("finish", json!({"summary": "nothing to do"})), false);
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "implement"}]}));
+    c.wait_status(from, "finished", WAIT);
+    assert!(c.shutdown().success());
+    let s = crate::store(&f.root.join("keel-data/relative.db"));
+    assert_eq!(s.episodes(&EpisodeFilter::default()).unwrap().len(), 1);
+    assert!(!std::path::Path::new("keel-data").exists(), "a store was made in keel-lsp's working directory");
 }
