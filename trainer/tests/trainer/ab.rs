@@ -68,15 +68,17 @@ fn the_sequential_test_promotes_a_better_candidate_withdraws_a_worse_one_and_rar
     assert!(p >= 95, "a better candidate is promoted (promoted {p} of {runs})");
     assert!(mean < 2 * cfg.max_decisions / 2, "it stops early: mean {mean} decisions");
     // Fewer accepted: withdrawn.
-    let (p, e, _, _) = tally((0.6, 0.1), (0.45, 0.1));
+    let (p, e, m, mean) = tally((0.6, 0.1), (0.45, 0.1));
+    eprintln!("worse: promote {p} rollback {e} at max {m}, mean decisions {mean}");
     assert!(e >= 95 && p == 0, "a worse candidate is withdrawn (withdrawn {e}, promoted {p})");
     // As often accepted but more of it undone afterwards: withdrawn.
-    let (p, e, _, _) = tally((0.6, 0.05), (0.6, 0.25));
+    let (p, e, m, mean) = tally((0.6, 0.05), (0.6, 0.25));
+    eprintln!("reverted more: promote {p} rollback {e} at max {m}, mean decisions {mean}");
     assert!(e >= 90 && p == 0, "a candidate whose accepted edits are reverted more is withdrawn (withdrawn {e}, promoted {p})");
     // Equally good: a verdict of a difference is rare (the test's level, 5%); otherwise the live
     // version stays when the cap is reached.
-    let (p, e, m, _) = tally((0.5, 0.1), (0.5, 0.1));
-    eprintln!("equal: promote {p} rollback {e} at max {m}");
+    let (p, e, m, mean) = tally((0.5, 0.1), (0.5, 0.1));
+    eprintln!("equal: promote {p} rollback {e} at max {m}, mean decisions {mean}");
     assert!(p + e <= 8, "between equals a difference is declared at most about alpha of the time ({p} promoted, {e} withdrawn early)");
     assert_eq!(p + e + m, runs as usize);
 }
