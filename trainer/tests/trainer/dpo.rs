@@ -672,3 +672,78 @@ fn an_ab_on_the_real_engine_serves_each_arm_its_own_adapter_and_keeps_each_ones_
     assert!(rt.block_on(h.set_candidate(Some((d.path().join("nothing"), AbRoute { id: "x".into(), share: 0.5 })))).is_err());
     assert!(h.ab().is_none());
 }
+
+/// `keel-train serve` on the real engine: 32 clients at once while the adapter is swapped every
+/// second. Every request is answered, and each answer is exactly what the version it names gives
+/// alone (greedy): no request is served by a mix of two adapters.
+#[test]
+fn serve_answers_32_concurrent_clients_through_adapter_swaps_every_second_never_mixed() {
+    use keel_trainer::serve::engine::{self, Engine, GenRequest, ToolChoice};
+    use keel_trainer::serve::tch_engine::TchEngine;
+    use std::collections::HashMap;
+    let d = tempfile::tempdir().unwrap();
+    let (a1, a2) = (d.path().join("a1"), d.path().join("a2"));
+    seeded_adapter(&a1, 3);
+    seeded_adapter(&a2, 4);
+    let prompts: Vec<String> = (0..32).map(|i| format!("{} {}", WORDS[i % WORDS.len()], WORDS.iter().cycle().skip(i).take(12).copied().collect::<Vec<_>>().join(" "))).collect();
+    let req = |p: &str| GenRequest { messages: vec![], prompt: Some(p.to_string()), tools: vec![], tool_choice: ToolChoice::Auto, temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: 6, stop: vec![], seed: Some(1) };
+    // What each version answers alone.
+    let mut want: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for a in [&a1, &a2] {
+        let mut e = TchEngine::load(tiny(), Some(a), "cpu", "tiny").unwrap();
+        let v = e.version();
+        let batch: Vec<GenRequest> = prompts.iter().map(|p| req(p)).collect();
+        let outs = e.generate(&batch, &mut |_, _| {});
+        want.insert(v, prompts.iter().cloned().zip(outs.into_iter().map(|o| o.unwrap().content)).collect());
+    }
+    assert!(prompts.iter().any(|p| want.values().map(|m| &m[p]).collect::<std::collections::HashSet<_>>().len() == 2), "the adapters must answer differently somewhere");
+
+    let handle = engine::spawn(Box::new(TchEngine::load(tiny(), Some(&a1), "cpu", "tiny").unwrap()), 16, Duration::from_millis(10));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/v1/completions", listener.local_addr().unwrap());
+    let router = keel_trainer::serve::router(handle.clone(), "tiny", 64);
+    rt.spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (answers, swaps) = std::thread::scope(|s| {
+        let swapper = s.spawn(|| {
+            let mut swaps = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(1));
+                let to = if swaps % 2 == 0 { &a2 } else { &a1 };
+                rt.block_on(handle.swap(Some(to.clone()))).unwrap();
+                swaps += 1;
+            }
+            swaps
+        });
+        let clients: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let c = reqwest::blocking::Client::new();
+                    (0..6)
+                        .map(|k| {
+                            // Spread over three seconds, so that requests meet every swap.
+                            std::thread::sleep(Duration::from_millis(if k == 0 { 0 } else { 500 }));
+                            let r = c.post(&url).json(&json!({"prompt": p, "temperature": 0, "max_tokens": 6, "seed": 1})).send().unwrap();
+                            assert_eq!(r.status(), 200);
+                            let v: Value = r.json().unwrap();
+                            (p.clone(), v["system_fingerprint"].as_str().unwrap().to_string(), v["choices"][0]["text"].as_str().unwrap().to_string())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let answers: Vec<(String, String, String)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (answers, swapper.join().unwrap())
+    });
+    assert_eq!(answers.len(), 32 * 6, "every request answered");
+    assert!(swaps >= 2, "the adapter was swapped under load ({swaps} swaps)");
+    let versions: std::collections::HashSet<&str> = answers.iter().map(|(_, v, _)| v.as_str()).collect();
+    assert_eq!(versions.len(), 2, "both versions served: {versions:?}");
+    for (p, v, text) in &answers {
+        assert_eq!(text, &want[v][p], "the answer is the one {v} gives alone, for {p:?}");
+    }
+}
