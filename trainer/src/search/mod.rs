@@ -437,7 +437,20 @@ pub fn search<P: Policy, E: Environment>(tree: &mut Tree, policy: &P, env: &E, c
             for &(n, e) in &s.path {
                 tree.nodes[n].edges[e].virtual_loss -= 1;
             }
-            let r = r?;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // A rollout the environment lost (the engine stopped, its container removed):
+                    // counted, no value changed, the search goes on — unless it keeps happening.
+                    stats.failed_rollouts += 1;
+                    tracing::warn!("episode {}: a rollout failed: {e:#}", tree.episode.id);
+                    eprintln!("search: episode {}: a rollout failed ({} so far): {e:#}", tree.episode.id, stats.failed_rollouts);
+                    if stats.failed_rollouts > max_failed_rollouts(cfg) {
+                        return Err(e.context(format!("{} rollouts of episode {} failed: giving up on its search", stats.failed_rollouts, tree.episode.id)));
+                    }
+                    continue;
+                }
+            };
             stats.rollouts += 1;
             if r.reward > 0.0 {
                 stats.successes += 1;
@@ -702,6 +715,13 @@ pub struct SearchStats {
     pub replayed: usize,
     /// ... and those it rebuilt differently.
     pub replay_mismatches: usize,
+    /// Rollouts the environment failed (not counted in `rollouts`; no value changed).
+    pub failed_rollouts: usize,
+}
+
+/// How many failed rollouts a tree's search survives: a quarter of its simulations, at least 2.
+fn max_failed_rollouts(cfg: &SearchConfig) -> usize {
+    (cfg.simulations / 4).max(2)
 }
 
 /// A critical decision found in a tree.
@@ -827,6 +847,9 @@ pub fn summary(tree: &Tree, found: &[Critical], stats: &SearchStats) -> String {
         stats.replayed,
         stats.replayed + stats.replay_mismatches
     );
+    if stats.failed_rollouts > 0 {
+        s.push_str(&format!("  {} rollout(s) failed in the environment and were left out\n", stats.failed_rollouts));
+    }
     for c in found {
         let n = &tree.nodes[c.node];
         let show = |e: &Edge| match &e.parsed {

@@ -598,3 +598,44 @@ fn a_resampled_automatic_rejection_replays_with_the_rules_message() {
     assert_eq!(stats.replay_mismatches, 0, "every recorded state rebuilt as recorded: {stats:?}");
     assert!(stats.replayed >= 2, "{stats:?}");
 }
+
+/// An environment that loses some rollouts (the engine stopped, a container removed under it).
+struct Flaky {
+    starts: std::sync::atomic::AtomicUsize,
+    fail: std::ops::Range<usize>,
+}
+
+impl Environment for Flaky {
+    type Session<'a> = MemSession;
+    fn start<'a>(&'a self, episode: &Episode) -> anyhow::Result<MemSession> {
+        let n = self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail.contains(&n) {
+            anyhow::bail!("container engine: no such container (start {n})");
+        }
+        MemEnv.start(episode)
+    }
+}
+
+/// The engine losing a rollout costs that rollout, not the search: it is counted and left out; a
+/// search where it keeps happening stops with the engine's error.
+#[test]
+fn a_rollout_the_engine_loses_is_left_out_and_the_search_goes_on() {
+    let tasks = suite(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let id = record(&store, &tasks[0]);
+    let et = store.tree(id).unwrap().unwrap();
+    let policy = ScriptedPolicy { tasks: tasks.clone() };
+    let cfg = SearchConfig { simulations: 8, expand: 2, parallel: 1, max_depth: 4, seed: 3, ..Default::default() };
+    // The replay of the recorded path is start 0; rollouts 1 and 2 are lost.
+    let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
+    let stats = search::search(&mut tree, &policy, &Flaky { starts: Default::default(), fail: 1..3 }, &cfg).unwrap();
+    assert_eq!(stats.failed_rollouts, 2, "{stats:?}");
+    assert_eq!(stats.rollouts, 6, "{stats:?}");
+    assert!(search::summary(&tree, &search::critical(&tree, &cfg), &stats).contains("2 rollout(s) failed"));
+    // Every rollout lost: the search stops, saying why.
+    let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
+    let e = search::search(&mut tree, &policy, &Flaky { starts: Default::default(), fail: 1..1000 }, &cfg).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("giving up") && msg.contains("no such container"), "{msg}");
+}
