@@ -158,7 +158,9 @@ impl Action {
             "edit" => {
                 Action::Edit { path: a.string("path")?, old_text: a.string("old_text")?, new_text: a.string("new_text")? }
             }
-            "run" => Action::Run { command: a.string("command")? },
+            // Whitespace around a command means nothing to the shell: `pytest` and `pytest ` are one
+            // action (one edge in search, a loop when repeated), not two.
+            "run" => Action::Run { command: a.string("command")?.trim().to_string() },
             "finish" => Action::Finish { summary: a.opt_string("summary")?.unwrap_or_default() },
             other => {
                 return Err(ActionError::new(
@@ -626,6 +628,7 @@ mod tests {
         // Nothing to run, nothing to search for: invalid calls, rejected automatically.
         let e = Action::from_call("run", r#"{"command":"  "}"#).unwrap_err();
         assert_eq!((e.kind, e.message.as_str()), (ActionErrorKind::InvalidArguments, "run: empty command"));
+        assert_eq!(Action::from_call("run", r#"{"command":" python3 test_a.py \n"}"#).unwrap(), Action::Run { command: "python3 test_a.py".into() });
         let e = Action::from_call("search", r#"{"pattern":""}"#).unwrap_err();
         assert_eq!(e.kind, ActionErrorKind::InvalidArguments);
 
