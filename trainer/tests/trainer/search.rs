@@ -489,18 +489,8 @@ fn replay_rebuilds_an_edited_step_with_the_text_the_user_kept() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("k.db")).unwrap();
     let w = store.writer().unwrap();
-    let ep = Episode {
-        id: new_id(),
-        created_at: 1_000,
-        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files(), left_out: vec![] }) },
-        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
-        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
-        client: None,
-        verify: Some(t.verify()),
-        protected: vec![],
-    };
+    let (ep, mut agent) = task_episode(t);
     let _ = w.append(Record::Episode(ep.clone()));
-    let mut agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() }, keel_agent::DEFAULT_OBSERVATION_BYTES);
     // The model proposes a wrong fix; the user keeps only the right part of it: the fix.
     let wrong = t.edit(&t.wrong[0]);
     let mut parent = None;
@@ -550,21 +540,11 @@ fn a_resampled_automatic_rejection_replays_with_the_rules_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("k.db")).unwrap();
     let w = store.writer().unwrap();
-    let ep = Episode {
-        id: new_id(),
-        created_at: 1_000,
-        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files(), left_out: vec![] }) },
-        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
-        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
-        client: None,
-        verify: Some(t.verify()),
-        protected: vec![],
-    };
+    let (ep, mut agent) = task_episode(t);
     let _ = w.append(Record::Episode(ep.clone()));
     // The model reads the file, then asks for the same read again and again: the rules reject it
     // as a loop, resample, and after enough tries move on with their message.
     let session = MemEnv.start(&ep).unwrap();
-    let mut agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() }, keel_agent::DEFAULT_OBSERVATION_BYTES);
     let view = Action::ViewFile { path: t.file.clone(), start_line: None, end_line: None };
     let outputs: Vec<ModelOutput> = std::iter::repeat_n(ModelOutput { content: None, tool_calls: vec![view.to_tool_call("c")] }, 2 + keel_agent::AUTO_RESAMPLES as usize)
         .chain([ModelOutput { content: None, tool_calls: vec![Action::Finish { summary: "done".into() }.to_tool_call("f")] }])
@@ -638,4 +618,20 @@ fn a_rollout_the_engine_loses_is_left_out_and_the_search_goes_on() {
     let e = search::search(&mut tree, &policy, &Flaky { starts: Default::default(), fail: 1..1000 }, &cfg).unwrap_err();
     let msg = format!("{e:#}");
     assert!(msg.contains("giving up") && msg.contains("no such container"), "{msg}");
+}
+
+/// An episode on task `t` (its files, its check) and the agent at its first state.
+fn task_episode(t: &Task) -> (Episode, keel_agent::Agent) {
+    let ep = Episode {
+        id: new_id(),
+        created_at: 1_000,
+        workspace: Workspace { root: "/work".into(), vcs: Some(VcsState { kind: "files".into(), commit: String::new(), patch: String::new(), untracked: t.files(), left_out: vec![] }) },
+        task: keel_trajectory::Task { kind: TaskKind::FixDiagnostic, instruction: format!("task #{} fails its test", t.id), uri: None, language: Some("sh".into()), range: None, diagnostics: vec![], selected_text: None },
+        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+        client: None,
+        verify: Some(t.verify()),
+        protected: vec![],
+    };
+    let agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() }, keel_agent::DEFAULT_OBSERVATION_BYTES);
+    (ep, agent)
 }
