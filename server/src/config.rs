@@ -159,7 +159,8 @@ impl Config {
         if let Some(s) = raw.store.filter(|s| !s.trim().is_empty()) {
             let p = expand_home(s.trim());
             c.store = match base {
-                _ if p.is_absolute() => p,
+                // A PostgreSQL URL is no path: never joined to the base.
+                _ if p.is_absolute() || keel_trajectory::is_postgres_url(s.trim()) => p,
                 Some(b) => b.join(p),
                 None => {
                     return Err(format!(
@@ -300,6 +301,9 @@ mod tests {
         let m = c.merged_at(&json!({"store": "data/keel.db"}), Some(root)).unwrap();
         assert_eq!(m.store, PathBuf::from("/home/u/project/data/keel.db"));
         assert_eq!(c.merged_at(&json!({"store": "/abs/k.db"}), Some(root)).unwrap().store, PathBuf::from("/abs/k.db"));
+        let pg = "postgres://keel@127.0.0.1:5432/keel";
+        assert_eq!(c.merged_at(&json!({"store": pg}), Some(root)).unwrap().store, PathBuf::from(pg));
+        assert_eq!(c.merged(&json!({"store": pg})).unwrap().store, PathBuf::from(pg));
         let e = c.merged(&json!({"store": "keel.db", "model": {"name": "other"}})).unwrap_err();
         assert!(e.contains("`keel.db` is a relative path"), "{e}");
         // A config file's relative store is next to the file.

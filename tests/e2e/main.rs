@@ -47,10 +47,20 @@ impl Workspace {
     }
 }
 
-/// An edit of `calc.py` in two hunks (`add`'s body, `mul`'s signature), as (old_text, new_text).
-pub const TWO_HUNKS: (&str, &str) = ("a - b\n\n\ndef mul(a, b):", "a + b\n\n\ndef mul(a: float, b: float):");
-/// What replaces [`TWO_HUNKS`]'s old_text when only its first hunk is kept.
-pub const TWO_HUNKS_FIRST_KEPT: &str = "a + b\n\n\ndef mul(a, b):";
+/// `calc.py` with a third function, for the hunk review: room for three hunks, none on the last line.
+pub const CALC3: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef neg(a):\n    return -a\n";
+/// An edit of [`CALC3`] in three hunks (`add`'s body on line 2, `mul`'s signature on line 5,
+/// `neg`'s on line 9), as (old_text, new_text).
+pub const THREE_HUNKS: (&str, &str) = (
+    "a - b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef neg(a):",
+    "a + b\n\n\ndef mul(a: float, b: float):\n    return a * b\n\n\ndef neg(a: float):",
+);
+/// What replaces [`THREE_HUNKS`]'s old_text when hunks 1 and 3 are kept and hunk 2 dropped.
+pub const THREE_HUNKS_FIRST_AND_THIRD_KEPT: &str = "a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef neg(a: float):";
+/// [`CALC3`] with hunks 1 and 3 of [`THREE_HUNKS`] applied.
+pub fn calc3_first_and_third() -> String {
+    CALC3.replace(THREE_HUNKS.0, THREE_HUNKS_FIRST_AND_THIRD_KEPT)
+}
 
 pub fn edit(old: &str, new: &str) -> Reply {
     Reply::tool("edit", json!({"path": "calc.py", "old_text": old, "new_text": new}))

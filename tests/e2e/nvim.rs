@@ -53,11 +53,14 @@ fn scenario(name: &str, ws: &Workspace, envs: &[(&str, &str)]) -> Value {
 /// tree clean).
 fn screenshot(ws: &Workspace, html: &Path, name: &str) {
     let text = std::fs::read_to_string(html).expect("the scenario wrote the window as HTML");
-    assert!(text.contains("Keel hunk 1/2: kept") && text.contains("+ def mul(a: float, b: float):"), "the picture shows the review");
+    for want in ["Keel hunk 1/3: kept", "Keel hunk 2/3: dropped", "Keel hunk 3/3: undecided", "+     return a + b", "+ def neg(a: float):"] {
+        assert!(text.contains(want), "the picture shows the review: {want} missing");
+    }
+    assert!(!text.contains("+ def mul(a: float"), "a dropped hunk's lines are not drawn");
     let chromium = std::env::var_os("KEEL_E2E_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
     let png = ws.dir.path().join(name);
     let mut cmd = std::process::Command::new(chromium);
-    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,200"])
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,230"])
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("file://{}", html.display()));
     let (ok, log) = run_with_deadline(&mut cmd, Duration::from_secs(60));
@@ -226,13 +229,15 @@ fn an_accepted_run_sees_the_unsaved_edit_in_neovim() {
     check_unsaved_run(&ws);
 }
 
-/// The inline preview and the hunk review: two hunks drawn in place, `]k`/`[k`, "another"
-/// replaces the preview, hunk 1 kept and hunk 2 dropped → only hunk 1 in the file, recorded as
-/// `edited` with that text over the model's whole proposal.
+/// The inline preview and the hunk review (issue 16's must-show): three hunks drawn in place,
+/// `]k`/`[k`, "another" replaces the preview, hunk 1 kept, hunk 2 dropped and hunk 3 kept from the
+/// keyboard → exactly hunks 1 and 3 in the file, recorded as `edited` with that text over the
+/// model's whole proposal.
 #[test]
 fn inline_preview_and_hunk_review() {
     let ws = Workspace::new();
-    let (old, new) = crate::TWO_HUNKS;
+    std::fs::write(ws.root.join("calc.py"), crate::CALC3).unwrap();
+    let (old, new) = crate::THREE_HUNKS;
     ws.model.push(edit(old, &new.replace("float", "int")), false);
     ws.model.push(edit(old, new), false);
     ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
@@ -242,21 +247,31 @@ fn inline_preview_and_hunk_review() {
     let f = facts(&v);
     screenshot(&ws, &html, "nvim-hunk-review.png");
 
-    // The proposal is drawn, not applied: removed lines 2 and 6 highlighted, added lines under them.
-    assert_eq!(f["buffer_untouched"].as_str().unwrap(), CALC);
-    assert_eq!(f["preview_first"]["removed_rows"], json!([1, 4]));
-    assert_eq!(f["preview_first"]["added"], json!([{"row": 1, "text": "+     return a + b"}, {"row": 4, "text": "+ def mul(a: int, b: int):"}]));
-    let labels: Vec<&str> = f["preview_first"]["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
-    assert_eq!(labels, ["  Keel hunk 1/2: undecided", "  Keel hunk 2/2: undecided"]);
-    assert_eq!(f["jumps"], json!([2, 5, 2]));
+    // The proposal is drawn, not applied: removed lines 2, 5 and 9 highlighted, added lines under them.
+    assert_eq!(f["buffer_untouched"].as_str().unwrap(), crate::CALC3);
+    assert_eq!(f["preview_first"]["removed_rows"], json!([1, 4, 8]));
+    assert_eq!(
+        f["preview_first"]["added"],
+        json!([
+            {"row": 1, "text": "+     return a + b"},
+            {"row": 4, "text": "+ def mul(a: int, b: int):"},
+            {"row": 8, "text": "+ def neg(a: int):"},
+        ])
+    );
+    let labels = |p: &Value| p["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(labels(&f["preview_first"]), ["  Keel hunk 1/3: undecided", "  Keel hunk 2/3: undecided", "  Keel hunk 3/3: undecided"]);
+    assert_eq!(f["jumps"], json!([2, 5, 9, 5]));
     // "Another" replaced it.
     assert_ne!(f["first_step"], f["second_step"]);
     assert_eq!(f["preview_second"]["added"][1]["text"], "+ def mul(a: float, b: float):");
-    // Keeping hunk 1 moves to hunk 2 and marks the choice.
+    assert_eq!(f["preview_second"]["added"][2]["text"], "+ def neg(a: float):");
+    // Keeping hunk 1 moves to hunk 2, dropping it moves to hunk 3; the labels show the choices.
     assert_eq!(f["after_keep"]["cursor"], 5);
-    assert_eq!(f["after_keep"]["labels"][0]["text"], "  Keel hunk 1/2: kept");
-    // Only hunk 1 landed (and was saved).
-    let want = CALC.replace("a - b", "a + b");
+    assert_eq!(labels(&f["after_keep"]), ["  Keel hunk 1/3: kept", "  Keel hunk 2/3: undecided", "  Keel hunk 3/3: undecided"]);
+    assert_eq!(f["after_drop"]["cursor"], 9);
+    assert_eq!(labels(&f["after_drop"]), ["  Keel hunk 1/3: kept", "  Keel hunk 2/3: dropped", "  Keel hunk 3/3: undecided"]);
+    // Exactly hunks 1 and 3 landed (and were saved).
+    let want = crate::calc3_first_and_third();
     assert_eq!(f["buffer_final"].as_str().unwrap(), want);
     assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), want);
     assert_eq!(f["errors"], json!([]));
@@ -267,5 +282,5 @@ fn inline_preview_and_hunk_review() {
     assert_eq!(tree.steps[0].step.id.to_string(), f["first_step"].as_str().unwrap());
     assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: RejectCause::Retry, reason: None }));
     assert_eq!(tree.steps[1].step.id.to_string(), f["second_step"].as_str().unwrap());
-    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::TWO_HUNKS_FIRST_KEPT.into() }));
+    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::THREE_HUNKS_FIRST_AND_THIRD_KEPT.into() }));
 }

@@ -286,13 +286,15 @@ fn a_crashing_server_is_a_clear_message_in_code_server() {
     assert_eq!(f["editor_works"], true, "{f:#}");
 }
 
-/// The inline preview and the hunk review in code-server: lenses per hunk, the added text after
-/// the lines and the removed lines struck through, Alt+] / Alt+[, "Another" replaces the preview,
-/// Alt+Y keeps hunk 1 and the lens drops hunk 2 → only hunk 1 in the file, recorded as `edited`.
+/// The inline preview and the hunk review in code-server (issue 16's must-show): lenses per hunk,
+/// the added text after the lines and the removed lines struck through, Alt+] / Alt+[, "Another"
+/// replaces the preview, Alt+Y keeps hunk 1, Alt+N drops hunk 2 and the lens keeps hunk 3 →
+/// exactly hunks 1 and 3 in the file, recorded as `edited` with that text.
 #[test]
 fn inline_preview_and_hunk_review_in_code_server() {
     let ws = Workspace::new();
-    let (old, new) = crate::TWO_HUNKS;
+    std::fs::write(ws.root.join("calc.py"), crate::CALC3).unwrap();
+    let (old, new) = crate::THREE_HUNKS;
     ws.model.push(edit(old, &new.replace("float", "int")), false);
     ws.model.push(edit(old, new), false);
     ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
@@ -301,19 +303,27 @@ fn inline_preview_and_hunk_review_in_code_server() {
     let f = &r["facts"];
 
     let lenses: Vec<&str> = f["review_lenses"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-    for want in ["Keel: Keep hunk 1/2", "Keel: Keep hunk 2/2", "Keel: Drop hunk"] {
+    for want in ["Keel: Keep hunk 1/3", "Keel: Keep hunk 2/3", "Keel: Keep hunk 3/3", "Keel: Drop hunk"] {
         assert!(lenses.contains(&want), "{want} missing from {lenses:?}");
     }
     let after = |v: &Value| v["after"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect::<Vec<_>>();
     let first = after(&f["preview_first"]);
     assert!(first.iter().any(|a| a.contains("+     return a + b")), "{first:?}");
     assert!(first.iter().any(|a| a.contains("+ def mul(a: int, b: int):")), "{first:?}");
+    assert!(first.iter().any(|a| a.contains("+ def neg(a: int):")), "{first:?}");
     let struck: Vec<&str> = f["preview_first"]["struck"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-    assert!(struck.iter().any(|s| s.starts_with("return a - b")) && struck.iter().any(|s| s.starts_with("def mul(a, b):")), "{struck:?}");
-    assert_eq!(f["jumps"], json!([2, 5, 2]));
+    for want in ["return a - b", "def mul(a, b):", "def neg(a):"] {
+        assert!(struck.iter().any(|s| s.starts_with(want)), "{want} not struck: {struck:?}");
+    }
+    assert_eq!(f["jumps"], json!([2, 5, 9, 5]));
     assert!(after(&f["preview_second"]).iter().any(|a| a.contains("+ def mul(a: float, b: float):")), "{f:#}");
     assert_eq!(f["cursor_after_keep"], 5, "keeping a hunk moves to the next undecided one");
-    assert!(f["lenses_after_keep"].as_array().unwrap().iter().any(|l| l == "Keel: Keep hunk 1/2 (kept)"), "{f:#}");
+    assert!(f["lenses_after_keep"].as_array().unwrap().iter().any(|l| l == "Keel: Keep hunk 1/3 (kept)"), "{f:#}");
+    assert_eq!(f["cursor_after_drop"], 9, "dropping a hunk moves to the next undecided one");
+    let after_drop: Vec<&str> = f["lenses_after_drop"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    for want in ["Keel: Keep hunk 1/3 (kept)", "Keel: Keep hunk 2/3 (dropped)", "Keel: Keep hunk 3/3"] {
+        assert!(after_drop.contains(&want), "{want} missing from {after_drop:?}");
+    }
     assert!(f["status_after"].as_str().unwrap().contains("finished"), "{f:#}");
     assert_eq!(f["preview_after"], json!({"after": [], "struck": []}), "the preview is gone");
     assert!(!f["lenses_after"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("Keel:")), "{f:#}");
@@ -323,10 +333,10 @@ fn inline_preview_and_hunk_review_in_code_server() {
         std::fs::copy(&shot, &doc).unwrap();
     }
 
-    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), CALC.replace("a - b", "a + b"));
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), crate::calc3_first_and_third());
     let s = Store::open(&ws.store).unwrap();
     let eps = s.episodes(&EpisodeFilter::default()).unwrap();
     let tree = s.tree(eps[0].id).unwrap().unwrap();
     assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: keel_trajectory::RejectCause::Retry, reason: None }));
-    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::TWO_HUNKS_FIRST_KEPT.into() }));
+    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::THREE_HUNKS_FIRST_AND_THIRD_KEPT.into() }));
 }

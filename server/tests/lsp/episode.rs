@@ -275,6 +275,55 @@ fn endpoint_without_tools_gets_json_actions_and_bad_actions_are_automatic_reject
 /// Review hunk by hunk: `keel/pending` lists the hunks; `keel.step.accept {hunks}` with bad indices
 /// is refused and loses nothing; none kept is a rejection; some kept applies only those and is
 /// recorded as `edited` with the text that replaced old_text (a user's edit, for `pairs`).
+/// Issue 16's must-show at the protocol level: a three-hunk edit, hunks 1 and 3 kept (`[0, 2]`),
+/// hunk 2 dropped → the file holds exactly hunks 1 and 3, and the store an `edited` decision whose
+/// text is the model's `old_text` region with those two hunks applied.
+#[test]
+fn accept_hunks_one_and_three_of_three() {
+    let f = Fixture::new();
+    let calc3 = format!("{CALC}\n\ndef neg(a):\n    return -a\n");
+    std::fs::write(f.root.join("calc.py"), &calc3).unwrap();
+    let old = "a - b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef neg(a):";
+    let new = "a + b\n\n\ndef mul(a: float, b: float):\n    return a * b\n\n\ndef neg(a: float):";
+    let kept = "a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef neg(a: float):";
+    f.model.push(edit(old, new), false);
+    f.model.push(Reply::tool("finish", json!({"summary": "done"})), false);
+    let mut c = f.spawn();
+    f.open(&c, "calc.py", &calc3);
+    let from = c.seen.len();
+    c.request("workspace/executeCommand", json!({"command": "keel.episode.start", "arguments": [{"uri": f.uri("calc.py"), "kind": "implement"}]}));
+    let s1 = c.wait_status(from, "pending", WAIT)["step"].clone();
+    let pending = c.request("keel/pending", json!({"uri": f.uri("calc.py")}));
+    assert_eq!(
+        pending[0]["hunks"],
+        json!([
+            {"index": 0, "line": 1, "removed": ["    return a - b"], "added": ["    return a + b"]},
+            {"index": 1, "line": 4, "removed": ["def mul(a, b):"], "added": ["def mul(a: float, b: float):"]},
+            {"index": 2, "line": 8, "removed": ["def neg(a):"], "added": ["def neg(a: float):"]},
+        ])
+    );
+
+    let from = c.seen.len();
+    let r = c.request("workspace/executeCommand", json!({"command": "keel.step.accept", "arguments": [{"step": s1, "hunks": [0, 2]}]}));
+    assert_eq!(r["applied"], true, "{r}");
+    let edits = c.applied_edits.lock().unwrap().clone();
+    assert_eq!(edits.len(), 1);
+    let after = apply_workspace_edit(&calc3, &edits[0]["edit"]);
+    assert_eq!(after, calc3.replace(old, kept));
+    assert!(after.contains("return a + b") && after.contains("def mul(a, b):") && after.contains("def neg(a: float):"), "{after}");
+    c.notify("textDocument/didChange", json!({"textDocument": {"uri": f.uri("calc.py"), "version": 2}, "contentChanges": [{"text": after}]}));
+    c.wait_status(from, "finished", WAIT);
+    let told = &f.model.requests()[1]["messages"];
+    assert!(told.to_string().contains("applied 2 of the 3 hunks"), "the model hears what was kept: {told}");
+    assert!(c.shutdown().success());
+
+    let s = store(&f.store);
+    let ep = &s.episodes(&EpisodeFilter::default()).unwrap()[0];
+    let tree = s.tree(ep.id).unwrap().unwrap();
+    assert_eq!(tree.steps[0].decision(), Some(&Decision::Edited { final_text: kept.into() }));
+    assert!(matches!(tree.steps[0].step.parsed.action(), Some(Action::Edit { new_text, .. }) if new_text == new), "the model's whole proposal stays the step's action");
+}
+
 #[test]
 fn accept_some_hunks_and_refuse_bad_indices() {
     let f = Fixture::new();

@@ -196,18 +196,18 @@ try {
     throw "done";
   }
   if (process.env.KEEL_E2E_CASE === "review") {
-    // The inline preview of a two-hunk edit: lenses per hunk, added text after the lines, removed
-    // lines struck through; Alt+] / Alt+[ move; "Another" replaces it; Alt+Y keeps hunk 1, the
-    // lens drops hunk 2; only hunk 1 lands.
+    // The inline preview of a three-hunk edit: lenses per hunk, added text after the lines, removed
+    // lines struck through; Alt+] / Alt+[ move; "Another" replaces it; Alt+Y keeps hunk 1, Alt+N
+    // drops hunk 2, the lens keeps hunk 3; exactly hunks 1 and 3 land.
     const keep = page.locator(".codelens-decoration a", { hasText: "Keel: Keep hunk" });
-    await keep.nth(1).waitFor();
+    await keep.nth(2).waitFor();
     facts.preview_first = await waitPreview("the first preview", (p) => p.after.some((a) => a.includes("a: int")));
     facts.review_lenses = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
     log(`preview: ${JSON.stringify(facts.preview_first)}; lenses ${JSON.stringify(facts.review_lenses)}`);
     await editor.locator(".view-lines").click();
     await gotoLine(1);
     facts.jumps = [];
-    for (const key of ["Alt+BracketRight", "Alt+BracketRight", "Alt+BracketLeft"]) {
+    for (const key of ["Alt+BracketRight", "Alt+BracketRight", "Alt+BracketRight", "Alt+BracketLeft"]) {
       await page.keyboard.press(key);
       await page.waitForTimeout(300);
       facts.jumps.push(await cursorLine());
@@ -229,8 +229,14 @@ try {
     facts.cursor_after_keep = await cursorLine();
     facts.lenses_after_keep = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
     log(`kept hunk 1; lenses ${JSON.stringify(facts.lenses_after_keep)}`);
-    await page.locator(".codelens-decoration a", { hasText: "Keel: Drop hunk" }).nth(1).click();
+    await page.keyboard.press("Alt+N");
+    await page.locator(".codelens-decoration a", { hasText: "(dropped)" }).first().waitFor();
+    facts.cursor_after_drop = await cursorLine();
+    facts.lenses_after_drop = (await page.locator(".codelens-decoration a").allInnerTexts()).map((s) => s.trim());
+    log(`dropped hunk 2; lenses ${JSON.stringify(facts.lenses_after_drop)}`);
+    await page.locator(".codelens-decoration a", { hasText: "Keel: Keep hunk 3/3" }).first().click();
     await editor.locator(".view-line", { hasText: "return a + b" }).waitFor();
+    await editor.locator(".view-line", { hasText: "def neg(a: float):" }).waitFor();
     await page.locator(".statusbar-item", { hasText: "finished" }).first().waitFor();
     facts.status_after = (await status.first().innerText()).trim();
     await editor.locator(".view-lines").click();
