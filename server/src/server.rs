@@ -103,6 +103,22 @@ fn range_of(r: Range) -> keel_trajectory::Range {
     keel_trajectory::Range { start_line: r.start.line, start_character: r.start.character, end_line: r.end.line, end_character: r.end.character }
 }
 
+/// Ends the watches `pick` chooses: each records what the user did to its edit so far (`edited`),
+/// if anything (an undo was recorded when it happened).
+fn end_watches(state: &crate::state::Shared, pick: impl Fn(&Watch) -> bool) {
+    let gone: Vec<Watch> = {
+        let mut inner = lock(&state.inner);
+        let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| pick(w));
+        inner.watches = keep;
+        gone
+    };
+    for w in gone {
+        if let Some(d) = w.final_decision() {
+            state.decide(w.step, d);
+        }
+    }
+}
+
 impl Backend {
     fn spawn_watch_timer(&self) {
         let state = Arc::downgrade(&self.state);
@@ -112,34 +128,14 @@ impl Backend {
                 tick.tick().await;
                 let Some(state) = state.upgrade() else { break };
                 let now = std::time::Instant::now();
-                let expired: Vec<Watch> = {
-                    let mut inner = lock(&state.inner);
-                    let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| w.deadline <= now);
-                    inner.watches = keep;
-                    gone
-                };
-                for w in expired {
-                    if let Some(d) = w.final_decision() {
-                        state.decide(w.step, d);
-                    }
-                }
+                end_watches(&state, |w| w.deadline <= now);
             }
         });
     }
 
     /// Ends all watches (at shutdown): edits still changed are recorded as edited.
     fn close_watches(&self, episode: Option<Uuid>) {
-        let done: Vec<Watch> = {
-            let mut inner = lock(&self.state.inner);
-            let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| episode.is_none_or(|e| w.episode == e));
-            inner.watches = keep;
-            gone
-        };
-        for w in done {
-            if let Some(d) = w.final_decision() {
-                self.state.decide(w.step, d);
-            }
-        }
+        end_watches(&self.state, |w| episode.is_none_or(|e| w.episode == e));
     }
 
     /// `keel/pending`: the pending steps (optionally of one document), for diff views and commands.
@@ -320,17 +316,7 @@ impl Backend {
                 // The agent's next edit of this document is not the user's change of an earlier
                 // one: the watches of earlier steps on it end here, with what the user did so far
                 // (else an edit next to an earlier one would be recorded as the user editing it).
-                let earlier: Vec<Watch> = {
-                    let mut inner = lock(&self.state.inner);
-                    let (gone, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut inner.watches).into_iter().partition(|w| w.uri == uri);
-                    inner.watches = keep;
-                    gone
-                };
-                for w in earlier {
-                    if let Some(d) = w.final_decision() {
-                        self.state.decide(w.step, d);
-                    }
-                }
+                end_watches(&self.state, |w| w.uri == uri);
                 let watch = Watch::new(step, p.episode, uri.clone(), &text, a, b - a, &edit.new_text, std::time::Duration::from_secs(self.state.config().limits.watch_secs));
                 if let Some(w) = watch.clone() {
                     lock(&self.state.inner).watches.push(w);

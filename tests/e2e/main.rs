@@ -57,6 +57,28 @@ pub const THREE_HUNKS: (&str, &str) = (
 );
 /// What replaces [`THREE_HUNKS`]'s old_text when hunks 1 and 3 are kept and hunk 2 dropped.
 pub const THREE_HUNKS_FIRST_AND_THIRD_KEPT: &str = "a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef neg(a: float):";
+/// The hunk review's workspace: [`CALC3`], and a model that proposes [`THREE_HUNKS`] with `int`,
+/// then (after "another") with `float`, then finishes.
+pub fn script_review(ws: &Workspace) {
+    std::fs::write(ws.root.join("calc.py"), CALC3).unwrap();
+    let (old, new) = THREE_HUNKS;
+    ws.model.push(edit(old, &new.replace("float", "int")), false);
+    ws.model.push(edit(old, new), false);
+    ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+}
+
+/// After the review: hunks 1 and 3 in the file; the store holds the first proposal asked for
+/// another and the second kept in part (`edited` with that text). Returns the two steps' ids.
+pub fn check_review(ws: &Workspace) -> (String, String) {
+    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), calc3_first_and_third());
+    let s = Store::open(&ws.store).unwrap();
+    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
+    let tree = s.tree(eps[0].id).unwrap().unwrap();
+    assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: keel_trajectory::RejectCause::Retry, reason: None }));
+    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: THREE_HUNKS_FIRST_AND_THIRD_KEPT.into() }));
+    (tree.steps[0].step.id.to_string(), tree.steps[1].step.id.to_string())
+}
+
 /// [`CALC3`] with hunks 1 and 3 of [`THREE_HUNKS`] applied.
 pub fn calc3_first_and_third() -> String {
     CALC3.replace(THREE_HUNKS.0, THREE_HUNKS_FIRST_AND_THIRD_KEPT)

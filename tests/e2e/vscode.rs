@@ -293,11 +293,7 @@ fn a_crashing_server_is_a_clear_message_in_code_server() {
 #[test]
 fn inline_preview_and_hunk_review_in_code_server() {
     let ws = Workspace::new();
-    std::fs::write(ws.root.join("calc.py"), crate::CALC3).unwrap();
-    let (old, new) = crate::THREE_HUNKS;
-    ws.model.push(edit(old, &new.replace("float", "int")), false);
-    ws.model.push(edit(old, new), false);
-    ws.model.push(Reply::tool("finish", json!({"summary": "add adds"})), false);
+    crate::script_review(&ws);
     let shot = ws.dir.path().join("vscode-hunk-review.png");
     let r = drive(&ws, &bin("keel-lsp"), "review", Some(&shot), None);
     let f = &r["facts"];
@@ -333,10 +329,5 @@ fn inline_preview_and_hunk_review_in_code_server() {
         std::fs::copy(&shot, &doc).unwrap();
     }
 
-    assert_eq!(std::fs::read_to_string(ws.root.join("calc.py")).unwrap(), crate::calc3_first_and_third());
-    let s = Store::open(&ws.store).unwrap();
-    let eps = s.episodes(&EpisodeFilter::default()).unwrap();
-    let tree = s.tree(eps[0].id).unwrap().unwrap();
-    assert_eq!(tree.steps[0].decision(), Some(&Decision::Rejected { cause: keel_trajectory::RejectCause::Retry, reason: None }));
-    assert_eq!(tree.steps[1].decision(), Some(&Decision::Edited { final_text: crate::THREE_HUNKS_FIRST_AND_THIRD_KEPT.into() }));
+    crate::check_review(&ws);
 }

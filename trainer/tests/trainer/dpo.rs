@@ -194,12 +194,17 @@ fn conversational_pairs_with_tools_train() {
 
 /// A non-trivial adapter: a fresh one with B drawn at random.
 fn random_adapter(model: &mut Model, dir: &Path) {
+    random_adapter_with(model, dir, 5, 0.2);
+}
+
+/// A LoRA adapter (r 4) whose B matrices are drawn from `seed`, scaled by `scale`, saved to `dir`.
+fn random_adapter_with(model: &mut Model, dir: &Path, seed: i64, scale: f64) {
     let lora = model.add_lora(LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() }, 3).unwrap();
-    tch::manual_seed(5);
+    tch::manual_seed(seed);
     tch::no_grad(|| {
         for (name, mut t) in lora.vs.variables() {
             if name.ends_with("lora_B") {
-                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.2));
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * scale));
             }
         }
     });
@@ -600,19 +605,9 @@ fn exported_training_runs_under_accelerate_and_its_adapter_comes_back_through_th
     assert_eq!(keel_trajectory::Store::open(&store).unwrap().live_model_version().unwrap().unwrap().id, live.id);
 }
 
-/// An adapter of random weights, different for each seed.
+/// An adapter of the tiny model with random weights, different for each seed.
 fn seeded_adapter(dir: &Path, seed: i64) {
-    let mut m = Model::load(tiny(), &LoadOptions::default()).unwrap();
-    let lora = m.add_lora(LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, ..LoraConfig::default() }, 3).unwrap();
-    tch::manual_seed(seed);
-    tch::no_grad(|| {
-        for (name, mut t) in lora.vs.variables() {
-            if name.ends_with("lora_B") {
-                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5));
-            }
-        }
-    });
-    m.save_adapter(dir).unwrap();
+    random_adapter_with(&mut Model::load(tiny(), &LoadOptions::default()).unwrap(), dir, seed, 0.5);
 }
 
 #[test]

@@ -195,18 +195,7 @@ pub fn record(store: &Store, t: &Task) -> uuid::Uuid {
         let prompt = agent.prompt().clone();
         let parsed = Parsed::Action { action: a.clone(), call_id: Some("c".into()) };
         let output = ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] };
-        let step = Step {
-            id: new_id(),
-            episode_id: ep.id,
-            parent_id: parent,
-            state_hash: state_hash(&prompt),
-            created_at: 2_000,
-            prompt: prompt.clone(),
-            output: output.clone(),
-            parsed: parsed.clone(),
-            model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
-            timings: Timings::default(),
-        };
+        let step = step_of(&ep, parent, &prompt, &output, &parsed);
         let _ = w.append(Record::Step(step.clone()));
         let obs = match (&a, &d) {
             (Action::Finish { .. }, _) => None,
@@ -497,18 +486,7 @@ fn replay_rebuilds_an_edited_step_with_the_text_the_user_kept() {
     for (a, d) in [(wrong, Decision::Edited { final_text: t.fix.clone() }), (Action::Finish { summary: "fixed".into() }, Decision::Auto)] {
         let parsed = Parsed::Action { action: a.clone(), call_id: Some("c".into()) };
         let output = ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] };
-        let step = Step {
-            id: new_id(),
-            episode_id: ep.id,
-            parent_id: parent,
-            state_hash: state_hash(agent.prompt()),
-            created_at: 2_000,
-            prompt: agent.prompt().clone(),
-            output: output.clone(),
-            parsed: parsed.clone(),
-            model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
-            timings: Timings::default(),
-        };
+        let step = step_of(&ep, parent, agent.prompt(), &output, &parsed);
         let _ = w.append(Record::Step(step.clone()));
         let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: d }));
         if let Action::Edit { path, .. } = &a {
@@ -553,7 +531,7 @@ fn a_resampled_automatic_rejection_replays_with_the_rules_message() {
     for output in outputs {
         let prompt = agent.prompt().clone();
         let u = agent.step_unattended(&output, &session);
-        let step = Step { id: new_id(), episode_id: ep.id, parent_id: parent, state_hash: state_hash(&prompt), created_at: 2_000, prompt, output, parsed: u.parsed.clone(), model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) }, timings: Timings::default() };
+        let step = step_of(&ep, parent, &prompt, &output, &u.parsed);
         let _ = w.append(Record::Step(step.clone()));
         let _ = w.append(Record::Decision(DecisionEvent { step_id: step.id, at: 2_001, decision: u.decision.clone() }));
         if let Some(obs) = &u.observation {
@@ -634,4 +612,20 @@ fn task_episode(t: &Task) -> (Episode, keel_agent::Agent) {
     };
     let agent = keel_agent::Agent::new(Prompt { messages: vec![Message::system("You are Keel."), Message::user(format!("Fix task #{} please", t.id))], tools: tools_schema() }, keel_agent::DEFAULT_OBSERVATION_BYTES);
     (ep, agent)
+}
+
+/// A step of `ep` by the base model at `prompt` (below `parent`).
+fn step_of(ep: &Episode, parent: Option<uuid::Uuid>, prompt: &Prompt, output: &ModelOutput, parsed: &Parsed) -> Step {
+    Step {
+        id: new_id(),
+        episode_id: ep.id,
+        parent_id: parent,
+        state_hash: state_hash(prompt),
+        created_at: 2_000,
+        prompt: prompt.clone(),
+        output: output.clone(),
+        parsed: parsed.clone(),
+        model: ModelRef { name: "keel".into(), version: Some("keel@base".into()) },
+        timings: Timings::default(),
+    }
 }
