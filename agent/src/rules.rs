@@ -167,8 +167,34 @@ impl Agent {
     /// One step with nobody to review it: reads and proposals are carried out in `ws` (edits
     /// written, commands run), automatic rejections follow the same rules as in the editor.
     pub fn step_unattended(&mut self, output: &ModelOutput, ws: &dyn Workspace) -> Unattended {
+        self.step_reviewed(output, ws, &mut |_| Review::Unreviewed)
+    }
+
+    /// One step judged by a reviewer (a simulated user) where the editor would ask the user: an edit
+    /// or a command the rules let through is accepted, sent back for another, or rejected with a
+    /// reason — recorded as keel-lsp records the user's decision (`accepted`, `rejected`/`retry`,
+    /// `rejected`/`user`), and the model is shown what keel-lsp shows it.
+    pub fn step_reviewed(&mut self, output: &ModelOutput, ws: &dyn Workspace, review: &mut dyn FnMut(&Action) -> Review) -> Unattended {
         let parsed = keel_trajectory::action::parse_output(output);
         let verdict = self.judge(&parsed, ws);
+        let asks = matches!(verdict, Verdict::Edit { .. } | Verdict::Run { .. });
+        let accepted = match (asks, parsed.action()) {
+            (true, Some(action)) => match review(action) {
+                Review::Unreviewed => Decision::Unreviewed,
+                Review::Accept => Decision::Accepted,
+                Review::Another(reason) => {
+                    let decision = Decision::Rejected { cause: RejectCause::Retry, reason };
+                    return Unattended { parsed, decision, observation: None, advanced: false, finished: false };
+                }
+                Review::Reject(reason) => {
+                    let obs = tools::user_rejected(reason.as_deref());
+                    self.advance(&parsed, output, &obs);
+                    let decision = Decision::Rejected { cause: RejectCause::User, reason };
+                    return Unattended { parsed, decision, observation: Some(obs), advanced: true, finished: false };
+                }
+            },
+            _ => Decision::Unreviewed,
+        };
         let (decision, observation, finished) = match verdict {
             Verdict::Rejected { cause, message } => {
                 let decision = Decision::Rejected { cause, reason: Some(message.clone()) };
@@ -181,7 +207,7 @@ impl Agent {
             Verdict::Edit { path, prepared } => match ws.write(&path, &prepared.proposed()) {
                 Ok(()) => {
                     self.edit_applied();
-                    (Decision::Unreviewed, tools::edit_applied(&path), false)
+                    (accepted, tools::edit_applied(&path), false)
                 }
                 Err(e) => {
                     let decision = Decision::Rejected { cause: RejectCause::NotApplied, reason: Some(e.clone()) };
@@ -190,7 +216,7 @@ impl Agent {
                     return Unattended { parsed, decision, observation: Some(obs), advanced: true, finished: false };
                 }
             },
-            Verdict::Run { command } => (Decision::Unreviewed, ws.run(&command), false),
+            Verdict::Run { command } => (accepted, ws.run(&command), false),
             Verdict::Finish { .. } => (Decision::Auto, Observation::default(), true),
         };
         if finished {
@@ -199,6 +225,18 @@ impl Agent {
         self.advance(&parsed, output, &observation);
         Unattended { parsed, decision, observation: Some(observation), advanced: true, finished: false }
     }
+}
+
+/// A reviewer's answer to a proposed edit or command ([`Agent::step_reviewed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Review {
+    /// Nobody reviews it: carried out, recorded `unreviewed`.
+    Unreviewed,
+    Accept,
+    /// "Another": not carried out, a sibling is sampled at the same state.
+    Another(Option<String>),
+    /// Rejected: the state moves on, the model is told (with the reason).
+    Reject(Option<String>),
 }
 
 /// How an unattended episode ended.
@@ -215,13 +253,26 @@ pub fn run_unattended<E>(
     agent: &mut Agent,
     ws: &dyn Workspace,
     max_steps: usize,
+    sample: impl FnMut(&Prompt, usize) -> Result<ModelOutput, E>,
+    each: impl FnMut(&Prompt, &ModelOutput, &Unattended),
+) -> Result<RunEnd, E> {
+    run_reviewed(agent, ws, max_steps, sample, &mut |_: &Prompt, _: &Action| Review::Unreviewed, each)
+}
+
+/// [`run_unattended`] with a reviewer deciding each edit and command the rules let through (it is
+/// given the state it was proposed at).
+pub fn run_reviewed<E>(
+    agent: &mut Agent,
+    ws: &dyn Workspace,
+    max_steps: usize,
     mut sample: impl FnMut(&Prompt, usize) -> Result<ModelOutput, E>,
+    review: &mut dyn FnMut(&Prompt, &Action) -> Review,
     mut each: impl FnMut(&Prompt, &ModelOutput, &Unattended),
 ) -> Result<RunEnd, E> {
     for n in 0..max_steps {
         let prompt = agent.prompt().clone();
         let output = sample(&prompt, n)?;
-        let u = agent.step_unattended(&output, ws);
+        let u = agent.step_reviewed(&output, ws, &mut |a| review(&prompt, a));
         each(&prompt, &output, &u);
         if u.finished {
             return Ok(RunEnd::Finished);

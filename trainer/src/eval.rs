@@ -57,6 +57,8 @@ pub struct EvalConfig {
     pub client: String,
     /// The engine socket (`None`: `DOCKER_HOST`).
     pub socket: Option<String>,
+    /// A simulated user deciding edits and commands by a rule (`None`: nobody reviews them).
+    pub user: Option<crate::user_rule::UserRule>,
 }
 
 impl Default for EvalConfig {
@@ -71,6 +73,7 @@ impl Default for EvalConfig {
             observation_bytes: keel_agent::DEFAULT_OBSERVATION_BYTES,
             client: "keel-train eval".into(),
             socket: None,
+            user: None,
         }
     }
 }
@@ -144,7 +147,7 @@ pub struct EpisodeResult {
     pub loops: usize,
     pub edits_applied: usize,
     pub empty_patch: bool,
-    /// The tools called, in order (`!` marks an automatic rejection).
+    /// The tools called, in order (`!` marks an automatic rejection, `?` one the simulated user refused).
     pub actions: Vec<String>,
     pub verify_exit: Option<i32>,
     /// The start of `verify`'s output.
@@ -157,6 +160,12 @@ pub struct EpisodeResult {
     pub meta: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With a simulated user: the edits and commands it was asked about, and how many it refused
+    /// ("another" or rejected).
+    #[serde(default)]
+    pub user_reviewed: usize,
+    #[serde(default)]
+    pub user_refused: usize,
 }
 
 impl EpisodeResult {
@@ -183,6 +192,8 @@ impl EpisodeResult {
             episode: None,
             meta: task.meta.clone(),
             error: None,
+            user_reviewed: 0,
+            user_refused: 0,
         }
     }
 }
@@ -256,7 +267,12 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
     let model_ms = std::cell::Cell::new(0u64);
     let end = {
         let ws = session.workspace();
-        let end = keel_agent::run_unattended(
+        let mut user = cfg.user.map(|rule| crate::user_rule::SimulatedUser::new(rule, task, ws.root_hint()));
+        let mut review = |state: &keel_trajectory::Prompt, action: &keel_trajectory::Action| match user.as_mut() {
+            Some(u) => u.review(state, action),
+            None => keel_agent::Review::Unreviewed,
+        };
+        let end = keel_agent::run_reviewed(
             &mut agent,
             ws,
             max_steps,
@@ -267,6 +283,7 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
                 model_ms.set(model_ms.get() + t0.elapsed().as_millis() as u64);
                 out
             },
+            &mut review,
             |prompt, output, u| {
                 if !recorded_episode {
                     version = policy.version();
@@ -280,17 +297,26 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
                     Parsed::Error { .. } => "invalid".to_string(),
                 };
                 match &u.decision {
+                    Decision::Accepted => r.user_reviewed += 1,
+                    Decision::Rejected { cause: RejectCause::Retry | RejectCause::User, .. } => {
+                        r.user_reviewed += 1;
+                        r.user_refused += 1;
+                    }
+                    _ => {}
+                }
+                match &u.decision {
                     Decision::Rejected { cause, .. } => {
                         if *cause == RejectCause::Loop {
                             r.loops += 1;
                         } else if is_invalid(*cause) {
                             r.invalid_calls += 1;
                         }
-                        r.actions.push(format!("{tool}!"));
+                        let user = matches!(cause, RejectCause::Retry | RejectCause::User);
+                        r.actions.push(format!("{tool}{}", if user { "?" } else { "!" }));
                     }
                     d => {
                         r.actions.push(tool);
-                        if let (Decision::Unreviewed, Parsed::Action { action: keel_trajectory::Action::Edit { path, .. }, .. }) = (d, &u.parsed) {
+                        if let (Decision::Unreviewed | Decision::Accepted, Parsed::Action { action: keel_trajectory::Action::Edit { path, .. }, .. }) = (d, &u.parsed) {
                             r.edits_applied += 1;
                             if let Ok(p) = keel_agent::normalize_path(path, ws.root_hint()) {
                                 if !touched.contains(&p) {
@@ -403,6 +429,10 @@ pub struct Summary {
     pub mean_steps: f64,
     /// Episodes that failed to run (engine or model errors): counted as failures above.
     pub errors: usize,
+    /// With a simulated user: the share of the edits and commands it was asked about that it
+    /// refused ("another" or rejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_refusal_rate: Option<Rate>,
 }
 
 pub fn summarize(results: &[EpisodeResult]) -> Summary {
@@ -418,6 +448,10 @@ pub fn summarize(results: &[EpisodeResult]) -> Summary {
         empty_patch_rate: wilson(results.iter().filter(|r| r.empty_patch).count(), n),
         mean_steps: if n == 0 { 0.0 } else { steps as f64 / n as f64 },
         errors: results.iter().filter(|r| r.error.is_some()).count(),
+        user_refusal_rate: {
+            let asked: usize = results.iter().map(|r| r.user_reviewed).sum();
+            (asked > 0).then(|| wilson(results.iter().map(|r| r.user_refused).sum(), asked))
+        },
     }
 }
 
@@ -495,7 +529,7 @@ pub fn report_json(run: &SuiteRun, cfg: &EvalConfig, model: &ModelRef, suite: &P
     let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
     v["suite"] = json!(suite.display().to_string());
     v["model"] = json!({"name": model.name, "version": model.version});
-    v["settings"] = json!({"samples": cfg.samples, "seed": cfg.seed, "temperature": cfg.temperature, "max_steps": cfg.max_steps, "parallel": cfg.parallel, "image": cfg.image});
+    v["settings"] = json!({"samples": cfg.samples, "seed": cfg.seed, "temperature": cfg.temperature, "max_steps": cfg.max_steps, "parallel": cfg.parallel, "image": cfg.image, "user_rule": cfg.user.map(|u| u.name())});
     v["wall_ms"] = json!(run.wall_ms);
     let total = |f: fn(&EpisodeResult) -> u64| run.results.iter().map(f).sum::<u64>();
     v["time_ms"] = json!({"model": total(|r| r.model_ms), "tools": total(|r| r.tools_ms), "verify": total(|r| r.verify_ms), "episodes": total(|r| r.wall_ms)});
@@ -544,6 +578,9 @@ pub fn table(run: &SuiteRun) -> String {
         pct(&sum.empty_patch_rate),
         sum.mean_steps
     ));
+    if let Some(r) = &sum.user_refusal_rate {
+        s.push_str(&format!("user refused   {}  (of the {} edits and commands it was asked about)\n", pct(r), r.n));
+    }
     if sum.errors > 0 {
         s.push_str(&format!("{} episode(s) failed to run (counted as failures); see `error` in the report\n", sum.errors));
     }

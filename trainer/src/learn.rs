@@ -110,6 +110,8 @@ pub struct LoopConfig {
     /// A held-out report of the starting policy to reuse (same suite, samples, seed) instead of
     /// evaluating it again.
     pub baseline: Vec<PathBuf>,
+    /// A simulated user deciding the edits and commands of every episode the loop runs.
+    pub user: Option<crate::user_rule::UserRule>,
 }
 
 /// A task's identity across suites: its instruction and starting files.
@@ -325,6 +327,7 @@ fn eval_suite(cfg: &LoopConfig, tasks: &[TaskSpec], adapter: Option<&Path>, out:
         temperature: cfg.eval_temperature,
         max_steps: cfg.max_steps,
         client: "keel-train loop (eval)".into(),
+        user: cfg.user,
         ..Default::default()
     };
     let model = ModelRef { name: "keel".into(), version: p.version() };
@@ -401,6 +404,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
                 temperature: cfg.collect_temperature,
                 max_steps: cfg.max_steps,
                 client: "keel-train collect".into(),
+                user: cfg.user,
                 ..Default::default()
             };
             let model = ModelRef { name: "keel".into(), version: p.version() };
@@ -425,6 +429,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
                 image: cfg.image.clone(),
                 max_steps: cfg.max_steps.max(with_fix.iter().map(|t| t.fix.len() + 3).max().unwrap_or(0)),
                 client: "keel-train demo".into(),
+                user: cfg.user,
                 ..Default::default()
             };
             let model = ModelRef { name: "demo".into(), version: Some("demo".into()) };

@@ -26,3 +26,4 @@ pub mod search;
 pub mod serve;
 pub mod sft;
 pub mod train;
+pub mod user_rule;

@@ -142,6 +142,10 @@ struct LoopArgs {
     /// task that ships its fix adds one demonstration episode: run the tests, the fix, run, finish).
     #[arg(long)]
     no_demos: bool,
+    /// A simulated user decides the edits and commands of the collected, demonstrated and
+    /// evaluated episodes by a stated rule (`tests`), recorded as a person's decisions
+    #[arg(long)]
+    user_rule: Option<String>,
 }
 
 /// `--model`, or the default model when it is not given.
@@ -217,6 +221,7 @@ fn learn(a: LoopArgs) -> Result<()> {
         dpo_lr: a.dpo_lr,
         baseline: a.baseline,
         demos: !a.no_demos,
+        user: a.user_rule.as_deref().map(keel_trainer::user_rule::UserRule::parse).transpose()?,
     };
     let report = learn::run(&cfg)?;
     eprint!("{}", learn::summary(&report));
@@ -266,6 +271,10 @@ struct AgentRunArgs {
     /// Run at most this many tasks (a choice fixed by the seed).
     #[arg(long)]
     max_tasks: Option<usize>,
+    /// A simulated user decides every edit and command by a stated rule, recorded as a person's
+    /// decisions (`tests`: run the tests, leave them alone; docs/tasks.md)
+    #[arg(long)]
+    user_rule: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -799,6 +808,7 @@ fn agent_run(a: AgentRunArgs, out: Option<PathBuf>, store: Option<Option<PathBuf
         temperature: a.temperature,
         max_steps: a.max_steps.max(1),
         client: client.to_string(),
+        user: a.user_rule.as_deref().map(keel_trainer::user_rule::UserRule::parse).transpose()?,
         ..Default::default()
     };
     let model = keel_trajectory::ModelRef { name: a.model_name.clone(), version: policy.version() };

@@ -191,6 +191,85 @@ use std::os::unix::fs::PermissionsExt;
 /// loops, invalid calls or empty patches rise beyond the tolerance, is refused; one that is no
 /// worse is promoted. (The schedule refuses on this verdict whatever the preference margins say:
 /// `schedule.rs`, stage `eval`.)
+/// Proposes a fixed sequence, one answer per call, whatever the state.
+struct Sequence(std::sync::Mutex<std::vec::IntoIter<Action>>);
+
+impl Policy for Sequence {
+    fn sample(&self, _prompt: &Prompt, k: usize, _seed: u64) -> anyhow::Result<Vec<ModelOutput>> {
+        let a = self.0.lock().unwrap().next().unwrap_or(Action::Finish { summary: "done".into() });
+        Ok((0..k).map(|i| ModelOutput { content: None, tool_calls: vec![a.to_tool_call(format!("c{i}"))] }).collect())
+    }
+    fn version(&self) -> Option<String> {
+        Some("sequence@1".into())
+    }
+}
+
+/// `--user-rule tests`: the simulated user asks for another when a command does not run the tests
+/// or an edit touches them, rejects the third refusal at one state, accepts the rest — recorded as
+/// keel-lsp records a person's decisions, shown to the model as keel-lsp shows them, and mined
+/// into human pairs (an accepted step over its refused siblings).
+#[test]
+fn a_simulated_user_decides_by_its_rule_and_its_decisions_are_a_persons() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    calc_task(&suite, "user", "fix it");
+    let toml = suite.join("user/task.toml");
+    std::fs::write(&toml, std::fs::read_to_string(&toml).unwrap().replace("max_steps = 5", "max_steps = 9")).unwrap();
+    let (tasks, _) = discover(&suite).unwrap();
+    let run = |c: &str| Action::Run { command: c.into() };
+    let policy = Sequence(std::sync::Mutex::new(
+        vec![
+            run("test_calc.py"),
+            Action::Edit { path: "test_calc.py".into(), old_text: "assert add(2, 3) == 5".into(), new_text: "assert True".into() },
+            run("python3 test_calc.py"),
+            run("cat calc.py"),
+            run("python3 -c 'print(1)'"),
+            run("ls"),
+            Action::Edit { path: "/work/calc.py".into(), old_text: "a - b".into(), new_text: "a + b".into() },
+            run("python3 -m pytest -q test_calc.py"),
+        ]
+        .into_iter(),
+    ));
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let writer = store.writer().unwrap();
+    let cfg = EvalConfig { parallel: 1, user: Some(keel_trainer::user_rule::UserRule::parse("tests").unwrap()), ..Default::default() };
+    let model = ModelRef { name: "sequence".into(), version: None };
+    let r = eval::run_suite(&tasks, &policy, &Envs::new(None), &cfg, &model, Some(&writer), &|_| {});
+    writer.flush().wait().unwrap();
+    let r = &r.results[0];
+    assert_eq!(r.actions, vec!["run?", "edit?", "run", "run?", "run?", "run?", "edit", "run", "finish"], "{r:?}");
+    assert!(r.success && !r.empty_patch && r.edits_applied == 1, "{r:?}");
+    assert_eq!((r.user_reviewed, r.user_refused), (8, 5));
+    assert_eq!((r.invalid_calls, r.loops), (0, 0), "a person's refusals are neither invalid calls nor loops");
+    let s = eval::summarize(std::slice::from_ref(r));
+    assert_eq!(s.user_refusal_rate.map(|x| x.value), Some(5.0 / 8.0));
+
+    let ep = store.episodes(&EpisodeFilter::default()).unwrap();
+    let t = store.tree(ep[0].id).unwrap().unwrap();
+    let kinds: Vec<String> = t
+        .steps
+        .iter()
+        .map(|s| match s.decision().unwrap() {
+            Decision::Rejected { cause, .. } => format!("{cause:?}"),
+            d => d.kind().to_string(),
+        })
+        .collect();
+    assert_eq!(kinds, vec!["Retry", "Retry", "accepted", "Retry", "Retry", "User", "accepted", "accepted", "auto"]);
+    // "Another" keeps the state (siblings); the rejection moves it on and tells the model why.
+    assert_eq!(t.steps[0].step.state_hash, t.steps[2].step.state_hash);
+    assert_eq!(t.steps[3].step.state_hash, t.steps[5].step.state_hash);
+    assert_ne!(t.steps[5].step.state_hash, t.steps[6].step.state_hash);
+    let told = t.steps[6].step.prompt.messages.last().unwrap().content.clone().unwrap_or_default();
+    assert!(told.contains("The user rejected this. Reason: run the tests"), "{told}");
+    // The accepted command over its two refused siblings; nothing chosen at the rejected state.
+    let mined = keel_trainer::pairs::mine(&t);
+    let human: Vec<_> = mined.iter().filter(|p| p.source == keel_trainer::pairs::Source::Human).collect();
+    assert_eq!(human.len(), 2, "{mined:#?}");
+    for p in &human {
+        assert!(p.chosen.to_string().contains("python3 test_calc.py"), "{}", p.chosen);
+    }
+}
+
 #[test]
 fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
     let row = |task: &str, success: bool, loops: usize| eval::EpisodeResult {
@@ -214,6 +293,8 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
         episode: None,
         meta: serde_json::Value::Null,
         error: None,
+        user_reviewed: 0,
+        user_refused: 0,
     };
     let g = eval::GateConfig::default();
     let before = vec![row("a", true, 0), row("b", true, 0), row("c", false, 0), row("d", false, 0)];
