@@ -9,7 +9,8 @@
 //!   at that state that was accepted or edited).
 //! - `auto`: a step the server rejected on its own (bad tool call, unknown tool, loop, empty edit,
 //!   ...) is rejected against the next valid action at that state (accepted, edited, or run
-//!   automatically — but not a read that failed, such as `view_file` of a file that is not there).
+//!   automatically — but not a read that failed, such as `view_file` of a file that is not there,
+//!   nor a `finish` unless the episode's verification passed: giving up is no better an answer).
 //!
 //! Pairs are conversational, in TRL's format: the state's messages as `prompt`, one assistant
 //! message each as `chosen` and `rejected`, and the `tools` schema.
@@ -151,6 +152,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The pairs of one episode.
 pub fn mine(tree: &EpisodeTree) -> Vec<Pair> {
     let mut pairs = Vec::new();
+    // Giving up is no better an answer than a rejected one: `finish` is the chosen side of an
+    // automatic rejection only in an episode whose verification passed.
+    let passed = tree.end.as_ref().and_then(|e| e.outcome.as_ref()).is_some_and(|o| o.passed);
     for (depth, state) in tree.states().into_iter().enumerate() {
         let steps = &state.steps;
         for (i, s) in steps.iter().enumerate() {
@@ -180,6 +184,7 @@ pub fn mine(tree: &EpisodeTree) -> Vec<Pair> {
                         matches!(c.step.parsed, Parsed::Action { .. })
                             && matches!(c.decision(), Some(Decision::Accepted | Decision::Edited { .. } | Decision::Auto))
                             && !failed_read(c)
+                            && !(matches!(c.step.parsed.action(), Some(Action::Finish { .. })) && !passed)
                     });
                     if let Some(c) = valid {
                         pairs.push(pair(tree, depth, c, assistant(c), s, Source::Auto));

@@ -206,9 +206,10 @@ fn the_four_rules() {
 }
 
 /// An automatic rejection is paired with the next valid action at its state — never with a read
-/// that failed (`view_file` of a file that is not there): that ran, but is no better an answer.
+/// that failed (`view_file` of a file that is not there): that ran, but is no better an answer; nor
+/// with a `finish`, unless the episode passed its verification.
 #[test]
-fn a_failed_read_is_never_the_chosen_side() {
+fn a_failed_read_or_giving_up_is_never_the_chosen_side() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("k.db")).unwrap();
     let mut r = Rec::new(&store);
@@ -226,4 +227,21 @@ fn a_failed_read_is_never_the_chosen_side() {
     assert_eq!(mined.len(), 1, "{mined:?}");
     assert_eq!(mined[0].meta["rejected_step"], looped.id.to_string());
     assert_eq!(mined[0].meta["chosen_step"], read.id.to_string(), "the failed read is skipped");
+
+    // Nor is giving up: a `finish` after a loop is the chosen side only when the episode passed.
+    for passed in [None, Some(false), Some(true)] {
+        let mut r = Rec::new(&store);
+        let looped = r.step(None, &p0, act(Action::Run { command: "pytest".into() }), &[rejected(RejectCause::Loop, None)]);
+        let finish = r.step(None, &p0, act(Action::Finish { summary: "done".into() }), &[Decision::Auto]);
+        let outcome = passed.map(|passed| Outcome { command: "pytest".into(), passed, exit_code: Some(i32::from(!passed)), output: String::new() });
+        let end = EpisodeEndEvent { episode_id: r.ep.id, at: r.t + 1, end: EpisodeEnd::Finished { summary: None }, outcome };
+        r.w.append(Record::EpisodeEnd(end)).wait().unwrap();
+        let mined = pairs::mine(&store.tree(r.ep.id).unwrap().unwrap());
+        if passed == Some(true) {
+            assert_eq!(mined.len(), 1, "{mined:?}");
+            assert_eq!((&mined[0].meta["chosen_step"], &mined[0].meta["rejected_step"]), (&finish.id.to_string().into(), &looped.id.to_string().into()));
+        } else {
+            assert!(mined.is_empty(), "outcome {passed:?}: {mined:?}");
+        }
+    }
 }
