@@ -98,7 +98,7 @@ pub fn task_image(task: &TaskSpec, default: Option<&str>) -> String {
 pub struct GateConfig {
     /// The most the mean paired per-task success may fall (0: not at all).
     pub success_drop: f64,
-    /// The most each failure-mode rate (invalid calls, loops, empty patches) may rise.
+    /// The most each failure-mode rate (invalid calls, loops, empty patches, giving up) may rise.
     pub failure_rise: f64,
 }
 
@@ -119,7 +119,12 @@ pub fn task_gate(before: &[EpisodeResult], after: &[EpisodeResult], g: &GateConf
     if delta < -g.success_drop {
         reasons.push(format!("held-out success falls: paired Δ {delta:+.3} [{:+.3}, {:+.3}]", p["low"].as_f64().unwrap_or(0.0), p["high"].as_f64().unwrap_or(0.0)));
     }
-    for (name, rb, ra) in [("invalid calls", b.invalid_call_rate, a.invalid_call_rate), ("loops", b.loop_rate, a.loop_rate), ("empty patches", b.empty_patch_rate, a.empty_patch_rate)] {
+    for (name, rb, ra) in [
+        ("invalid calls", b.invalid_call_rate, a.invalid_call_rate),
+        ("loops", b.loop_rate, a.loop_rate),
+        ("empty patches", b.empty_patch_rate, a.empty_patch_rate),
+        ("giving up", b.gave_up_rate, a.gave_up_rate),
+    ] {
         if ra.value - rb.value > g.failure_rise {
             reasons.push(format!("{name} rise from {:.1}% to {:.1}%", 100.0 * rb.value, 100.0 * ra.value));
         }
@@ -169,6 +174,12 @@ pub struct EpisodeResult {
 }
 
 impl EpisodeResult {
+    /// Failed, and finished without carrying anything out (every step before the `finish` was
+    /// rejected, by the rules or the user).
+    pub fn gave_up(&self) -> bool {
+        !self.success && self.end == "finished" && self.actions.iter().all(|a| a == "finish" || a.ends_with('!') || a.ends_with('?'))
+    }
+
     /// A run of `task` that has not happened yet (an error until it does).
     fn empty(task: &TaskSpec, sample: usize, seed: u64) -> EpisodeResult {
         EpisodeResult {
@@ -426,6 +437,10 @@ pub struct Summary {
     pub invalid_call_rate: Rate,
     pub loop_rate: Rate,
     pub empty_patch_rate: Rate,
+    /// Episodes that failed by finishing without carrying anything out (no read, no command, no
+    /// edit): a policy that declines to try has no loops and no invalid calls, so this is what
+    /// shows it.
+    pub gave_up_rate: Rate,
     pub mean_steps: f64,
     /// Episodes that failed to run (engine or model errors): counted as failures above.
     pub errors: usize,
@@ -446,6 +461,7 @@ pub fn summarize(results: &[EpisodeResult]) -> Summary {
         invalid_call_rate: wilson(results.iter().map(|r| r.invalid_calls).sum(), steps),
         loop_rate: wilson(results.iter().filter(|r| r.loops > 0).count(), n),
         empty_patch_rate: wilson(results.iter().filter(|r| r.empty_patch).count(), n),
+        gave_up_rate: wilson(results.iter().filter(|r| r.gave_up()).count(), n),
         mean_steps: if n == 0 { 0.0 } else { steps as f64 / n as f64 },
         errors: results.iter().filter(|r| r.error.is_some()).count(),
         user_refusal_rate: {
@@ -567,7 +583,7 @@ pub fn table(run: &SuiteRun) -> String {
     }
     let sum = summarize(&run.results);
     s.push_str(&format!(
-        "\n{} tasks, {} episodes in {:.1} min ({:.2} episodes/min)\nsuccess        {}\ninvalid calls  {}  (of answers)\nloops          {}\nempty patches  {}\nmean steps     {:.2}\n",
+        "\n{} tasks, {} episodes in {:.1} min ({:.2} episodes/min)\nsuccess        {}\ninvalid calls  {}  (of answers)\nloops          {}\nempty patches  {}\ngave up        {}\nmean steps     {:.2}\n",
         sum.tasks,
         sum.episodes,
         run.wall_ms as f64 / 60_000.0,
@@ -576,6 +592,7 @@ pub fn table(run: &SuiteRun) -> String {
         pct(&sum.invalid_call_rate),
         pct(&sum.loop_rate),
         pct(&sum.empty_patch_rate),
+        pct(&sum.gave_up_rate),
         sum.mean_steps
     ));
     if let Some(r) = &sum.user_refusal_rate {

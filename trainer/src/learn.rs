@@ -614,7 +614,7 @@ pub fn summary(report: &Value) -> String {
     let pct = |v: &Value| format!("{:5.1}%", 100.0 * v["value"].as_f64().unwrap_or(0.0));
     for su in report["suites"].as_array().into_iter().flatten() {
         s.push_str(&format!("{}\n  {:<14} {:>8} {:>8}\n", su["suite"].as_str().unwrap_or(""), "", "before", "after"));
-        for k in ["success_rate", "invalid_call_rate", "loop_rate", "empty_patch_rate"] {
+        for k in ["success_rate", "invalid_call_rate", "loop_rate", "empty_patch_rate", "gave_up_rate"] {
             s.push_str(&format!("  {k:<18} {} {}\n", pct(&su["before"][k]), pct(&su["after"][k])));
         }
         let p = &su["paired_success"];

@@ -93,7 +93,7 @@ pub struct TasksSection {
     /// The most the mean paired per-task held-out success may fall.
     #[serde(default)]
     pub success_drop: f64,
-    /// The most each failure-mode rate (invalid calls, loops, empty patches) may rise.
+    /// The most each failure-mode rate (invalid calls, loops, empty patches, giving up) may rise.
     #[serde(default = "failure_rise")]
     pub failure_rise: f64,
 }

@@ -311,6 +311,16 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
     assert_eq!(v["verdict"], "refuse", "{v}");
     assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("loops rise")), "{v}");
 
+    // As many solved, no loops left — because every failing episode now finishes at once without
+    // trying anything: refused for giving up (what DPO on `finish`-chosen pairs once taught).
+    let quit = |t: &str| eval::EpisodeResult { end: "finished".into(), actions: vec!["run?".into(), "finish".into()], ..row(t, false, 0) };
+    let quitter = vec![row("a", true, 0), row("b", true, 0), quit("c"), quit("d")];
+    let v = eval::task_gate(&before, &quitter, &g);
+    assert_eq!(v["verdict"], "refuse", "{v}");
+    assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("giving up rise from 0.0% to 50.0%")), "{v}");
+    let tried = eval::EpisodeResult { actions: vec!["view_file".into(), "finish".into()], ..quit("f") };
+    assert!(quit("e").gave_up() && !tried.gave_up(), "a read carried out is trying");
+
     let better = vec![row("a", true, 0), row("b", true, 0), row("c", true, 0), row("d", false, 0)];
     let v = eval::task_gate(&before, &better, &g);
     assert_eq!(v["verdict"], "promote", "{v}");
