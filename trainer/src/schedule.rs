@@ -393,8 +393,19 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     let retry = runs.last().filter(|r| r.status == "failed" && attempts(r) < MAX_ATTEMPTS);
     let mut run = match (runs.iter().find(|r| r.status == "running"), retry) {
         (Some(r), _) => {
+            // We hold the lock, so the scheduler that left this run `running` is gone: say so,
+            // and keep the interruption in the run's history.
+            let mut r = r.clone();
+            let pid = r.detail.pointer("/scheduler/pid").cloned().unwrap_or(Value::Null);
+            eprintln!("schedule: run {} was interrupted at stage `{}` (its scheduler, pid {pid}, stopped without ending it)", r.id, r.stage);
             eprintln!("schedule: resuming run {} at stage `{}`", r.id, r.stage);
-            r.clone()
+            let at = now_ms();
+            let entry = json!({"stage": r.stage, "pid": pid, "noticed_at": at});
+            match r.detail.get_mut("interrupted").and_then(Value::as_array_mut) {
+                Some(list) => list.push(entry),
+                None => r.detail["interrupted"] = json!([entry]),
+            }
+            r
         }
         (None, Some(r)) => {
             let mut r = r.clone();
@@ -419,6 +430,11 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
             r
         }
     };
+    // Which process runs it: `keel-train runs` shows a `running` run whose scheduler is gone as
+    // `interrupted`.
+    run.detail["scheduler"] = json!({"pid": std::process::id(), "start": process_start(std::process::id())});
+    run.updated_at = now_ms();
+    store.put_run(&run)?;
     let dir = work.join(&run.id);
     keel_trajectory::private::create_dir_all(&dir)?;
     while run.status == "running" {
@@ -453,6 +469,32 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     Ok(Pass::Finished { run: run.id.clone(), status: run.status.clone() })
 }
 
+/// When process `pid` started (`/proc/PID/stat`'s starttime, in clock ticks since boot), `None`
+/// when there is no such process or it has exited (a zombie).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold anything): state, then fields 4…
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(rest.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    rest.get(19)?.parse().ok()
+}
+
+/// Whether the scheduler recorded on a `running` run is gone (`false` when none is recorded, or
+/// when it runs on as that same process).
+pub fn interrupted(r: &Run) -> bool {
+    if r.status != "running" {
+        return false;
+    }
+    let Some(pid) = r.detail.pointer("/scheduler/pid").and_then(Value::as_u64) else { return false };
+    let start = r.detail.pointer("/scheduler/start").and_then(Value::as_u64);
+    match process_start(pid as u32) {
+        None => true,
+        Some(now) => start.is_some_and(|s| s != now),
+    }
+}
+
 fn keel_train(exe: &Path, args: &[String], log: &Path) -> Result<()> {
     keel_train_to(exe, args, log, None)
 }
@@ -467,6 +509,22 @@ fn keel_train_to(exe: &Path, args: &[String], log: &Path, stdout: Option<&Path>)
         None => cmd.stdout(logf.try_clone()?),
     };
     cmd.stderr(logf);
+    // A stage's process dies with the scheduler: killed, it must not leave a `dpo` writing into
+    // the run's directory while the next pass runs that stage again.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The scheduler died before the line above took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
     let st = cmd.status().with_context(|| format!("running {} {}", exe.display(), args.join(" ")))?;
     if !st.success() {
         let tail = std::fs::read_to_string(log).unwrap_or_default();
@@ -948,7 +1006,7 @@ pub fn run_row(r: &Run) -> Value {
         "created": crate::models::chrono_like(r.created_at),
         "updated_at": r.updated_at,
         "stage": r.stage,
-        "status": r.status,
+        "status": if interrupted(r) { "interrupted" } else { r.status.as_str() },
         "attempts": attempts(r),
         "error": if r.status == "failed" { d.get("error").cloned().unwrap_or(Value::Null) } else { Value::Null },
         "candidate": d.get("candidate").cloned().unwrap_or(Value::Null),
@@ -983,7 +1041,7 @@ pub fn runs_table(runs: &[Run]) -> String {
             r.id,
             row["created"].as_str().unwrap_or(""),
             r.stage,
-            r.status,
+            row["status"].as_str().unwrap_or(&r.status),
             attempts(r),
             row["candidate"].as_str().unwrap_or("-"),
             row.pointer("/gate/verdict").and_then(Value::as_str).unwrap_or("-"),
