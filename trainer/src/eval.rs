@@ -327,6 +327,9 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
         r.model_ms = model_ms.get();
         end
     }?;
+    // The engine failed under the episode: what the agent saw was not the workspace's, so the
+    // episode has no outcome (an error, left out of the figures, not a failure).
+    crate::search::check_session(&session)?;
     r.end = match end {
         keel_agent::RunEnd::Finished => "finished",
         keel_agent::RunEnd::Exhausted => "exhausted",
@@ -334,6 +337,7 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
     .into();
     let t0 = Instant::now();
     let obs = session.verify(&task.verify, &task.protected_originals())?;
+    crate::search::check_session(&session)?;
     r.verify_ms = t0.elapsed().as_millis() as u64;
     r.success = obs.exit_code == Some(0);
     r.verify_exit = obs.exit_code;
@@ -401,23 +405,26 @@ pub struct Summary {
     pub loop_rate: Rate,
     pub empty_patch_rate: Rate,
     pub mean_steps: f64,
-    /// Episodes that failed to run (engine or model errors): counted as failures above.
+    /// Episodes that failed to run (the engine failed, the model did not answer): they have no
+    /// outcome, so they are left out of the rates above (`episodes` counts them).
     pub errors: usize,
 }
 
-pub fn summarize(results: &[EpisodeResult]) -> Summary {
+pub fn summarize(all: &[EpisodeResult]) -> Summary {
+    let ran: Vec<EpisodeResult> = all.iter().filter(|r| r.error.is_none()).cloned().collect();
+    let results = &ran[..];
     let n = results.len();
-    let tasks = results.iter().map(|r| r.task.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let tasks = all.iter().map(|r| r.task.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let steps: usize = results.iter().map(|r| r.steps).sum();
     Summary {
         tasks,
-        episodes: n,
+        episodes: all.len(),
         success_rate: wilson(results.iter().filter(|r| r.success).count(), n),
         invalid_call_rate: wilson(results.iter().map(|r| r.invalid_calls).sum(), steps),
         loop_rate: wilson(results.iter().filter(|r| r.loops > 0).count(), n),
         empty_patch_rate: wilson(results.iter().filter(|r| r.empty_patch).count(), n),
         mean_steps: if n == 0 { 0.0 } else { steps as f64 / n as f64 },
-        errors: results.iter().filter(|r| r.error.is_some()).count(),
+        errors: all.len() - n,
     }
 }
 
@@ -545,7 +552,7 @@ pub fn table(run: &SuiteRun) -> String {
         sum.mean_steps
     ));
     if sum.errors > 0 {
-        s.push_str(&format!("{} episode(s) failed to run (counted as failures); see `error` in the report\n", sum.errors));
+        s.push_str(&format!("{} episode(s) failed to run and are left out of the figures above (no outcome); see `error` in the report\n", sum.errors));
     }
     for e in &run.task_errors {
         s.push_str(&format!("skipped: {e}\n"));

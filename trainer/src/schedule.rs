@@ -792,6 +792,21 @@ fn task_gate(cfg: &Config, t: &TasksSection, exe: &Path, log: &Path, dir: &Path,
             }
             let v: Value = serde_json::from_slice(&std::fs::read(&out)?).with_context(|| format!("reading {}", out.display()))?;
             let rows: Vec<crate::eval::EpisodeResult> = serde_json::from_value(v["results"].clone()).with_context(|| format!("the results in {}", out.display()))?;
+            // Episodes that could not run (the engine stopped) have no outcome: the gate does not
+            // judge on what is left; the stage fails (so the run is retried) and the report goes,
+            // so that the retry runs the evaluation again.
+            let broken: Vec<&crate::eval::EpisodeResult> = rows.iter().filter(|r| r.error.is_some()).collect();
+            if let Some(first) = broken.first() {
+                let _ = std::fs::remove_file(&out);
+                bail!(
+                    "{} of {} held-out episodes of the {who} could not run, so the gate cannot judge (the first, {} #{}: {})",
+                    broken.len(),
+                    rows.len(),
+                    first.task,
+                    first.sample,
+                    first.error.as_deref().unwrap_or("")
+                );
+            }
             into.extend(rows.into_iter().map(|mut r| {
                 r.task = format!("{i}/{}", r.task);
                 r
