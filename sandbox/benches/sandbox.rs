@@ -27,11 +27,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        rollouts: 24,
-        parallel: vec![1, 2, 4, 8],
-        reps: 30,
-    };
+    let mut a = Args { rollouts: 24, parallel: vec![1, 2, 4, 8], reps: 30 };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
@@ -39,12 +35,7 @@ fn args() -> Args {
         match v[i].as_str() {
             "--rollouts" => a.rollouts = next.parse().unwrap_or(a.rollouts),
             "--reps" => a.reps = next.parse().unwrap_or(a.reps),
-            "--parallel" => {
-                a.parallel = next
-                    .split(',')
-                    .filter_map(|s| s.trim().parse().ok())
-                    .collect()
-            }
+            "--parallel" => a.parallel = next.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
             // cargo bench passes `--bench`; ignore what is not ours.
             _ => {
                 i += 1;
@@ -62,29 +53,16 @@ const TEST: &str = ". ./calc.sh\n[ \"$(add 2 3)\" = 5 ] || { echo 'add 2 3 is no
 const VERIFY: &str = "sh test.sh";
 
 fn snapshot() -> WorkspaceSnapshot {
-    let mut files = vec![
-        ("calc.sh".to_string(), CALC.as_bytes().to_vec()),
-        ("test.sh".to_string(), TEST.as_bytes().to_vec()),
-    ];
+    let mut files = vec![("calc.sh".to_string(), CALC.as_bytes().to_vec()), ("test.sh".to_string(), TEST.as_bytes().to_vec())];
     // Some bulk, as a real repository has: 40 files of 2 KiB the rollout never touches.
     for i in 0..40 {
-        files.push((
-            format!("src/mod{i}.sh"),
-            format!("# module {i}\n{}", "x=1\n".repeat(500)).into_bytes(),
-        ));
+        files.push((format!("src/mod{i}.sh"), format!("# module {i}\n{}", "x=1\n".repeat(500)).into_bytes()));
     }
     WorkspaceSnapshot::from_files(files)
 }
 
 fn limits() -> Limits {
-    Limits {
-        memory: 256 << 20,
-        pids: 64,
-        work_size: 64 << 20,
-        tmp_size: 16 << 20,
-        lifetime: Duration::from_secs(1800),
-        ..Limits::default()
-    }
+    Limits { memory: 256 << 20, pids: 64, work_size: 64 << 20, tmp_size: 16 << 20, lifetime: Duration::from_secs(1800), ..Limits::default() }
 }
 
 struct Stats {
@@ -98,11 +76,7 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     let n = v.len().max(1);
     let mean = v.iter().sum::<Duration>() / n as u32;
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    Stats {
-        p50: at(0.5),
-        p90: at(0.9),
-        mean,
-    }
+    Stats { p50: at(0.5), p90: at(0.9), mean }
 }
 
 fn ms(d: Duration) -> String {
@@ -111,44 +85,21 @@ fn ms(d: Duration) -> String {
 
 fn host_command(dir: &Path, command: &str) -> Duration {
     let t = Instant::now();
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .output()
-        .expect("running on the host");
+    let out = Command::new("/bin/sh").arg("-c").arg(command).current_dir(dir).output().expect("running on the host");
     let d = t.elapsed();
-    assert!(
-        out.status.success() || command == VERIFY,
-        "{command} failed on the host"
-    );
+    assert!(out.status.success() || command == VERIFY, "{command} failed on the host");
     d
 }
 
 /// What an accepted `edit` costs in a container: the file read out, its new text written back.
 async fn replay_edit(c: &Container, before: &str, after: &str) {
     let text = c.read_file("calc.sh").await.expect("reading calc.sh");
-    assert_eq!(
-        text,
-        before.as_bytes(),
-        "calc.sh is not the text the edit starts from"
-    );
-    c.write_file("calc.sh", after.as_bytes())
-        .await
-        .expect("writing calc.sh");
+    assert_eq!(text, before.as_bytes(), "calc.sh is not the text the edit starts from");
+    c.write_file("calc.sh", after.as_bytes()).await.expect("writing calc.sh");
 }
 
-async fn one_rollout(
-    sandbox: &Sandbox,
-    pool: &Mutex<Vec<Container>>,
-    snap: &WorkspaceSnapshot,
-    pooled: bool,
-) -> Container {
-    let reused = if pooled {
-        pool.lock().unwrap().pop()
-    } else {
-        None
-    };
+async fn one_rollout(sandbox: &Sandbox, pool: &Mutex<Vec<Container>>, snap: &WorkspaceSnapshot, pooled: bool) -> Container {
+    let reused = if pooled { pool.lock().unwrap().pop() } else { None };
     let c = match reused {
         Some(c) => {
             c.reset(snap).await.expect("reset");
@@ -158,23 +109,12 @@ async fn one_rollout(
     };
     replay_edit(&c, CALC, FIXED).await;
     let r = c.exec(VERIFY).await.expect("verify");
-    assert!(
-        r.success(),
-        "the fixed project fails its test: {}{}",
-        r.stdout,
-        r.stderr
-    );
+    assert!(r.success(), "the fixed project fails its test: {}{}", r.stdout, r.stderr);
     c
 }
 
 /// `n` rollouts with `parallel` at a time; returns rollouts per minute.
-async fn rollouts(
-    sandbox: &Sandbox,
-    snap: &WorkspaceSnapshot,
-    n: usize,
-    parallel: usize,
-    pooled: bool,
-) -> f64 {
+async fn rollouts(sandbox: &Sandbox, snap: &WorkspaceSnapshot, n: usize, parallel: usize, pooled: bool) -> f64 {
     let pool = Arc::new(Mutex::new(Vec::<Container>::new()));
     // Pooled: the pool starts warm, as it is after a search's first rollouts.
     if pooled {
@@ -187,8 +127,7 @@ async fn rollouts(
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..parallel {
-        let (sandbox, snap, pool, next) =
-            (sandbox.clone(), snap.clone(), pool.clone(), next.clone());
+        let (sandbox, snap, pool, next) = (sandbox.clone(), snap.clone(), pool.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
                 let c = one_rollout(&sandbox, &pool, &snap, pooled).await;
@@ -214,16 +153,11 @@ async fn rollouts(
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let a = args();
-    let config = SandboxConfig {
-        limits: limits(),
-        ..Default::default()
-    };
+    let config = SandboxConfig { limits: limits(), ..Default::default() };
     let sandbox = match Sandbox::connect(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "sandbox bench skipped: no container engine ({e}); `cargo xtask setup` starts one"
-            );
+            eprintln!("sandbox bench skipped: no container engine ({e}); `cargo xtask setup` starts one");
             return;
         }
     };
@@ -249,34 +183,18 @@ async fn main() {
         let (h, b) = (stats(host), stats(boxed));
         println!(
             "  {command:<12} host {} / {} / {}   sandbox {} / {} / {}   overhead (p50) {}",
-            ms(h.p50),
-            ms(h.p90),
-            ms(h.mean),
-            ms(b.p50),
-            ms(b.p90),
-            ms(b.mean),
-            ms(b.p50.saturating_sub(h.p50))
+            ms(h.p50), ms(h.p90), ms(h.mean), ms(b.p50), ms(b.p90), ms(b.mean), ms(b.p50.saturating_sub(h.p50))
         );
     }
     let mut edits = Vec::new();
     for i in 0..a.reps {
-        let (before, after) = if i % 2 == 0 {
-            (FIXED, CALC)
-        } else {
-            (CALC, FIXED)
-        };
+        let (before, after) = if i % 2 == 0 { (FIXED, CALC) } else { (CALC, FIXED) };
         let t = Instant::now();
         replay_edit(&warm, before, after).await;
         edits.push(t.elapsed());
     }
     let e = stats(edits);
-    println!(
-        "  {:<12} sandbox {} / {} / {} (read the file out, write it back)",
-        "edit",
-        ms(e.p50),
-        ms(e.p90),
-        ms(e.mean)
-    );
+    println!("  {:<12} sandbox {} / {} / {} (read the file out, write it back)", "edit", ms(e.p50), ms(e.p90), ms(e.mean));
     let mut resets = Vec::new();
     for _ in 0..a.reps.min(15) {
         let t = Instant::now();
@@ -292,31 +210,14 @@ async fn main() {
         fresh.push(t.elapsed());
     }
     let (r, f) = (stats(resets), stats(fresh));
-    println!(
-        "  {:<12} {} / {} / {} (kill, empty /work and /tmp, copy the snapshot in)",
-        "reset",
-        ms(r.p50),
-        ms(r.p90),
-        ms(r.mean)
-    );
-    println!(
-        "  {:<12} {} / {} / {} (create, start, copy the snapshot in, remove)",
-        "new+remove",
-        ms(f.p50),
-        ms(f.p90),
-        ms(f.mean)
-    );
+    println!("  {:<12} {} / {} / {} (kill, empty /work and /tmp, copy the snapshot in)", "reset", ms(r.p50), ms(r.p90), ms(r.mean));
+    println!("  {:<12} {} / {} / {} (create, start, copy the snapshot in, remove)", "new+remove", ms(f.p50), ms(f.p90), ms(f.mean));
 
-    println!(
-        "rollouts (container with the workspace, edit, `{VERIFY}`, give back), {} per row",
-        a.rollouts
-    );
+    println!("rollouts (container with the workspace, edit, `{VERIFY}`, give back), {} per row", a.rollouts);
     for &p in &a.parallel {
         let pooled = rollouts(&sandbox, &snap, a.rollouts, p, true).await;
         let fresh = rollouts(&sandbox, &snap, a.rollouts, p, false).await;
-        println!(
-            "  parallel {p}: {pooled:>6.0} rollouts/min pooled (reset)   {fresh:>6.0} rollouts/min with a new container each"
-        );
+        println!("  parallel {p}: {pooled:>6.0} rollouts/min pooled (reset)   {fresh:>6.0} rollouts/min with a new container each");
     }
     let left = sandbox.own_containers().await.expect("listing containers");
     assert!(left.is_empty(), "containers left behind: {left:?}");

@@ -790,24 +790,11 @@ impl Container {
                  echo $(ls -A /work | wc -l) $(ls -d /proc/[0-9]* | wc -l)",
             )
             .await?;
-        let counts: Vec<usize> = r
-            .stdout
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
+        let counts: Vec<usize> = r.stdout.split_whitespace().filter_map(|x| x.parse().ok()).collect();
         match counts[..] {
             [0, procs] if procs <= RESET_MAX_PROCESSES => {}
-            [0, procs] => {
-                return Err(Error::Reset(format!(
-                    "{procs} processes are left (killed orphans stay as zombies)"
-                )));
-            }
-            _ => {
-                return Err(Error::Reset(format!(
-                    "could not empty /work: {}{}",
-                    r.stdout, r.stderr
-                )));
-            }
+            [0, procs] => return Err(Error::Reset(format!("{procs} processes are left (killed orphans stay as zombies)"))),
+            _ => return Err(Error::Reset(format!("could not empty /work: {}{}", r.stdout, r.stderr))),
         }
         self.populate(tar, snapshot.patch()).await
     }

@@ -182,12 +182,8 @@ async fn files_are_written_and_read_back() {
     );
 
     // New files get their parents; they stay writable by commands. Bytes need not be text.
-    c.write_file("new/deep/file.txt", b"created\n")
-        .await
-        .unwrap();
-    c.write_file("/work/other/x.bin", &[0, 159, 255])
-        .await
-        .unwrap();
+    c.write_file("new/deep/file.txt", b"created\n").await.unwrap();
+    c.write_file("/work/other/x.bin", &[0, 159, 255]).await.unwrap();
     let r = c
         .exec("cat new/deep/file.txt; wc -c < other/x.bin; echo more >> other/x.bin && echo ok")
         .await
@@ -391,18 +387,12 @@ async fn reset_gives_a_fresh_workspace_or_refuses() {
     let b = WorkspaceSnapshot::from_files([("b.txt", "beta\n")])
         .with_patch("--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-beta\n+beta patched\n");
     c.reset(&b).await.unwrap();
-    let r = c
-        .exec("ls -A /work; echo --; ls -A /tmp; echo --; cat b.txt; ps")
-        .await
-        .unwrap();
+    let r = c.exec("ls -A /work; echo --; ls -A /tmp; echo --; cat b.txt; ps").await.unwrap();
     let (files, rest) = r.stdout.split_once("--\n").unwrap();
     let (tmp, rest) = rest.split_once("--\n").unwrap();
     assert_eq!((files, tmp), ("b.txt\n", ""), "{r:?}");
     assert!(rest.starts_with("beta patched\n"), "{r:?}");
-    assert!(
-        !rest.contains("sleep 300"),
-        "the old background process survived the reset: {rest}"
-    );
+    assert!(!rest.contains("sleep 300"), "the old background process survived the reset: {rest}");
 
     // Thirty orphans, killed, stay zombies under an init that does not reap: refused.
     let r = c

@@ -124,10 +124,7 @@ async fn a_fork_bomb_hits_the_pids_cap() {
     assert!(r.timed_out, "{r:?}");
     // Unconfined, the bomb reaches thousands of processes; capped, 64 (plus the sandbox processes
     // of tests running alongside). The host does see it: the count is the container's processes.
-    assert!(
-        during >= before + 10,
-        "the bomb's processes are not visible on the host ({before} → {during})"
-    );
+    assert!(during >= before + 10, "the bomb's processes are not visible on the host ({before} → {during})");
     assert!(
         during <= before + 64 + 16,
         "host processes went from {before} to {during}"

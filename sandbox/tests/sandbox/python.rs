@@ -105,14 +105,9 @@ async fn python_tests_pass_and_fail_in_the_python_image() {
     // An edit of the same length in the same second as the last run is what runs next (no stale
     // bytecode cache: `a + b` made `a - b` changes neither the size nor the mtime's second).
     let mtime = c.exec("stat -c %Y calc.py").await.unwrap().stdout;
-    c.write_file("calc.py", b"# patched\ndef add(a, b):\n    return a - b\n")
-        .await
-        .unwrap();
+    c.write_file("calc.py", b"# patched\ndef add(a, b):\n    return a - b\n").await.unwrap();
     let edited = c
-        .exec(&format!(
-            "touch -d @{} calc.py && python3 -c 'from calc import add; print(add(2, 2))'",
-            mtime.trim()
-        ))
+        .exec(&format!("touch -d @{} calc.py && python3 -c 'from calc import add; print(add(2, 2))'", mtime.trim()))
         .await
         .unwrap();
     assert_eq!(edited.stdout, "0\n", "{edited:?}");
