@@ -8,7 +8,11 @@
 //!
 //! One run at a time: a scheduler holds an exclusive `flock` on `<work_dir>/schedule.lock` for its
 //! pass. The kernel drops the lock when the process dies, so a crashed run never leaves it stuck;
-//! a second scheduler started meanwhile sees the lock and does nothing.
+//! a second scheduler started meanwhile sees the lock and does nothing. A stage's process dies with
+//! the scheduler (`PR_SET_PDEATHSIG`), so a killed scheduler leaves nothing writing into the run's
+//! directory while the next pass runs that stage again. The run records its scheduler (pid and
+//! start time): a `running` run whose scheduler is gone is listed `interrupted` ([`run_row`]), and
+//! the next pass says so, keeps the interruption in `detail.interrupted`, and resumes it.
 //!
 //! A stage that fails marks its run `failed`, with the error (`detail.error`: stage, message,
 //! attempt). The next pass retries that run at the stage it failed in, up to [`MAX_ATTEMPTS`]
