@@ -291,9 +291,12 @@ impl Lock {
         }
         let f = keel_trajectory::private::open_write(path).with_context(|| format!("opening {}", path.display()))?;
         // A child that another thread of this process is starting holds a copy of the previous
-        // pass's descriptor (and so its lock) until it execs: a few short retries outlast that.
-        // Another scheduler holds it for its whole pass.
-        for retry in 0..5 {
+        // pass's descriptor (and so its lock) until it execs: short retries, for up to half a
+        // second, outlast that (a stage's child is forked, not spawned, since it sets its
+        // parent-death signal before it execs, and a fork of a large process under load takes a
+        // while). Another scheduler holds it for its whole pass.
+        const TRIES: usize = 25;
+        for retry in 0..TRIES {
             // SAFETY: flock on a descriptor we own.
             let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if r == 0 {
@@ -303,7 +306,7 @@ impl Lock {
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(e).with_context(|| format!("locking {}", path.display()));
             }
-            if retry < 4 {
+            if retry + 1 < TRIES {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
