@@ -230,16 +230,23 @@ pub fn run_episode(task: &TaskSpec, sample: usize, policy: &dyn Policy, env: &Sa
     let started = Instant::now();
     let seed = crate::search::seed_for(cfg.seed, &[task.name.as_bytes(), &(sample as u64).to_le_bytes()]);
     let mut r = EpisodeResult::empty(task, sample, seed);
-    if let Err(e) = episode_inner(task, policy, env, cfg, model, writer, seed, &mut r) {
+    let mut recorded = None;
+    if let Err(e) = episode_inner(task, policy, env, cfg, model, writer, seed, &mut r, &mut recorded) {
         r.end = "error".into();
         r.error = Some(format!("{e:#}"));
+        // A recorded episode that did not run to an outcome ends `failed`, with the error and no
+        // outcome (search takes rewards from outcomes only).
+        if let (Some(w), Some(id)) = (writer, recorded) {
+            let end = EpisodeEndEvent { episode_id: id, at: now_ms(), end: EpisodeEnd::Failed { error: keel_trajectory::redact::redact(&format!("{e:#}")).into_owned() }, outcome: None };
+            let _ = w.append(Record::EpisodeEnd(end));
+        }
     }
     r.wall_ms = started.elapsed().as_millis() as u64;
     r
 }
 
 #[allow(clippy::too_many_arguments)]
-fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &EvalConfig, model: &ModelRef, writer: Option<&keel_trajectory::Writer>, seed: u64, r: &mut EpisodeResult) -> Result<()> {
+fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &EvalConfig, model: &ModelRef, writer: Option<&keel_trajectory::Writer>, seed: u64, r: &mut EpisodeResult, recorded: &mut Option<uuid::Uuid>) -> Result<()> {
     let mut episode = task.episode(model.clone(), &cfg.client);
     let mut session = env.start(&episode)?;
     let record = |rec: Record| {
@@ -261,6 +268,8 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
             ws,
             max_steps,
             |prompt, n| {
+                // The engine failed under the episode: it stops here, with no outcome.
+                crate::search::check_session(&session)?;
                 let t0 = Instant::now();
                 let s = crate::search::seed_for(seed, &[&(n as u64).to_le_bytes()]);
                 let out = policy.sample(prompt, 1, s)?.into_iter().next().context("the policy gave no sample");
@@ -268,11 +277,16 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
                 out
             },
             |prompt, output, u| {
+                if session.lost().is_some() {
+                    // What the step saw was the engine's failure, not the workspace: not recorded.
+                    return;
+                }
                 if !recorded_episode {
                     version = policy.version();
                     episode.model.version = version.clone();
                     record(Record::Episode(episode.clone()));
                     recorded_episode = true;
+                    *recorded = writer.map(|_| episode.id);
                 }
                 r.steps += 1;
                 let tool = match &u.parsed {

@@ -298,8 +298,8 @@ fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
         let c = a.to_tool_call("c");
         keel_e2e::Reply::tool(&c.function.name, serde_json::from_str(&c.function.arguments).unwrap())
     };
+    model.push(call(Action::ViewFile { path: "calc.py".into(), start_line: None, end_line: None }), false);
     model.push(call(Action::Run { command: "sleep 60".into() }), false);
-    model.push(call(Action::Finish { summary: "done".into() }), false);
     let db = dir.path().join("k.db");
     let eval = |out: &Path| {
         keel_e2e::command("keel-train")
@@ -320,7 +320,7 @@ fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
     let pid = run.id();
     // The command is running in the container: kill the engine.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while model.remaining() > 1 {
+    while model.remaining() > 0 {
         assert!(std::time::Instant::now() < deadline, "the episode never asked the model");
         assert!(run.try_wait().unwrap().is_none(), "eval ended before its episode ran");
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -348,12 +348,18 @@ fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
     assert!(err.contains("failed to run and are left out of the figures"), "{err}");
     assert_eq!(report["errors"], 1, "{report:#}");
     assert_eq!(report["success_rate"]["n"], 0, "no outcome counted: {report:#}");
+    assert_eq!(model.requests().len(), 2, "the episode stopped at the engine's failure, without asking the model again");
+    // In the store: the step before the failure, the end `failed` with the error, and no outcome.
     let store = Store::open(&db).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
-    for e in store.episodes(&Default::default()).unwrap() {
-        let t = store.tree(e.id).unwrap().unwrap();
-        assert!(t.end.as_ref().and_then(|e| e.outcome.as_ref()).is_none(), "an outcome was recorded for an episode the engine lost: {t:?}");
-    }
+    let eps = store.episodes(&Default::default()).unwrap();
+    assert_eq!(eps.len(), 1);
+    let t = store.tree(eps[0].id).unwrap().unwrap();
+    let end = t.end.as_ref().expect("its end is recorded");
+    assert!(matches!(&end.end, EpisodeEnd::Failed { error } if error.contains("container engine")), "{end:?}");
+    assert!(end.outcome.is_none(), "an outcome was recorded for an episode the engine lost: {end:?}");
+    assert_eq!(t.steps.len(), 1, "only the step the engine answered is recorded: {:?}", t.steps);
+    assert!(matches!(t.steps[0].step.parsed, Parsed::Action { action: Action::ViewFile { .. }, .. }));
     drop(store);
     let left = containers_of(pid);
     assert!(!left.is_empty(), "the dead engine's container is still there (podman keeps it): the cleanup below must have something to do");
