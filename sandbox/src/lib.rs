@@ -53,9 +53,9 @@ pub const LABEL: &str = "keel.sandbox";
 const LABEL_CREATED: &str = "keel.sandbox.created";
 /// Which [`Sandbox`] (one per [`Sandbox::connect`]) made a container, as a label.
 pub const LABEL_SESSION: &str = "keel.sandbox.session";
-/// Which process made a container: `BOOT_ID/PID/START` (the machine's boot id, the process id and
-/// its start time in clock ticks since boot), so [`Sandbox::cleanup_orphans`] can tell a container
-/// whose process is gone from one still in use.
+/// Which process made a container: `SPACE/PID/START` (the machine's boot id and the process's pid
+/// namespace, the process id, its start time in clock ticks since boot), so
+/// [`Sandbox::cleanup_orphans`] can tell a container whose process is gone from one still in use.
 pub const LABEL_OWNER: &str = "keel.sandbox.owner";
 /// The workspace inside the container.
 pub const WORKDIR: &str = "/work";
@@ -407,13 +407,15 @@ impl Sandbox {
     }
 
     /// Remove the containers whose process is gone: labelled `keel.sandbox=1` with an owner
-    /// ([`LABEL_OWNER`]) on this machine (same boot) that no longer runs. They are what a process
+    /// ([`LABEL_OWNER`]) on this machine and in this pid namespace that no longer runs. They are what a process
     /// killed outright, or one whose engine stopped under it (its drop guard could not reach the
     /// engine), left behind; they would otherwise live out their [`Limits::lifetime`]. Containers
     /// of live processes, of other machines and without an owner label are left alone. Returns
     /// how many it removed.
     pub async fn cleanup_orphans(&self) -> Result<usize> {
-        let Some(boot) = boot_id() else { return Ok(0) };
+        let Some(space) = pid_space() else {
+            return Ok(0);
+        };
         let mut removed = 0;
         for c in raw::list_with_label(&self.endpoint, &format!("{LABEL}=1")).await? {
             let Some(o) = c.labels.get(LABEL_OWNER) else {
@@ -427,7 +429,7 @@ impl Sandbox {
             let Ok(pid) = pid.parse::<u32>() else {
                 continue;
             };
-            if b != boot
+            if b != space
                 || start == "0"
                 || process_start(pid).is_some_and(|s| s.to_string() == start)
             {
@@ -465,12 +467,13 @@ impl Sandbox {
     }
 }
 
-/// This machine's boot id (Linux), which makes a pid mean one process.
-fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+/// This machine's boot and this process's pid namespace (`BOOT_ID:pid:[INODE]`): where a pid
+/// means one process. A process in another namespace (a container sharing the engine) or on
+/// another machine has another, and its containers are never judged by our pids.
+fn pid_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}:{}", boot.trim(), ns.display())).filter(|_| !boot.trim().is_empty())
 }
 
 /// When process `pid` started (clock ticks since boot, `/proc/PID/stat`), `None` when it is not
@@ -489,7 +492,7 @@ fn process_start(pid: u32) -> Option<u64> {
 fn owner(pid: u32) -> String {
     format!(
         "{}/{pid}/{}",
-        boot_id().unwrap_or_default(),
+        pid_space().unwrap_or_default(),
         process_start(pid).unwrap_or(0)
     )
 }
