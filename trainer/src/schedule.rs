@@ -439,7 +439,7 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     };
     // Which process runs it: `keel-train runs` shows a `running` run whose scheduler is gone as
     // `interrupted`.
-    run.detail["scheduler"] = json!({"pid": std::process::id(), "start": process_start(std::process::id())});
+    run.detail["scheduler"] = json!({"pid": std::process::id(), "start": process_start(std::process::id()), "space": pid_space()});
     run.updated_at = now_ms();
     store.put_run(&run)?;
     let dir = work.join(&run.id);
@@ -488,10 +488,23 @@ fn process_start(pid: u32) -> Option<u64> {
     rest.get(19)?.parse().ok()
 }
 
-/// Whether the scheduler recorded on a `running` run is gone (`false` when none is recorded, or
-/// when it runs on as that same process).
+/// This machine's boot and this process's pid namespace: where a pid means one process (a store
+/// on PostgreSQL is shared by machines, and `keel-train runs` may run on another one).
+fn pid_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}:{}", boot.trim(), ns.display()))
+}
+
+/// Whether the scheduler recorded on a `running` run is gone (`false` when none is recorded, when
+/// it ran on another machine or pid namespace, which cannot be checked from here, or when it runs
+/// on as that same process).
 pub fn interrupted(r: &Run) -> bool {
     if r.status != "running" {
+        return false;
+    }
+    let space = r.detail.pointer("/scheduler/space").and_then(Value::as_str);
+    if space.is_none() || space.map(str::to_string) != pid_space() {
         return false;
     }
     let Some(pid) = r.detail.pointer("/scheduler/pid").and_then(Value::as_u64) else { return false };

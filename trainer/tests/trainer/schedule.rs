@@ -356,3 +356,26 @@ fn the_task_gate_does_not_judge_episodes_that_did_not_run() {
     let r = Store::open(&cfg.store).unwrap().runs().unwrap().pop().unwrap();
     assert_eq!(r.detail["task_gate"]["verdict"], "promote", "{r:?}");
 }
+
+/// A `running` run lists as `interrupted` when the scheduler recorded on it is gone from this
+/// machine; one whose scheduler still runs, or ran elsewhere (a store on PostgreSQL is shared, so
+/// its pid means nothing here), stays `running`.
+#[test]
+fn a_run_whose_scheduler_is_gone_is_interrupted() {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let space = format!("{}:{}", boot.trim(), std::fs::read_link("/proc/self/ns/pid").unwrap().display());
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let me = std::process::id();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let gone = dead.id();
+    dead.wait().unwrap();
+    let run = |scheduler: Value| Run { id: "r".into(), created_at: 1, updated_at: 1, stage: "dpo".into(), status: "running".into(), detail: json!({"scheduler": scheduler}) };
+    let status = |scheduler: Value| schedule::run_row(&run(scheduler))["status"].as_str().unwrap().to_string();
+    assert_eq!(status(json!({"pid": me, "start": start, "space": space})), "running", "its scheduler runs");
+    assert_eq!(status(json!({"pid": gone, "start": 1, "space": space})), "interrupted");
+    assert_eq!(status(json!({"pid": me, "start": start + 1, "space": space})), "interrupted", "the pid was reused");
+    assert_eq!(status(json!({"pid": gone, "start": 1, "space": "another-machine:pid:[1]"})), "running", "not ours to judge");
+    assert_eq!(status(Value::Null), "running", "none recorded");
+    assert!(schedule::runs_table(&[run(json!({"pid": gone, "start": 1, "space": space}))]).contains("interrupted"));
+}
