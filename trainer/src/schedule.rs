@@ -531,8 +531,10 @@ fn keel_train_to(exe: &Path, args: &[String], log: &Path, stdout: Option<&Path>)
     cmd.stderr(logf);
     // A stage's process dies with the scheduler: killed, it must not leave a `dpo` writing into
     // the run's directory while the next pass runs that stage again.
+    #[cfg(target_os = "linux")]
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec.
+    #[cfg(target_os = "linux")]
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
