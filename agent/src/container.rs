@@ -16,17 +16,47 @@ pub struct ContainerWorkspace<'a> {
     sandbox: &'a Sandbox,
     container: Container,
     rt: tokio::runtime::Handle,
+    /// The first failure of the engine itself (not of the model's action): from then on what the
+    /// workspace answers is not the workspace's (a read that failed is not a missing file), so
+    /// the episode has no real outcome. See [`ContainerWorkspace::lost`].
+    lost: std::sync::Mutex<Option<String>>,
+}
+
+/// Whether a sandbox error is the engine's (it stopped or did not answer) or the container's loss,
+/// not an answer about the model's request (an upload the engine refused, e.g. `/work` full).
+fn engine_failure(e: &keel_sandbox::Error) -> bool {
+    use bollard::errors::Error as B;
+    match e {
+        keel_sandbox::Error::Engine { source: B::DockerResponseServerError { status_code, .. }, .. } => *status_code == 404,
+        keel_sandbox::Error::Engine { .. } | keel_sandbox::Error::Unreachable { .. } | keel_sandbox::Error::Gone(_) => true,
+        _ => false,
+    }
 }
 
 impl<'a> ContainerWorkspace<'a> {
     /// `rt` runs the engine calls; the workspace's methods block on it, so call them from outside
     /// the runtime (a plain thread, or `spawn_blocking`).
     pub fn new(sandbox: &'a Sandbox, container: Container, rt: tokio::runtime::Handle) -> Self {
-        ContainerWorkspace { sandbox, container, rt }
+        ContainerWorkspace { sandbox, container, rt, lost: Default::default() }
     }
 
     pub fn container(&self) -> &Container {
         &self.container
+    }
+
+    /// Why the engine failed under this workspace (the first failure), if it did: the engine
+    /// stopped or did not answer, or the container was lost. An episode or rollout that saw one
+    /// has no outcome to count: a read that failed looked to the agent like a missing file, a
+    /// command like a sandbox error.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn note_lost(&self, why: String) {
+        let mut l = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        if l.is_none() {
+            *l = Some(why);
+        }
     }
 
     /// The container back (to reset and reuse, or remove).
@@ -45,7 +75,11 @@ impl<'a> ContainerWorkspace<'a> {
                 match chunk {
                     Ok(b) => tar.extend_from_slice(&b),
                     Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
-                    Err(e) => return Err(format!("reading `{rel}` in the container: {e}")),
+                    Err(e) => {
+                        let why = format!("reading `{rel}` in the container: {e}");
+                        self.note_lost(why.clone());
+                        return Err(why);
+                    }
                 }
             }
             Ok(Some(tar))
@@ -106,7 +140,13 @@ impl ContainerWorkspace<'_> {
                 "p='{WORKDIR}/{quoted}'; while [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; do p=$(dirname \"$p\"); done; \
                  printf '%s\\n' \"$p\"; readlink -f \"$p\" || echo '?'; [ \"$p\" = '{WORKDIR}/{quoted}' ] || ls -A \"$p\" 2>/dev/null"
             );
-            let r = self.rt.block_on(self.container.exec(&script)).map_err(|e| format!("cannot check `{rel}` in the container: {e}"))?;
+            let r = self.rt.block_on(self.container.exec(&script)).map_err(|e| {
+                let why = format!("cannot check `{rel}` in the container: {e}");
+                if engine_failure(&e) {
+                    self.note_lost(why.clone());
+                }
+                why
+            })?;
             let mut lines = r.stdout.lines();
             let (Some(existing), Some(resolved)) = (lines.next(), lines.next()) else {
                 return Err(format!("cannot check `{rel}` in the container: {}", r.stderr.trim()));
@@ -192,13 +232,23 @@ impl Workspace for ContainerWorkspace<'_> {
     }
 
     fn write(&self, rel: &str, text: &str) -> Result<(), String> {
-        self.rt.block_on(self.container.write_file(rel, text.as_bytes())).map_err(|e| e.to_string())
+        self.rt.block_on(self.container.write_file(rel, text.as_bytes())).map_err(|e| {
+            if engine_failure(&e) {
+                self.note_lost(format!("writing `{rel}` in the container: {e}"));
+            }
+            e.to_string()
+        })
     }
 
     fn run(&self, command: &str) -> Observation {
         match self.rt.block_on(self.container.exec(command)) {
             Ok(r) => r.to_observation(),
-            Err(e) => Observation { output: format!("sandbox error: {e}"), exit_code: None, ..Default::default() },
+            Err(e) => {
+                if engine_failure(&e) {
+                    self.note_lost(format!("running `{command}`: {e}"));
+                }
+                Observation { output: format!("sandbox error: {e}"), exit_code: None, ..Default::default() }
+            }
         }
     }
 }

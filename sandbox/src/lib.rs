@@ -17,7 +17,8 @@
 //! - the container is removed on every path out: [`Container::remove`], or the drop guard (error,
 //!   timeout, cancellation, panic), and, should the process die outright, the container's own
 //!   lifetime (its init exits after [`Limits::lifetime`] and the engine auto-removes it).
-//!   Containers carry the label `keel.sandbox=1`; [`Sandbox::cleanup_leftovers`] removes old ones.
+//!   Containers carry the label `keel.sandbox=1`; [`Sandbox::cleanup_leftovers`] removes old ones,
+//!   and [`Sandbox::cleanup_orphans`] those whose process is gone (their owner label says which).
 //!
 //! Files move in and out with [`Container::write_file`] and [`Container::read_file`]. What an
 //! action means (locating an edit's `old_text`, formatting an observation) is the agent's
@@ -52,6 +53,10 @@ pub const LABEL: &str = "keel.sandbox";
 const LABEL_CREATED: &str = "keel.sandbox.created";
 /// Which [`Sandbox`] (one per [`Sandbox::connect`]) made a container, as a label.
 pub const LABEL_SESSION: &str = "keel.sandbox.session";
+/// Which process made a container: `SPACE/PID/START` (the machine's boot id and the process's pid
+/// namespace, the process id, its start time in clock ticks since boot), so
+/// [`Sandbox::cleanup_orphans`] can tell a container whose process is gone from one still in use.
+pub const LABEL_OWNER: &str = "keel.sandbox.owner";
 /// The workspace inside the container.
 pub const WORKDIR: &str = "/work";
 /// `PATH` in the container: the standard one, so an image's tools are found wherever it keeps
@@ -292,6 +297,7 @@ impl Sandbox {
             (LABEL.to_string(), "1".to_string()),
             (LABEL_CREATED.to_string(), now.to_string()),
             (LABEL_SESSION.to_string(), self.session.clone()),
+            (LABEL_OWNER.to_string(), owner(std::process::id())),
         ]);
         let tmpfs = HashMap::from([
             (
@@ -400,6 +406,41 @@ impl Sandbox {
         Ok(removed)
     }
 
+    /// Remove the containers whose process is gone: labelled `keel.sandbox=1` with an owner
+    /// ([`LABEL_OWNER`]) on this machine and in this pid namespace that no longer runs. They are what a process
+    /// killed outright, or one whose engine stopped under it (its drop guard could not reach the
+    /// engine), left behind; they would otherwise live out their [`Limits::lifetime`]. Containers
+    /// of live processes, of other machines and without an owner label are left alone. Returns
+    /// how many it removed.
+    pub async fn cleanup_orphans(&self) -> Result<usize> {
+        let Some(space) = pid_space() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for c in raw::list_with_label(&self.endpoint, &format!("{LABEL}=1")).await? {
+            let Some(o) = c.labels.get(LABEL_OWNER) else {
+                continue;
+            };
+            let mut parts = o.split('/');
+            let (Some(b), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if b != space
+                || start == "0"
+                || process_start(pid).is_some_and(|s| s.to_string() == start)
+            {
+                continue;
+            }
+            force_remove(&self.docker, &c.id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// This sandbox's session label value (`keel.sandbox.session`): one per [`Sandbox::connect`],
     /// shared by its clones.
     pub fn session(&self) -> &str {
@@ -424,6 +465,36 @@ impl Sandbox {
             .map(|c| c.id)
             .collect())
     }
+}
+
+/// This machine's boot and this process's pid namespace (`BOOT_ID:pid:[INODE]`): where a pid
+/// means one process. A process in another namespace (a container sharing the engine) or on
+/// another machine has another, and its containers are never judged by our pids.
+fn pid_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}:{}", boot.trim(), ns.display())).filter(|_| !boot.trim().is_empty())
+}
+
+/// When process `pid` started (clock ticks since boot, `/proc/PID/stat`), `None` when it is not
+/// running (no such process, or a zombie).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold anything): the state, then field 4...
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(rest.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    rest.get(19)?.parse().ok()
+}
+
+/// The [`LABEL_OWNER`] value of process `pid`.
+fn owner(pid: u32) -> String {
+    format!(
+        "{}/{pid}/{}",
+        pid_space().unwrap_or_default(),
+        process_start(pid).unwrap_or(0)
+    )
 }
 
 /// Kill and remove; a container already gone (404) or being removed (409) is fine.

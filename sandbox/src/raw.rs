@@ -8,11 +8,12 @@ use hyper::body::Bytes;
 use crate::engine::Endpoint;
 use crate::{Error, Result};
 
-/// A labelled container: its id and creation time (Unix seconds).
+/// A labelled container: its id, creation time (Unix seconds) and labels.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Listed {
     pub id: String,
     pub created: i64,
+    pub labels: std::collections::HashMap<String, String>,
 }
 
 fn percent_encode(s: &str) -> String {
@@ -65,7 +66,20 @@ pub(crate) async fn list_with_label(endpoint: &Endpoint, label: &str) -> Result<
         .filter_map(|c| {
             let id = c.get("Id")?.as_str()?.to_string();
             let created = c.get("Created").and_then(|v| v.as_i64()).unwrap_or(0);
-            Some(Listed { id, created })
+            let labels = c
+                .get("Labels")
+                .and_then(|l| l.as_object())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Listed {
+                id,
+                created,
+                labels,
+            })
         })
         .collect())
 }

@@ -252,16 +252,23 @@ pub fn run_episode(task: &TaskSpec, sample: usize, policy: &dyn Policy, env: &Sa
     let started = Instant::now();
     let seed = crate::search::seed_for(cfg.seed, &[task.name.as_bytes(), &(sample as u64).to_le_bytes()]);
     let mut r = EpisodeResult::empty(task, sample, seed);
-    if let Err(e) = episode_inner(task, policy, env, cfg, model, writer, seed, &mut r) {
+    let mut recorded = None;
+    if let Err(e) = episode_inner(task, policy, env, cfg, model, writer, seed, &mut r, &mut recorded) {
         r.end = "error".into();
         r.error = Some(format!("{e:#}"));
+        // A recorded episode that did not run to an outcome ends `failed`, with the error and no
+        // outcome (search takes rewards from outcomes only).
+        if let (Some(w), Some(id)) = (writer, recorded) {
+            let end = EpisodeEndEvent { episode_id: id, at: now_ms(), end: EpisodeEnd::Failed { error: keel_trajectory::redact::redact(&format!("{e:#}")).into_owned() }, outcome: None };
+            let _ = w.append(Record::EpisodeEnd(end));
+        }
     }
     r.wall_ms = started.elapsed().as_millis() as u64;
     r
 }
 
 #[allow(clippy::too_many_arguments)]
-fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &EvalConfig, model: &ModelRef, writer: Option<&keel_trajectory::Writer>, seed: u64, r: &mut EpisodeResult) -> Result<()> {
+fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &EvalConfig, model: &ModelRef, writer: Option<&keel_trajectory::Writer>, seed: u64, r: &mut EpisodeResult, recorded: &mut Option<uuid::Uuid>) -> Result<()> {
     let mut episode = task.episode(model.clone(), &cfg.client);
     let mut session = env.start(&episode)?;
     let record = |rec: Record| {
@@ -288,6 +295,8 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
             ws,
             max_steps,
             |prompt, n| {
+                // The engine failed under the episode: it stops here, with no outcome.
+                crate::search::check_session(&session)?;
                 let t0 = Instant::now();
                 let s = crate::search::seed_for(seed, &[&(n as u64).to_le_bytes()]);
                 let out = policy.sample(prompt, 1, s)?.into_iter().next().context("the policy gave no sample");
@@ -296,11 +305,16 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
             },
             &mut review,
             |prompt, output, u| {
+                if session.lost().is_some() {
+                    // What the step saw was the engine's failure, not the workspace: not recorded.
+                    return;
+                }
                 if !recorded_episode {
                     version = policy.version();
                     episode.model.version = version.clone();
                     record(Record::Episode(episode.clone()));
                     recorded_episode = true;
+                    *recorded = writer.map(|_| episode.id);
                 }
                 r.steps += 1;
                 let tool = match &u.parsed {
@@ -364,6 +378,9 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
         r.model_ms = model_ms.get();
         end
     }?;
+    // The engine failed under the episode: what the agent saw was not the workspace's, so the
+    // episode has no outcome (an error, left out of the figures, not a failure).
+    crate::search::check_session(&session)?;
     r.end = match end {
         keel_agent::RunEnd::Finished => "finished",
         keel_agent::RunEnd::Exhausted => "exhausted",
@@ -371,6 +388,7 @@ fn episode_inner(task: &TaskSpec, policy: &dyn Policy, env: &SandboxEnv, cfg: &E
     .into();
     let t0 = Instant::now();
     let obs = session.verify(&task.verify, &task.protected_originals())?;
+    crate::search::check_session(&session)?;
     r.verify_ms = t0.elapsed().as_millis() as u64;
     r.success = obs.exit_code == Some(0);
     r.verify_exit = obs.exit_code;
@@ -442,7 +460,8 @@ pub struct Summary {
     /// shows it.
     pub gave_up_rate: Rate,
     pub mean_steps: f64,
-    /// Episodes that failed to run (engine or model errors): counted as failures above.
+    /// Episodes that failed to run (the engine failed, the model did not answer): they have no
+    /// outcome, so they are left out of the rates above (`episodes` counts them).
     pub errors: usize,
     /// With a simulated user: the share of the edits and commands it was asked about that it
     /// refused ("another" or rejected).
@@ -450,20 +469,22 @@ pub struct Summary {
     pub user_refusal_rate: Option<Rate>,
 }
 
-pub fn summarize(results: &[EpisodeResult]) -> Summary {
+pub fn summarize(all: &[EpisodeResult]) -> Summary {
+    let ran: Vec<EpisodeResult> = all.iter().filter(|r| r.error.is_none()).cloned().collect();
+    let results = &ran[..];
     let n = results.len();
-    let tasks = results.iter().map(|r| r.task.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let tasks = all.iter().map(|r| r.task.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let steps: usize = results.iter().map(|r| r.steps).sum();
     Summary {
         tasks,
-        episodes: n,
+        episodes: all.len(),
         success_rate: wilson(results.iter().filter(|r| r.success).count(), n),
         invalid_call_rate: wilson(results.iter().map(|r| r.invalid_calls).sum(), steps),
         loop_rate: wilson(results.iter().filter(|r| r.loops > 0).count(), n),
         empty_patch_rate: wilson(results.iter().filter(|r| r.empty_patch).count(), n),
         gave_up_rate: wilson(results.iter().filter(|r| r.gave_up()).count(), n),
         mean_steps: if n == 0 { 0.0 } else { steps as f64 / n as f64 },
-        errors: results.iter().filter(|r| r.error.is_some()).count(),
+        errors: all.len() - n,
         user_refusal_rate: {
             let asked: usize = results.iter().map(|r| r.user_reviewed).sum();
             (asked > 0).then(|| wilson(results.iter().map(|r| r.user_refused).sum(), asked))
@@ -599,7 +620,7 @@ pub fn table(run: &SuiteRun) -> String {
         s.push_str(&format!("user refused   {}  (of the {} edits and commands it was asked about)\n", pct(r), r.n));
     }
     if sum.errors > 0 {
-        s.push_str(&format!("{} episode(s) failed to run (counted as failures); see `error` in the report\n", sum.errors));
+        s.push_str(&format!("{} episode(s) failed to run and are left out of the figures above (no outcome); see `error` in the report\n", sum.errors));
     }
     for e in &run.task_errors {
         s.push_str(&format!("skipped: {e}\n"));

@@ -266,7 +266,8 @@ fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
 pub fn paired(before: &[EpisodeResult], after: &[EpisodeResult]) -> Value {
     let rates = |rs: &[EpisodeResult]| {
         let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-        for r in rs {
+        // An episode that failed to run has no outcome: left out.
+        for r in rs.iter().filter(|r| r.error.is_none()) {
             let e = m.entry(r.task.clone()).or_default();
             e.0 += f64::from(u8::from(r.success));
             e.1 += 1.0;

@@ -819,7 +819,7 @@ fn agent_run(a: AgentRunArgs, out: Option<PathBuf>, store: Option<Option<PathBuf
     let progress = |r: &eval::EpisodeResult| {
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let what = r.error.clone().unwrap_or_else(|| r.actions.join(" "));
-        eprintln!("[{n}/{total}] {} #{}: {} in {} steps ({:.1} s): {what}", r.task, r.sample, if r.success { "solved" } else { "failed" }, r.steps, r.wall_ms as f64 / 1000.0);
+        eprintln!("[{n}/{total}] {} #{}: {} in {} steps ({:.1} s): {what}", r.task, r.sample, if r.success { "solved" } else if r.error.is_some() { "did not run to an outcome" } else { "failed" }, r.steps, r.wall_ms as f64 / 1000.0);
     };
     let mut run = eval::run_suite(&tasks, policy.as_ref(), &envs, &cfg, &model, writer.as_ref(), &progress);
     run.task_errors.extend(errors);

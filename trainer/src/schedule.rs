@@ -8,7 +8,11 @@
 //!
 //! One run at a time: a scheduler holds an exclusive `flock` on `<work_dir>/schedule.lock` for its
 //! pass. The kernel drops the lock when the process dies, so a crashed run never leaves it stuck;
-//! a second scheduler started meanwhile sees the lock and does nothing.
+//! a second scheduler started meanwhile sees the lock and does nothing. A stage's process dies with
+//! the scheduler (`PR_SET_PDEATHSIG`), so a killed scheduler leaves nothing writing into the run's
+//! directory while the next pass runs that stage again. The run records its scheduler (pid and
+//! start time): a `running` run whose scheduler is gone is listed `interrupted` ([`run_row`]), and
+//! the next pass says so, keeps the interruption in `detail.interrupted`, and resumes it.
 //!
 //! A stage that fails marks its run `failed`, with the error (`detail.error`: stage, message,
 //! attempt). The next pass retries that run at the stage it failed in, up to [`MAX_ATTEMPTS`]
@@ -287,9 +291,12 @@ impl Lock {
         }
         let f = keel_trajectory::private::open_write(path).with_context(|| format!("opening {}", path.display()))?;
         // A child that another thread of this process is starting holds a copy of the previous
-        // pass's descriptor (and so its lock) until it execs: a few short retries outlast that.
-        // Another scheduler holds it for its whole pass.
-        for retry in 0..5 {
+        // pass's descriptor (and so its lock) until it execs: short retries, for up to half a
+        // second, outlast that (a stage's child is forked, not spawned, since it sets its
+        // parent-death signal before it execs, and a fork of a large process under load takes a
+        // while). Another scheduler holds it for its whole pass.
+        const TRIES: usize = 25;
+        for retry in 0..TRIES {
             // SAFETY: flock on a descriptor we own.
             let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if r == 0 {
@@ -299,7 +306,7 @@ impl Lock {
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(e).with_context(|| format!("locking {}", path.display()));
             }
-            if retry < 4 {
+            if retry + 1 < TRIES {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
@@ -393,8 +400,19 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     let retry = runs.last().filter(|r| r.status == "failed" && attempts(r) < MAX_ATTEMPTS);
     let mut run = match (runs.iter().find(|r| r.status == "running"), retry) {
         (Some(r), _) => {
+            // We hold the lock, so the scheduler that left this run `running` is gone: say so,
+            // and keep the interruption in the run's history.
+            let mut r = r.clone();
+            let pid = r.detail.pointer("/scheduler/pid").cloned().unwrap_or(Value::Null);
+            eprintln!("schedule: run {} was interrupted at stage `{}` (its scheduler, pid {pid}, stopped without ending it)", r.id, r.stage);
             eprintln!("schedule: resuming run {} at stage `{}`", r.id, r.stage);
-            r.clone()
+            let at = now_ms();
+            let entry = json!({"stage": r.stage, "pid": pid, "noticed_at": at});
+            match r.detail.get_mut("interrupted").and_then(Value::as_array_mut) {
+                Some(list) => list.push(entry),
+                None => r.detail["interrupted"] = json!([entry]),
+            }
+            r
         }
         (None, Some(r)) => {
             let mut r = r.clone();
@@ -419,6 +437,11 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
             r
         }
     };
+    // Which process runs it: `keel-train runs` shows a `running` run whose scheduler is gone as
+    // `interrupted`.
+    run.detail["scheduler"] = json!({"pid": std::process::id(), "start": process_start(std::process::id()), "space": pid_space()});
+    run.updated_at = now_ms();
+    store.put_run(&run)?;
     let dir = work.join(&run.id);
     keel_trajectory::private::create_dir_all(&dir)?;
     while run.status == "running" {
@@ -453,6 +476,45 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
     Ok(Pass::Finished { run: run.id.clone(), status: run.status.clone() })
 }
 
+/// When process `pid` started (`/proc/PID/stat`'s starttime, in clock ticks since boot), `None`
+/// when there is no such process or it has exited (a zombie).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold anything): state, then fields 4…
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(rest.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    rest.get(19)?.parse().ok()
+}
+
+/// This machine's boot and this process's pid namespace: where a pid means one process (a store
+/// on PostgreSQL is shared by machines, and `keel-train runs` may run on another one).
+fn pid_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}:{}", boot.trim(), ns.display()))
+}
+
+/// Whether the scheduler recorded on a `running` run is gone (`false` when none is recorded, when
+/// it ran on another machine or pid namespace, which cannot be checked from here, or when it runs
+/// on as that same process).
+pub fn interrupted(r: &Run) -> bool {
+    if r.status != "running" {
+        return false;
+    }
+    let space = r.detail.pointer("/scheduler/space").and_then(Value::as_str);
+    if space.is_none() || space.map(str::to_string) != pid_space() {
+        return false;
+    }
+    let Some(pid) = r.detail.pointer("/scheduler/pid").and_then(Value::as_u64) else { return false };
+    let start = r.detail.pointer("/scheduler/start").and_then(Value::as_u64);
+    match process_start(pid as u32) {
+        None => true,
+        Some(now) => start.is_some_and(|s| s != now),
+    }
+}
+
 fn keel_train(exe: &Path, args: &[String], log: &Path) -> Result<()> {
     keel_train_to(exe, args, log, None)
 }
@@ -467,6 +529,24 @@ fn keel_train_to(exe: &Path, args: &[String], log: &Path, stdout: Option<&Path>)
         None => cmd.stdout(logf.try_clone()?),
     };
     cmd.stderr(logf);
+    // A stage's process dies with the scheduler: killed, it must not leave a `dpo` writing into
+    // the run's directory while the next pass runs that stage again.
+    #[cfg(target_os = "linux")]
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The scheduler died before the line above took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
     let st = cmd.status().with_context(|| format!("running {} {}", exe.display(), args.join(" ")))?;
     if !st.success() {
         let tail = std::fs::read_to_string(log).unwrap_or_default();
@@ -734,6 +814,21 @@ fn task_gate(cfg: &Config, t: &TasksSection, exe: &Path, log: &Path, dir: &Path,
             }
             let v: Value = serde_json::from_slice(&std::fs::read(&out)?).with_context(|| format!("reading {}", out.display()))?;
             let rows: Vec<crate::eval::EpisodeResult> = serde_json::from_value(v["results"].clone()).with_context(|| format!("the results in {}", out.display()))?;
+            // Episodes that could not run (the engine stopped) have no outcome: the gate does not
+            // judge on what is left; the stage fails (so the run is retried) and the report goes,
+            // so that the retry runs the evaluation again.
+            let broken: Vec<&crate::eval::EpisodeResult> = rows.iter().filter(|r| r.error.is_some()).collect();
+            if let Some(first) = broken.first() {
+                let _ = std::fs::remove_file(&out);
+                bail!(
+                    "{} of {} held-out episodes of the {who} could not run, so the gate cannot judge (the first, {} #{}: {})",
+                    broken.len(),
+                    rows.len(),
+                    first.task,
+                    first.sample,
+                    first.error.as_deref().unwrap_or("")
+                );
+            }
             into.extend(rows.into_iter().map(|mut r| {
                 r.task = format!("{i}/{}", r.task);
                 r
@@ -948,7 +1043,7 @@ pub fn run_row(r: &Run) -> Value {
         "created": crate::models::chrono_like(r.created_at),
         "updated_at": r.updated_at,
         "stage": r.stage,
-        "status": r.status,
+        "status": if interrupted(r) { "interrupted" } else { r.status.as_str() },
         "attempts": attempts(r),
         "error": if r.status == "failed" { d.get("error").cloned().unwrap_or(Value::Null) } else { Value::Null },
         "candidate": d.get("candidate").cloned().unwrap_or(Value::Null),
@@ -983,7 +1078,7 @@ pub fn runs_table(runs: &[Run]) -> String {
             r.id,
             row["created"].as_str().unwrap_or(""),
             r.stage,
-            r.status,
+            row["status"].as_str().unwrap_or(&r.status),
             attempts(r),
             row["candidate"].as_str().unwrap_or("-"),
             row.pointer("/gate/verdict").and_then(Value::as_str).unwrap_or("-"),

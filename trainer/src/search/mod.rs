@@ -63,6 +63,21 @@ pub trait Session {
     fn verify(&mut self, command: &str, protected: &[(String, String)]) -> Result<Observation> {
         keel_agent::task::verify(self.workspace(), command, protected).map_err(|e| anyhow::anyhow!(e))
     }
+    /// Why the environment failed under this session (the container engine stopped, the container
+    /// was lost), if it did: then nothing the session answered is an outcome.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+}
+
+/// An error when the environment failed under `session`: a rollout or episode that saw its engine
+/// fail has no outcome (a failed read looked like a missing file to the rules; a failed command
+/// like a failing test), so it must not be counted as one.
+pub fn check_session<S: Session + ?Sized>(session: &S) -> Result<()> {
+    match session.lost() {
+        Some(why) => anyhow::bail!("the container engine failed during the run, so it has no outcome: {why}"),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -614,6 +629,8 @@ fn follow_record(agent: &mut Agent, recorded: &Prompt, cfg: &SearchConfig) {
 fn evaluate<P: Policy, E: Environment>(episode: &Episode, root: Prompt, path: &[PathEdge], policy: &P, env: &E, cfg: &SearchConfig, verify: &str, sim: usize) -> Result<Evaluated> {
     let Replayed { mut session, mut agent, children, leaf, finished } = replay(episode, root, path, env, cfg)?;
     if let Some((reward, rejected)) = leaf {
+        // An automatic rejection the engine's failure caused is not the rules' verdict.
+        check_session(&session)?;
         return Ok(Evaluated { reward, children, rejected });
     }
     if !finished && path.len() < cfg.max_depth {
@@ -630,6 +647,7 @@ fn evaluate<P: Policy, E: Environment>(episode: &Episode, root: Prompt, path: &[
         )?;
     }
     let ok = session.verify(verify, &keel_agent::task::episode_protected(episode))?.exit_code == Some(0);
+    check_session(&session)?;
     Ok(Evaluated { reward: if ok { 1.0 } else { 0.0 }, children, rejected: None })
 }
 
@@ -701,6 +719,8 @@ fn replay_recorded<E: Environment>(tree: &mut Tree, env: &E, cfg: &SearchConfig,
         }
         let edges = path_edges(tree, &path);
         let r = replay(&tree.episode, tree.nodes[0].prompt.clone(), &edges, env, cfg)?;
+        // A state the engine's failure changed is not a replay mismatch.
+        check_session(&r.session)?;
         check_replay(tree, &path, &r.children, stats);
     }
     Ok(())

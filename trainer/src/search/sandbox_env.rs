@@ -26,6 +26,12 @@ impl SandboxEnv {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let config = keel_sandbox::SandboxConfig { socket, image, ..Default::default() };
         let sandbox = rt.block_on(Sandbox::connect(config)).context("connecting to the container engine (run `cargo xtask setup`, or set DOCKER_HOST)")?;
+        // Containers an earlier run left when it was killed or its engine stopped under it.
+        match rt.block_on(sandbox.cleanup_orphans()) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("sandbox: removed {n} container(s) left by runs that are gone"),
+            Err(e) => eprintln!("sandbox: could not remove containers left by earlier runs: {e}"),
+        }
         Ok(SandboxEnv { sandbox, rt, idle: Default::default() })
     }
 
@@ -84,13 +90,20 @@ impl Session for SandboxSession<'_> {
         let r = self.env.rt.block_on(ws.container().exec(command)).context("running the verification command")?;
         Ok(r.to_observation())
     }
+
+    fn lost(&self) -> Option<String> {
+        self.ws.as_ref().and_then(|ws| ws.lost())
+    }
 }
 
 impl Drop for SandboxSession<'_> {
     fn drop(&mut self) {
         if let Some(ws) = self.ws.take() {
+            let lost = ws.lost().is_some();
             let c = ws.into_container();
-            if c.is_gone() {
+            if c.is_gone() || lost {
+                // Not reused: dropping it removes it (or, with the engine down, leaves it to
+                // `cleanup_orphans` at the next start).
                 return;
             }
             self.env.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c);

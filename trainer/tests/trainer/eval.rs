@@ -328,3 +328,156 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
     let v = eval::task_gate(&before, &before, &g);
     assert_eq!(v["verdict"], "promote", "no worse is enough: {v}");
 }
+
+use serde_json::Value;
+
+/// A podman API service of this test's own on `sock` (the same storage, so the images are
+/// there), answering once this returns. The shared service (`DOCKER_HOST`) is left alone.
+fn private_engine(sock: &Path) -> std::process::Child {
+    let _ = std::fs::remove_file(sock);
+    let child = std::process::Command::new("podman")
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("podman (cargo xtask setup installs it)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) {
+            let _ = s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if answer.contains("OK") {
+                return child;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the private podman service did not answer on {}", sock.display());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Containers labelled as Keel's whose owner label names process `pid`.
+fn containers_of(pid: u32) -> Vec<String> {
+    let out = std::process::Command::new("podman")
+        .args(["ps", "-a", "--filter", "label=keel.sandbox=1", "--format", "{{.ID}} {{index .Labels \"keel.sandbox.owner\"}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).and_then(|o| o.split('/').nth(1)) == Some(pid.to_string().as_str()))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The container engine stopped (`kill -9` of the podman service) while an episode's command runs
+/// in its container: `keel-train eval` ends by itself, the episode is reported as failed to run
+/// with the engine's error and left out of the figures (not a task failure, which would teach the
+/// model the wrong thing), nothing of it is recorded as an outcome, and the store is sound. With
+/// the engine back on the same socket, the next run removes the container the dead one left and
+/// runs the task to its real end.
+#[test]
+fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    calc_task(&suite, "fix", "fix it");
+    let sock = dir.path().join("engine.sock");
+    let mut engine = private_engine(&sock);
+    let model = keel_e2e::ScriptedModel::start();
+    let call = |a: Action| {
+        let c = a.to_tool_call("c");
+        keel_e2e::Reply::tool(&c.function.name, serde_json::from_str(&c.function.arguments).unwrap())
+    };
+    model.push(call(Action::ViewFile { path: "calc.py".into(), start_line: None, end_line: None }), false);
+    model.push(call(Action::Run { command: "sleep 60".into() }), false);
+    let db = dir.path().join("k.db");
+    let eval = |out: &Path| {
+        keel_e2e::command("keel-train")
+            .args(["eval", "--tasks"])
+            .arg(&suite)
+            .args(["--endpoint", &model.url, "--samples", "1", "--parallel", "1", "--store"])
+            .arg(&db)
+            .arg("--out")
+            .arg(out)
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = dir.path().join("first.json");
+    let mut run = eval(&first);
+    let pid = run.id();
+    // The command is running in the container: kill the engine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while model.remaining() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the episode never asked the model");
+        assert!(run.try_wait().unwrap().is_none(), "eval ended before its episode ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    // It ends by itself (a hang guard, not a speed figure: the command had 58 s left).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(50);
+    while run.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("keel-train eval hangs after its engine stopped");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    let r = &report["results"][0];
+    assert_eq!(r["end"], "error", "{report:#}");
+    assert_eq!(r["success"], false);
+    let why = r["error"].as_str().unwrap_or("");
+    assert!(why.contains("container engine"), "the error names the engine: {why}");
+    assert!(err.contains("failed to run and are left out of the figures"), "{err}");
+    assert_eq!(report["errors"], 1, "{report:#}");
+    assert_eq!(report["success_rate"]["n"], 0, "no outcome counted: {report:#}");
+    assert_eq!(model.requests().len(), 2, "the episode stopped at the engine's failure, without asking the model again");
+    // In the store: the step before the failure, the end `failed` with the error, and no outcome.
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let eps = store.episodes(&Default::default()).unwrap();
+    assert_eq!(eps.len(), 1);
+    let t = store.tree(eps[0].id).unwrap().unwrap();
+    let end = t.end.as_ref().expect("its end is recorded");
+    assert!(matches!(&end.end, EpisodeEnd::Failed { error } if error.contains("container engine")), "{end:?}");
+    assert!(end.outcome.is_none(), "an outcome was recorded for an episode the engine lost: {end:?}");
+    assert_eq!(t.steps.len(), 1, "only the step the engine answered is recorded: {:?}", t.steps);
+    assert!(matches!(t.steps[0].step.parsed, Parsed::Action { action: Action::ViewFile { .. }, .. }));
+    drop(store);
+    // The dead engine's container is still there (podman keeps it running). (Another Keel
+    // process connecting to the same storage meanwhile, a test beside this one, may already
+    // have removed it as the next run would.)
+    let left = containers_of(pid);
+    eprintln!("left by the dead engine: {left:?}");
+
+    // The engine back on the same socket: the next run removes what the dead one left, and works.
+    let mut engine = private_engine(&sock);
+    model.push(call(Action::Edit { path: "calc.py".into(), old_text: "a - b".into(), new_text: "a + b".into() }), false);
+    model.push(call(Action::Finish { summary: "done".into() }), false);
+    let second = dir.path().join("second.json");
+    let out = eval(&second).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = engine.kill();
+    let _ = engine.wait();
+    assert!(out.status.success(), "{err}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&second).unwrap()).unwrap();
+    assert_eq!(report["results"][0]["success"], true, "{report:#}");
+    assert_eq!(report["errors"], 0);
+    // The next run removed what the dead one left (`sandbox: removed 1 container(s) left by runs
+    // that are gone`), unless a process beside it did first.
+    assert!(containers_of(pid).is_empty(), "left behind: {left:?}; {err}");
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let solved = store.episodes(&Default::default()).unwrap().iter().filter(|e| store.tree(e.id).unwrap().unwrap().end.and_then(|e| e.outcome).is_some_and(|o| o.passed)).count();
+    assert_eq!(solved, 1);
+    // The first report is as it was written.
+    assert_eq!(serde_json::from_slice::<Value>(&std::fs::read(&first).unwrap()).unwrap()["results"][0]["end"], "error");
+}

@@ -315,3 +315,67 @@ fn runs_are_listed_from_the_store() {
     assert_eq!(rows[4]["error"], Value::Null, "a running run has no error");
     assert_eq!(rows[4]["detail"]["error"]["message"], "killed", "the history stays in detail");
 }
+
+/// The task gate does not judge on held-out episodes that could not run (the container engine
+/// stopped under them): the eval stage fails, so the run is retried, and the report is removed,
+/// so the retry evaluates again instead of reading it back.
+#[test]
+fn the_task_gate_does_not_judge_episodes_that_did_not_run() {
+    use schedule::Pass;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("keel.toml"), "store = \"k.db\"\nbase_model = \"model\"\n[tasks]\nheldout = [\"heldout\"]\n").unwrap();
+    let cfg = Config::load(&d.join("keel.toml")).unwrap();
+    // A run at its eval stage: no held-out pairs, a candidate adapter.
+    let run = Run { id: "run-x".into(), created_at: 1, updated_at: 1, stage: "eval".into(), status: "running".into(), detail: json!({"attempts": 1}) };
+    Store::open(&cfg.store).unwrap().put_run(&run).unwrap();
+    let rd = cfg.work_dir().join("run-x");
+    std::fs::create_dir_all(rd.join("adapter")).unwrap();
+    std::fs::write(rd.join("heldout.jsonl"), "").unwrap();
+    std::fs::write(rd.join("adapter/adapter_model.safetensors"), "weights").unwrap();
+    // `keel-train eval` whose one episode lost its engine.
+    let row = |error: Option<&str>| {
+        json!({"task": "t", "sample": 0, "seed": 1, "success": false, "end": if error.is_some() { "error" } else { "finished" }, "steps": 1, "invalid_calls": 0,
+               "loops": 0, "edits_applied": 0, "empty_patch": true, "actions": [], "verify_exit": null, "verify_output": "", "wall_ms": 1, "model_ms": 0,
+               "tools_ms": 0, "verify_ms": 0, "episode": null, "meta": null, "error": error})
+    };
+    std::fs::write(d.join("report.json"), json!({"results": [row(Some("the container engine failed during the run, so it has no outcome: connection refused"))]}).to_string()).unwrap();
+    let exe = d.join("keel-train");
+    let script = "#!/bin/sh\nhere=$(dirname \"$0\")\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --out ]; then cp \"$here/report.json\" \"$2\"; fi; shift; done\n";
+    let st = std::process::Command::new("sh").args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", script]).arg(&exe).status().unwrap();
+    assert!(st.success());
+    let p = schedule::pass(&cfg, &exe).unwrap();
+    let Pass::Failed { stage, error, .. } = &p else { panic!("the eval stage fails: {p:?}") };
+    assert_eq!(stage, "eval");
+    assert!(error.contains("1 of 1 held-out episodes") && error.contains("could not run") && error.contains("connection refused"), "{error}");
+    assert!(!rd.join("eval-live-0.json").exists(), "the report of episodes that did not run is not kept");
+    // With the engine back, the retry evaluates again and the gate judges.
+    std::fs::write(d.join("report.json"), json!({"results": [row(None)]}).to_string()).unwrap();
+    let p = schedule::pass(&cfg, &exe).unwrap();
+    assert!(matches!(&p, Pass::Finished { .. }), "{p:?}");
+    let r = Store::open(&cfg.store).unwrap().runs().unwrap().pop().unwrap();
+    assert_eq!(r.detail["task_gate"]["verdict"], "promote", "{r:?}");
+}
+
+/// A `running` run lists as `interrupted` when the scheduler recorded on it is gone from this
+/// machine; one whose scheduler still runs, or ran elsewhere (a store on PostgreSQL is shared, so
+/// its pid means nothing here), stays `running`.
+#[test]
+fn a_run_whose_scheduler_is_gone_is_interrupted() {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let space = format!("{}:{}", boot.trim(), std::fs::read_link("/proc/self/ns/pid").unwrap().display());
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let me = std::process::id();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let gone = dead.id();
+    dead.wait().unwrap();
+    let run = |scheduler: Value| Run { id: "r".into(), created_at: 1, updated_at: 1, stage: "dpo".into(), status: "running".into(), detail: json!({"scheduler": scheduler}) };
+    let status = |scheduler: Value| schedule::run_row(&run(scheduler))["status"].as_str().unwrap().to_string();
+    assert_eq!(status(json!({"pid": me, "start": start, "space": space})), "running", "its scheduler runs");
+    assert_eq!(status(json!({"pid": gone, "start": 1, "space": space})), "interrupted");
+    assert_eq!(status(json!({"pid": me, "start": start + 1, "space": space})), "interrupted", "the pid was reused");
+    assert_eq!(status(json!({"pid": gone, "start": 1, "space": "another-machine:pid:[1]"})), "running", "not ours to judge");
+    assert_eq!(status(Value::Null), "running", "none recorded");
+    assert!(schedule::runs_table(&[run(json!({"pid": gone, "start": 1, "space": space}))]).contains("interrupted"));
+}

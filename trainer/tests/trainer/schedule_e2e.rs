@@ -308,3 +308,141 @@ fn serve_without_model_uses_the_default_model_or_says_how_to_make_it() {
     assert!(err.contains(&format!("keel-train serve: model {}", installed.display())), "{err}");
     drop(taken);
 }
+
+/// Whether a safetensors file is whole: its header parses and the file ends where the header says
+/// the last tensor does.
+fn whole_safetensors(p: &Path) -> Result<(), String> {
+    let b = std::fs::read(p).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(b.get(..8).ok_or("shorter than its header length")?.try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(b.get(8..8 + n).ok_or("shorter than its header")?).map_err(|e| e.to_string())?;
+    let end = header.as_object().ok_or("no header object")?.values().filter_map(|t| t["data_offsets"][1].as_u64()).max().unwrap_or(0) as usize;
+    if b.len() != 8 + n + end {
+        return Err(format!("{} bytes, the header says {}", b.len(), 8 + n + end));
+    }
+    Ok(())
+}
+
+/// Processes whose command line mentions `needle` (the children of a killed scheduler would).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')));
+        if cmd.contains(needle) && !zombie {
+            out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// `kill -9` of `keel-train schedule --once` at random moments (`KEEL_KILL_ROUNDS`, 5 in the suite;
+/// docs/benchmarks.md "Faults" has the 100-round run). After each kill: the store's integrity
+/// check is `ok`; the live version is the one before or a new one whose adapter is whole (and
+/// hashes to its id); every pairs file a run left is whole JSON lines and every adapter weights
+/// file whole; no child of the killed scheduler is still at work in its run; `keel-train runs`
+/// shows the killed run `interrupted`, not `running`; and the next pass is not locked out. At the
+/// end a pass runs to completion.
+#[test]
+fn kill_9_of_schedule_at_random_moments() {
+    let rounds: usize = std::env::var("KEEL_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill -9 of schedule: {rounds} rounds, seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let store = Store::open(&db).unwrap();
+    record(&store, 16, false);
+    drop(store);
+    // No trigger: every pass resumes the killed run or starts a new one.
+    let cfg = config(dir.path(), "");
+    let started = std::time::Instant::now();
+    // A whole pass first: a live version to keep, and how long a pass takes.
+    let t0 = std::time::Instant::now();
+    let (code, err) = schedule(&cfg, None);
+    assert_eq!(code, Some(0), "{err}");
+    let pass_ms = t0.elapsed().as_millis() as u64;
+    let (mut killed, mut finished_first, mut interrupted_seen) = (0, 0, 0);
+    for round in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let life = Duration::from_millis(50 + seed % pass_ms.max(100));
+        let before = Store::open(&db).unwrap().live_model_version().unwrap().map(|v| v.id);
+        let mut child = keel_e2e::command("keel-train")
+            .args(["schedule", "--once", "--config"])
+            .arg(&cfg)
+            .env_remove("KEEL_FAULT_KILL_AT_STAGE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        std::thread::sleep(life);
+        let was_running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let st = child.wait().unwrap();
+        let err = log.join().unwrap();
+        if was_running && st.code().is_none() {
+            killed += 1;
+        } else {
+            assert_eq!(st.code(), Some(0), "round {round}: a pass that ended by itself succeeds: {err}");
+            finished_first += 1;
+        }
+        // The children of the killed scheduler went with it (the kernel kills them as it dies; a
+        // stage's child lives for seconds, so a few hundred milliseconds tell them apart).
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        let mut left = processes_mentioning(&dir.path().display().to_string());
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = processes_mentioning(&dir.path().display().to_string());
+        }
+        assert!(left.is_empty(), "round {round} ({life:?}): the killed scheduler's children are still running: {left:#?}");
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.integrity_check().unwrap(), "ok", "round {round}");
+        // The live pointer: the old version, or a new one whose adapter is whole.
+        let live = s.live_model_version().unwrap();
+        if live.as_ref().map(|v| &v.id) != before.as_ref() {
+            let v = live.as_ref().expect("a live version does not vanish");
+            let a = Path::new(v.adapter_path.as_deref().unwrap());
+            whole_safetensors(&a.join("adapter_model.safetensors")).unwrap_or_else(|e| panic!("round {round}: the new live adapter: {e}"));
+            serde_json::from_slice::<Value>(&std::fs::read(a.join("adapter_config.json")).unwrap()).unwrap();
+            assert_eq!(v.adapter_hash.as_deref(), Some(keel_trainer::models::adapter_hash(a).unwrap().as_str()));
+        }
+        // Files a run left: whole, or not there.
+        for p in walk(&dir.path().join("runs")) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".jsonl") && !name.starts_with('.') && name != "metrics.jsonl" {
+                for l in std::fs::read_to_string(&p).unwrap().lines() {
+                    serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("round {round}: a cut line in {}: {e}", p.display()));
+                }
+            }
+            if name == "adapter_model.safetensors" {
+                whole_safetensors(&p).unwrap_or_else(|e| panic!("round {round}: {}: {e}", p.display()));
+            }
+        }
+        // The user is told: a run the kill left is `interrupted`.
+        let out = keel_e2e::command("keel-train").args(["runs", "--json", "--store"]).arg(&db).output().unwrap();
+        assert!(out.status.success());
+        let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(rows.iter().all(|r| r["status"] != "running"), "round {round}: no scheduler runs, yet: {rows:#?}");
+        interrupted_seen += rows.iter().filter(|r| r["status"] == "interrupted").count().min(1);
+    }
+    // The next pass is not locked out, resumes what was left, and finishes.
+    let (code, err) = schedule(&cfg, None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("another scheduler"), "{err}");
+    let s = Store::open(&db).unwrap();
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+    let runs = s.runs().unwrap();
+    assert!(runs.iter().all(|r| r.status != "running"), "{runs:#?}");
+    eprintln!(
+        "kill -9 of schedule: {rounds} rounds ({killed} killed mid-pass, {finished_first} finished first, {interrupted_seen} left a run interrupted), {} runs, a whole pass {:.1} s, {:.0} s in all",
+        runs.len(),
+        pass_ms as f64 / 1000.0,
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -598,6 +598,76 @@ fn a_rollout_the_engine_loses_is_left_out_and_the_search_goes_on() {
     assert!(msg.contains("giving up") && msg.contains("no such container"), "{msg}");
 }
 
+/// An environment whose engine stops under some rollouts after their container started: every
+/// read, write and command of those fails from then on (as the container workspace's do), and the
+/// session says why.
+struct Dies {
+    starts: std::sync::atomic::AtomicUsize,
+    fail: std::ops::Range<usize>,
+}
+
+struct DyingSession {
+    inner: MemSession,
+    dead: bool,
+}
+
+impl Environment for Dies {
+    type Session<'a> = DyingSession;
+    fn start<'a>(&'a self, episode: &Episode) -> anyhow::Result<DyingSession> {
+        let n = self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(DyingSession { inner: MemEnv.start(episode)?, dead: self.fail.contains(&n) })
+    }
+}
+
+impl keel_agent::Workspace for DyingSession {
+    fn read(&self, rel: &str) -> Result<keel_agent::FileRead, String> {
+        if self.dead { Err(format!("reading `{rel}` in the container: connection refused")) } else { self.inner.read(rel) }
+    }
+    fn files(&self, base: &str) -> Result<Vec<(String, u64)>, String> {
+        if self.dead { Err("connection refused".into()) } else { self.inner.files(base) }
+    }
+    fn write(&self, rel: &str, text: &str) -> Result<(), String> {
+        if self.dead { Err("connection refused".into()) } else { self.inner.write(rel, text) }
+    }
+    fn run(&self, command: &str) -> Observation {
+        if self.dead { Observation { output: "sandbox error: connection refused".into(), exit_code: None, ..Default::default() } } else { self.inner.run(command) }
+    }
+}
+
+impl Session for DyingSession {
+    fn workspace(&self) -> &dyn keel_agent::Workspace {
+        self
+    }
+    fn lost(&self) -> Option<String> {
+        self.dead.then(|| "container engine: connection refused".to_string())
+    }
+}
+
+/// A rollout whose engine stopped mid-way has no outcome: what the agent saw there (a failed read
+/// looks like a missing file, which the rules reject; a failed command like a failing test) is not
+/// counted as a value, but as a lost rollout, as one whose container never started.
+#[test]
+fn a_rollout_whose_engine_stops_midway_is_lost_not_a_value() {
+    let tasks = suite(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let id = record(&store, &tasks[0]);
+    let et = store.tree(id).unwrap().unwrap();
+    let policy = ScriptedPolicy { tasks: tasks.clone() };
+    let cfg = SearchConfig { simulations: 8, expand: 2, parallel: 1, max_depth: 4, seed: 3, ..Default::default() };
+    let mut clean = Tree::from_episode(&et, &cfg.values).unwrap();
+    let want = search::search(&mut clean, &policy, &Flaky { starts: Default::default(), fail: 1..3 }, &cfg).unwrap();
+    let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
+    let stats = search::search(&mut tree, &policy, &Dies { starts: Default::default(), fail: 1..3 }, &cfg).unwrap();
+    assert_eq!((stats.failed_rollouts, stats.rollouts), (2, 6), "{stats:?}");
+    assert_eq!(stats, want, "the same as rollouts whose container never started");
+    assert_eq!(search::tree_json(&tree, &[]), search::tree_json(&clean, &[]), "no value or automatic rejection came from the dead rollouts");
+    // The replay of the recorded path is no replay when the engine died under it.
+    let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
+    let e = search::search(&mut tree, &policy, &Dies { starts: Default::default(), fail: 0..1 }, &cfg).unwrap_err();
+    assert!(format!("{e:#}").contains("container engine failed"), "{e:#}");
+}
+
 /// An episode on task `t` (its files, its check) and the agent at its first state.
 fn task_episode(t: &Task) -> (Episode, keel_agent::Agent) {
     let ep = Episode {
