@@ -231,40 +231,51 @@ pub fn run(rest: &[String]) -> Result<()> {
     }
     println!("      another (three times at most), then reject; accept an edit only if calc.py still defines add();");
     println!("      keel-lsp itself rejects an invalid call, an edit whose old_text is not in the file, and a loop");
-    let nvim = env::venv().join("bin/nvim");
-    let out = dir.join("nvim.json");
-    let mut child = Command::new(&nvim)
-        .args(["--headless", "--clean", "-u"])
-        .arg(env::root().join("tests/e2e/nvim/init.lua"))
-        .envs(env::vars())
-        .env("KEEL_E2E_PLUGIN", env::root().join("editors/nvim"))
-        .env("KEEL_E2E_SCENARIO", env::root().join("xtask/demo/user.lua"))
-        .env("KEEL_E2E_OUT", &out)
-        .env("KEEL_DEMO_LSP", env::root().join("target/debug/keel-lsp"))
-        .env("KEEL_DEMO_ENDPOINT", &url)
-        .env("KEEL_DEMO_STORE", &db)
-        .env("KEEL_DEMO_ROOT", &ws)
-        .env("KEEL_DEMO_EPISODES", plan.episodes.to_string())
-        .env("KEEL_DEMO_MAX_STEPS", plan.max_steps.to_string())
-        .env("KEEL_DEMO_RUN_RULE", if plan.tiny { "short" } else { "tests" })
-        .current_dir(&ws)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", nvim.display()))?;
-    for line in BufReader::new(child.stdout.take().context("nvim stdout")?).lines().map_while(Result::ok) {
-        let line = line.trim_matches(|c: char| c.is_control() || c == '\u{1b}');
-        if line.starts_with("episode") {
-            println!("  {line}");
+    // The user works until there are decisions to learn from: a session of episodes, and another
+    // (three at most) while the store gives fewer than four pairs — with the real model a session
+    // may end with every proposal refused at states that have no accepted sibling.
+    for round in 1..=3 {
+        let nvim = env::venv().join("bin/nvim");
+        let out = dir.join("nvim.json");
+        let mut child = Command::new(&nvim)
+            .args(["--headless", "--clean", "-u"])
+            .arg(env::root().join("tests/e2e/nvim/init.lua"))
+            .envs(env::vars())
+            .env("KEEL_E2E_PLUGIN", env::root().join("editors/nvim"))
+            .env("KEEL_E2E_SCENARIO", env::root().join("xtask/demo/user.lua"))
+            .env("KEEL_E2E_OUT", &out)
+            .env("KEEL_DEMO_LSP", env::root().join("target/debug/keel-lsp"))
+            .env("KEEL_DEMO_ENDPOINT", &url)
+            .env("KEEL_DEMO_STORE", &db)
+            .env("KEEL_DEMO_ROOT", &ws)
+            .env("KEEL_DEMO_EPISODES", plan.episodes.to_string())
+            .env("KEEL_DEMO_MAX_STEPS", plan.max_steps.to_string())
+            .env("KEEL_DEMO_RUN_RULE", if plan.tiny { "short" } else { "tests" })
+            .current_dir(&ws)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", nvim.display()))?;
+        for line in BufReader::new(child.stdout.take().context("nvim stdout")?).lines().map_while(Result::ok) {
+            let line = line.trim_matches(|c: char| c.is_control() || c == '\u{1b}');
+            if line.starts_with("episode") {
+                println!("  {line}");
+            }
         }
+        let status = child.wait()?;
+        let res: Value = std::fs::read_to_string(&out).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null);
+        if let Some(e) = res.get("error").and_then(Value::as_str) {
+            bail!("the Neovim session failed: {e}");
+        }
+        anyhow::ensure!(status.success(), "nvim exited with {status}");
+        let pairs = keel_train().args(["pairs", "--out", "-", "--store"]).arg(&db).stderr(Stdio::null()).output()?;
+        let n = String::from_utf8_lossy(&pairs.stdout).lines().filter(|l| !l.trim().is_empty()).count();
+        if plan.tiny || n >= 4 || round == 3 {
+            break;
+        }
+        println!("  ({n} pair(s) so far: another session of {} episodes)", plan.episodes);
     }
-    let status = child.wait()?;
-    let res: Value = std::fs::read_to_string(&out).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null);
-    if let Some(e) = res.get("error").and_then(Value::as_str) {
-        bail!("the Neovim session failed: {e}");
-    }
-    anyhow::ensure!(status.success(), "nvim exited with {status}");
 
     step(4, "what the store holds");
     let store = keel_trajectory::Store::open(&db)?;
