@@ -562,10 +562,7 @@ fn s(p: &Path) -> String {
 
 /// A state's side of the split: held out iff the hash of its state falls under the share.
 pub fn held_out(pair: &Value, share: f64) -> bool {
-    let key = pair.pointer("/meta/state_hash").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| pair["prompt"].to_string());
-    let h = blake3::hash(key.as_bytes());
-    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap()) as f64 / u64::MAX as f64;
-    x < share
+    keel_trajectory::pair_held_out(pair, share)
 }
 
 fn read_jsonl(p: &Path) -> Result<Vec<Value>> {

@@ -29,7 +29,7 @@ mod writer;
 pub use db::{is_postgres_url, redact_location};
 pub use action::{Action, ActionError, ActionErrorKind};
 pub use dump::{DUMP_VERSION, ImportStats};
-pub use state::state_hash;
+pub use state::{pair_held_out, state_hash};
 pub use store::{
     APPLICATION_ID, Durability, EpisodeFilter, EpisodeTree, Result, Run, SCHEMA_VERSION, StateGroup, Stats, StepRecord, Store,
     StoreError, blob_hash, data_dir, default_path,

@@ -14,6 +14,15 @@ pub fn state_hash(prompt: &Prompt) -> String {
     hash.to_hex()[..32].to_string()
 }
 
+/// Whether a preference pair (TRL JSON with `meta.state_hash`) is held out of training at `share`:
+/// by its state, so every pair at one state falls on the same side, run after run.
+pub fn pair_held_out(pair: &Value, share: f64) -> bool {
+    let key = pair.pointer("/meta/state_hash").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| pair["prompt"].to_string());
+    let h = blake3::hash(key.as_bytes());
+    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8])) as f64 / u64::MAX as f64;
+    x < share
+}
+
 /// JSON with object keys in sorted order, so equal values hash equally whatever map type made them.
 pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {

@@ -232,8 +232,8 @@ pub fn run(rest: &[String]) -> Result<()> {
     println!("      another (three times at most), then reject; accept an edit only if calc.py still defines add();");
     println!("      keel-lsp itself rejects an invalid call, an edit whose old_text is not in the file, and a loop");
     // The user works until there are decisions to learn from: a session of episodes, and another
-    // (three at most) while the store gives fewer than four pairs — with the real model a session
-    // may end with every proposal refused at states that have no accepted sibling.
+    // (three at most) until the store gives a pair to train on and one to judge by — with the real
+    // model a session may end with every proposal refused at states with no accepted sibling.
     for round in 1..=3 {
         let nvim = env::venv().join("bin/nvim");
         let out = dir.join("nvim.json");
@@ -269,12 +269,15 @@ pub fn run(rest: &[String]) -> Result<()> {
             bail!("the Neovim session failed: {e}");
         }
         anyhow::ensure!(status.success(), "nvim exited with {status}");
+        // The schedule splits pairs by state: the gate needs some on each side.
         let pairs = keel_train().args(["pairs", "--out", "-", "--store"]).arg(&db).stderr(Stdio::null()).output()?;
-        let n = String::from_utf8_lossy(&pairs.stdout).lines().filter(|l| !l.trim().is_empty()).count();
-        if plan.tiny || n >= 4 || round == 3 {
+        let rows: Vec<Value> = String::from_utf8_lossy(&pairs.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let held = rows.iter().filter(|p| keel_trajectory::pair_held_out(p, plan.holdout)).count();
+        let train = rows.len() - held;
+        if plan.tiny || (train >= 1 && held >= 1) || round == 3 {
             break;
         }
-        println!("  ({n} pair(s) so far: another session of {} episodes)", plan.episodes);
+        println!("  ({train} training and {held} held-out pair(s) so far: another session of {} episodes)", plan.episodes);
     }
 
     step(4, "what the store holds");
