@@ -469,8 +469,8 @@ impl Sandbox {
 
 /// This machine's boot and this process's pid namespace (`BOOT_ID:pid:[INODE]`): where a pid
 /// means one process. A process in another namespace (a container sharing the engine) or on
-/// another machine has another, and its containers are never judged by our pids.
-fn pid_space() -> Option<String> {
+/// another machine has another, and its containers (or its scheduler runs) are never judged by our pids.
+pub fn pid_space() -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
     Some(format!("{}:{}", boot.trim(), ns.display())).filter(|_| !boot.trim().is_empty())
@@ -478,7 +478,7 @@ fn pid_space() -> Option<String> {
 
 /// When process `pid` started (clock ticks since boot, `/proc/PID/stat`), `None` when it is not
 /// running (no such process, or a zombie).
-fn process_start(pid: u32) -> Option<u64> {
+pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name (in parentheses, which may hold anything): the state, then field 4...
     let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

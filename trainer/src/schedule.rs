@@ -22,6 +22,7 @@
 //! scheduler logs the error and keeps serving, waiting longer after each failure in a row
 //! ([`Backoff`]: 1 min, doubling, at most 1 h) and `--every` again after a pass that did not fail.
 
+use keel_sandbox::{pid_space, process_start};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -474,26 +475,6 @@ pub fn pass(cfg: &Config, exe: &Path) -> Result<Pass> {
         store.put_run(&run)?;
     }
     Ok(Pass::Finished { run: run.id.clone(), status: run.status.clone() })
-}
-
-/// When process `pid` started (`/proc/PID/stat`'s starttime, in clock ticks since boot), `None`
-/// when there is no such process or it has exited (a zombie).
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (in parentheses, which may hold anything): state, then fields 4…
-    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    if matches!(rest.first(), Some(&"Z") | Some(&"X") | None) {
-        return None;
-    }
-    rest.get(19)?.parse().ok()
-}
-
-/// This machine's boot and this process's pid namespace: where a pid means one process (a store
-/// on PostgreSQL is shared by machines, and `keel-train runs` may run on another one).
-fn pid_space() -> Option<String> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    Some(format!("{}:{}", boot.trim(), ns.display()))
 }
 
 /// Whether the scheduler recorded on a `running` run is gone (`false` when none is recorded, when

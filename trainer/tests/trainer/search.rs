@@ -574,17 +574,23 @@ impl Environment for Flaky {
     }
 }
 
-/// The engine losing a rollout costs that rollout, not the search: it is counted and left out; a
-/// search where it keeps happening stops with the engine's error.
-#[test]
-fn a_rollout_the_engine_loses_is_left_out_and_the_search_goes_on() {
+/// One task's recorded episode, its scripted policy, and a small search over it (the lost-rollout
+/// tests).
+fn one_recorded_episode() -> (EpisodeTree, ScriptedPolicy, SearchConfig) {
     let tasks = suite(1);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("k.db")).unwrap();
     let id = record(&store, &tasks[0]);
     let et = store.tree(id).unwrap().unwrap();
-    let policy = ScriptedPolicy { tasks: tasks.clone() };
     let cfg = SearchConfig { simulations: 8, expand: 2, parallel: 1, max_depth: 4, seed: 3, ..Default::default() };
+    (et, ScriptedPolicy { tasks }, cfg)
+}
+
+/// The engine losing a rollout costs that rollout, not the search: it is counted and left out; a
+/// search where it keeps happening stops with the engine's error.
+#[test]
+fn a_rollout_the_engine_loses_is_left_out_and_the_search_goes_on() {
+    let (et, policy, cfg) = one_recorded_episode();
     // The replay of the recorded path is start 0; rollouts 1 and 2 are lost.
     let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
     let stats = search::search(&mut tree, &policy, &Flaky { starts: Default::default(), fail: 1..3 }, &cfg).unwrap();
@@ -648,13 +654,7 @@ impl Session for DyingSession {
 /// counted as a value, but as a lost rollout, as one whose container never started.
 #[test]
 fn a_rollout_whose_engine_stops_midway_is_lost_not_a_value() {
-    let tasks = suite(1);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("k.db")).unwrap();
-    let id = record(&store, &tasks[0]);
-    let et = store.tree(id).unwrap().unwrap();
-    let policy = ScriptedPolicy { tasks: tasks.clone() };
-    let cfg = SearchConfig { simulations: 8, expand: 2, parallel: 1, max_depth: 4, seed: 3, ..Default::default() };
+    let (et, policy, cfg) = one_recorded_episode();
     let mut clean = Tree::from_episode(&et, &cfg.values).unwrap();
     let want = search::search(&mut clean, &policy, &Flaky { starts: Default::default(), fail: 1..3 }, &cfg).unwrap();
     let mut tree = Tree::from_episode(&et, &cfg.values).unwrap();
