@@ -3,8 +3,12 @@
 
 use tch::{Kind, Tensor};
 
-/// Linear warm-up to the peak rate, then linear or cosine decay to zero (as transformers'
-/// `get_linear_schedule_with_warmup` / `get_cosine_schedule_with_warmup`).
+/// Linear warm-up to the peak rate, then linear or cosine decay towards zero (as transformers'
+/// `get_linear_schedule_with_warmup` / `get_cosine_schedule_with_warmup`), except that no step of
+/// the run has a rate of zero: transformers gives the first update a rate of 0, and in a run of one
+/// optimizer step (the schedule's usual run on a handful of new pairs: `ceil(0.1 × 1)` = 1
+/// warm-up step) that was the only update, so the candidate came out identical to the base.
+/// Warm-up step `s` gets `peak·(s+1)/(w+1)`; the decay reaches zero one step after the last.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LrSchedule {
     pub peak: f64,
@@ -17,7 +21,7 @@ impl LrSchedule {
     /// The rate for optimizer step `step` (0-based: the rate used by the `step+1`-th update).
     pub fn at(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
-            return self.peak * step as f64 / self.warmup_steps.max(1) as f64;
+            return self.peak * (step + 1) as f64 / (self.warmup_steps + 1) as f64;
         }
         let total = self.total_steps.max(1);
         let decay = total.saturating_sub(self.warmup_steps).max(1);
@@ -82,14 +86,32 @@ mod tests {
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
         let s = LrSchedule { peak: 1e-3, warmup_steps: 10, total_steps: 110, cosine: false };
-        assert_eq!(s.at(0), 0.0);
-        assert!((s.at(5) - 5e-4).abs() < 1e-12);
+        assert!((s.at(0) - 1e-3 / 11.0).abs() < 1e-12);
+        assert!((s.at(4) - 5e-3 / 11.0).abs() < 1e-12);
         assert!((s.at(10) - 1e-3).abs() < 1e-12);
         assert!((s.at(60) - 5e-4).abs() < 1e-12);
         assert!(s.at(110).abs() < 1e-12);
         let c = LrSchedule { cosine: true, ..s };
         assert!((c.at(60) - 5e-4).abs() < 1e-12);
         assert!(c.at(35) > s.at(35));
+    }
+
+    /// A short run (a few new pairs, one epoch) must still train: every step of the run has a
+    /// positive rate. Before, a run of one step had one update at rate 0.
+    #[test]
+    fn every_step_of_a_short_run_has_a_positive_rate() {
+        for total in 1..=25u64 {
+            for warmup_ratio in [0.0, 0.1, 0.5, 1.0] {
+                for cosine in [false, true] {
+                    let warmup_steps = (total as f64 * warmup_ratio).ceil() as u64;
+                    let s = LrSchedule { peak: 1e-3, warmup_steps, total_steps: total, cosine };
+                    for step in 0..total {
+                        let lr = s.at(step);
+                        assert!(lr > 0.0 && lr <= 1e-3, "total {total} warm-up {warmup_steps} cosine {cosine}: step {step} has rate {lr}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
