@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use keel_agent::task::{TaskError, TaskSpec};
 use keel_agent::Agent;
 use keel_trajectory::{Decision, EpisodeEnd, EpisodeEndEvent, ModelRef, Outcome, Parsed, Record, RejectCause, Step, Timings, new_id, now_ms, state_hash};
@@ -115,6 +115,11 @@ pub fn task_gate(before: &[EpisodeResult], after: &[EpisodeResult], g: &GateConf
     let p = crate::learn::paired(before, after);
     let (b, a) = (summarize(before), summarize(after));
     let mut reasons = Vec::new();
+    // Nothing judged is no evidence: a candidate is promoted on tasks it was seen to do, never on
+    // an empty comparison (every episode skipped or without an outcome on one side).
+    if p["tasks"].as_u64().unwrap_or(0) == 0 {
+        reasons.push("no held-out task ran to an outcome both before and after: nothing to judge the candidate by".to_string());
+    }
     let delta = p["delta"].as_f64().unwrap_or(0.0);
     if delta < -g.success_drop {
         reasons.push(format!("held-out success falls: paired Δ {delta:+.3} [{:+.3}, {:+.3}]", p["low"].as_f64().unwrap_or(0.0), p["high"].as_f64().unwrap_or(0.0)));
@@ -498,6 +503,26 @@ pub struct SuiteRun {
     /// Tasks that could not be used (bad folder, a verify that passes at the start), each named.
     pub task_errors: Vec<TaskError>,
     pub wall_ms: u64,
+}
+
+impl SuiteRun {
+    /// An error when the suite had tasks but not one episode ran to an outcome (the engine is not
+    /// there, every task was skipped): such a run has nothing to report, and taking its empty
+    /// figures as a result (a baseline, a gate's "after", a collection with nothing in it) would
+    /// judge and train on nothing. The first reason is named.
+    pub fn ensure_ran(&self) -> Result<()> {
+        if self.results.iter().any(|r| r.error.is_none()) || (self.results.is_empty() && self.task_errors.is_empty()) {
+            return Ok(());
+        }
+        let why = self
+            .task_errors
+            .first()
+            .map(|e| format!("task `{}`: {}", e.task, e.message))
+            .or_else(|| self.results.iter().find_map(|r| r.error.as_ref().map(|e| format!("task `{}`: {e}", r.task))))
+            .unwrap_or_default();
+        let tasks = self.results.iter().map(|r| r.task.as_str()).chain(self.task_errors.iter().map(|e| e.task.as_str())).collect::<std::collections::BTreeSet<_>>().len();
+        bail!("no episode ran to an outcome ({tasks} task(s): {} skipped, {} episode(s) failed to run); first: {why}", self.task_errors.len(), self.results.len())
+    }
 }
 
 /// Runs every task `cfg.samples` times, `cfg.parallel` episodes at once. `progress` sees each

@@ -334,6 +334,7 @@ fn eval_suite(cfg: &LoopConfig, tasks: &[TaskSpec], adapter: Option<&Path>, out:
     let model = ModelRef { name: "keel".into(), version: p.version() };
     let run = eval::run_suite(tasks, p.as_ref(), envs, &ecfg, &model, None, &|r| progress("eval", r));
     eprint!("{}", eval::table(&run));
+    run.ensure_ran().with_context(|| format!("evaluating {}", suite.display()))?;
     let v = eval::report_json(&run, &ecfg, &model, suite);
     eval::write_report(&v, out)?;
     let _ = eval::plot(&eval::summarize(&run.results), &out.with_extension("png"), &format!("{}: {}", out.file_stem().and_then(|s| s.to_str()).unwrap_or("eval"), suite.display()));
@@ -412,6 +413,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
             let run = eval::run_suite(&train, p.as_ref(), &envs, &ecfg, &model, Some(&writer), &|r| progress("collect", r));
             writer.flush().wait()?;
             eprint!("{}", eval::table(&run));
+            run.ensure_ran().context("collecting the model's episodes")?;
             let v = eval::report_json(&run, &ecfg, &model, &cfg.tasks[0]);
             eval::write_report(&v, &collected_marker)
         })?;
@@ -436,6 +438,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
             let model = ModelRef { name: "demo".into(), version: Some("demo".into()) };
             let run = eval::run_suite(&with_fix, &p, &envs, &ecfg, &model, Some(&writer), &|r| progress("demo", r));
             writer.flush().wait()?;
+            run.ensure_ran().context("running the demonstrations")?;
             let v = eval::report_json(&run, &ecfg, &model, &cfg.tasks[0]);
             let failed: Vec<&str> = run.results.iter().filter(|r| !r.success).map(|r| r.task.as_str()).collect();
             if !failed.is_empty() {

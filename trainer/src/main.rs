@@ -840,7 +840,8 @@ fn agent_run(a: AgentRunArgs, out: Option<PathBuf>, store: Option<Option<PathBuf
     if let Some(s) = &store {
         eprintln!("{} episode(s) recorded in {}", run.results.iter().filter(|r| r.episode.is_some()).count(), s.path().display());
     }
-    Ok(())
+    // The report (with every task's error) is written; a run with no outcome still fails.
+    run.ensure_ran()
 }
 
 fn search(a: SearchArgs) -> Result<()> {

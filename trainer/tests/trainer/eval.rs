@@ -327,6 +327,23 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
     assert_eq!(v["paired_success"]["improved"], 1);
     let v = eval::task_gate(&before, &before, &g);
     assert_eq!(v["verdict"], "promote", "no worse is enough: {v}");
+
+    // Nothing judged is no evidence: an "after" in which no episode ran (the engine was not
+    // there) once promoted, every rate being 0 against 0.
+    let v = eval::task_gate(&[], &[], &g);
+    assert_eq!(v["verdict"], "refuse", "{v}");
+    assert!(v["reasons"][0].as_str().unwrap().contains("nothing to judge"), "{v}");
+    let no_outcome: Vec<_> = before.iter().map(|r| eval::EpisodeResult { error: Some("the engine is gone".into()), ..r.clone() }).collect();
+    assert_eq!(eval::task_gate(&before, &no_outcome, &g)["verdict"], "refuse");
+
+    // A suite run in which nothing ran is an error naming why, not an empty result.
+    let skipped = eval::SuiteRun { results: vec![], task_errors: vec![keel_agent::task::TaskError { task: "a".into(), message: "the container engine does not answer".into() }], wall_ms: 0 };
+    let e = skipped.ensure_ran().unwrap_err().to_string();
+    assert!(e.contains("no episode ran") && e.contains("task `a`: the container engine does not answer"), "{e}");
+    let failed = eval::SuiteRun { results: no_outcome.clone(), task_errors: vec![], wall_ms: 0 };
+    assert!(failed.ensure_ran().unwrap_err().to_string().contains("the engine is gone"));
+    let some = eval::SuiteRun { results: [no_outcome, before.clone()].concat(), task_errors: vec![], wall_ms: 0 };
+    some.ensure_ran().unwrap();
 }
 
 use serde_json::Value;
