@@ -172,6 +172,7 @@ impl Workspace for EditorWorkspace {
                 Ok(s) => s,
                 Err(e) => return fail(e.to_string()),
             };
+            clean_up_once(&sandbox, &spec.socket).await;
             let container = match sandbox.start(&snapshot).await {
                 Ok(c) => c,
                 Err(e) => return fail(e.to_string()),
@@ -189,6 +190,26 @@ impl Workspace for EditorWorkspace {
             let _ = container.remove().await;
             out
         })
+    }
+}
+
+/// The first time this process reaches the engine at `socket`: remove the containers that Keel
+/// processes now gone left there (a keel-lsp killed with `kill -9` mid-command, one whose engine
+/// stopped under it); they would otherwise run out their lifetime. Containers of live processes are
+/// left alone. A failure is logged, and the command runs anyway.
+async fn clean_up_once(sandbox: &Sandbox, socket: &str) {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if done.iter().any(|s| s == socket) {
+            return;
+        }
+        done.push(socket.to_string());
+    }
+    match sandbox.cleanup_orphans().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("sandbox: removed {n} container(s) left by Keel processes that are gone"),
+        Err(e) => tracing::warn!("sandbox: could not remove containers left by earlier processes: {e}"),
     }
 }
 

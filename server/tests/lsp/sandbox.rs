@@ -11,6 +11,9 @@ use crate::{CALC, Fixture, WAIT};
 fn accepted_run_steps_execute_in_the_sandbox() {
     let socket = std::env::var("DOCKER_HOST").expect("the container engine: run `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`");
     let f = Fixture::new();
+    // A container a Keel process now gone left on the engine (as a keel-lsp killed mid-command
+    // does): the first command this server runs removes it.
+    let orphan = orphan_container();
     let marker = f.dir.path().join("host-marker");
     let cmd = format!("head -1 calc.py; echo made > made.txt; ls; touch {}; echo done", marker.display());
     f.model.push(Reply::tool("run", json!({"command": cmd})), true);
@@ -30,6 +33,7 @@ fn accepted_run_steps_execute_in_the_sandbox() {
     assert!(c.shutdown().success());
 
     assert!(!marker.exists(), "the command ran on the host");
+    assert!(!container_exists(&orphan), "keel-lsp left the orphaned container {orphan} running");
     assert!(!f.root.join("made.txt").exists(), "the command wrote into the user's workspace");
     let s = crate::store(&f.store);
     let ep = &s.episodes(&EpisodeFilter::default()).unwrap()[0];
@@ -41,6 +45,28 @@ fn accepted_run_steps_execute_in_the_sandbox() {
     // The model saw the output as the tool result.
     let reqs = f.model.requests();
     assert!(reqs.last().unwrap()["messages"].to_string().contains("def add(a, b):"));
+}
+
+/// Starts a container labelled as a Keel sandbox's whose owner (this machine and pid namespace) is
+/// a process that has exited; returns its id.
+fn orphan_container() -> String {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let owner = format!("{}/{}/12345", keel_sandbox::pid_space().expect("/proc"), gone.id());
+    let out = std::process::Command::new("podman")
+        .args(["run", "-d", "--label", "keel.sandbox=1", "--label"])
+        .arg(format!("{}={owner}", keel_sandbox::LABEL_OWNER))
+        .args([keel_sandbox::BASE_IMAGE, "sleep", "300"])
+        .output()
+        .expect("podman (cargo xtask setup installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(container_exists(&id));
+    id
+}
+
+fn container_exists(id: &str) -> bool {
+    std::process::Command::new("podman").args(["container", "exists", id]).status().unwrap().success()
 }
 
 fn git(root: &std::path::Path, args: &[&str]) {

@@ -447,6 +447,7 @@ fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
     }
     let out = run.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no episode ran to an outcome"), "a run with no outcome is a failure: {err}");
     let report: Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
     let r = &report["results"][0];
     assert_eq!(r["end"], "error", "{report:#}");
