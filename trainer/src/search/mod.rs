@@ -597,6 +597,9 @@ fn replay<'a, E: Environment>(episode: &Episode, root: Prompt, path: &[PathEdge]
                 tracing::warn!("replay: writing the text the user kept in {path}: {e}");
             }
         }
+        // The engine failed under this step: the rest of the path is not carried out (each step
+        // would fail again, a remote engine's only after its timeout).
+        check_session(&session)?;
         if u.decision.is_automatic_rejection() {
             // A sampled action the rules reject: a leaf worth the automatic value.
             children.push(None);
@@ -640,12 +643,15 @@ fn evaluate<P: Policy, E: Environment>(episode: &Episode, root: Prompt, path: &[
             session.workspace(),
             cfg.max_depth - depth0,
             |prompt, n| {
+                // The engine failed under the rollout: it stops here, without asking the model again.
+                check_session(&session)?;
                 let seed = seed_for(cfg.seed, &[&(sim as u64).to_le_bytes(), &((depth0 + n) as u64).to_le_bytes(), b"rollout"]);
                 policy.sample(prompt, 1, seed)?.into_iter().next().ok_or_else(|| anyhow::anyhow!("the policy gave no sample"))
             },
             |_, _, _| {},
         )?;
     }
+    check_session(&session)?;
     let ok = session.verify(verify, &keel_agent::task::episode_protected(episode))?.exit_code == Some(0);
     check_session(&session)?;
     Ok(Evaluated { reward: if ok { 1.0 } else { 0.0 }, children, rejected: None })

@@ -348,45 +348,7 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
 
 use serde_json::Value;
 
-/// A podman API service of this test's own on `sock` (the same storage, so the images are
-/// there), answering once this returns. The shared service (`DOCKER_HOST`) is left alone.
-fn private_engine(sock: &Path) -> std::process::Child {
-    let _ = std::fs::remove_file(sock);
-    let child = std::process::Command::new("podman")
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", sock.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("podman (cargo xtask setup installs it)");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        use std::io::{Read, Write};
-        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) {
-            let _ = s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n");
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            if answer.contains("OK") {
-                return child;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "the private podman service did not answer on {}", sock.display());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-/// Containers labelled as Keel's whose owner label names process `pid`.
-fn containers_of(pid: u32) -> Vec<String> {
-    let out = std::process::Command::new("podman")
-        .args(["ps", "-a", "--filter", "label=keel.sandbox=1", "--format", "{{.ID}} {{index .Labels \"keel.sandbox.owner\"}}"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1).and_then(|o| o.split('/').nth(1)) == Some(pid.to_string().as_str()))
-        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
-        .collect()
-}
+use crate::engine::{containers_of, ends_by_itself, private_engine};
 
 /// The container engine stopped (`kill -9` of the podman service) while an episode's command runs
 /// in its container: `keel-train eval` ends by itself, the episode is reported as failed to run
@@ -437,15 +399,7 @@ fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
     engine.kill().unwrap();
     engine.wait().unwrap();
     // It ends by itself (a hang guard, not a speed figure: the command had 58 s left).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(50);
-    while run.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = run.kill();
-            panic!("keel-train eval hangs after its engine stopped");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let out = run.wait_with_output().unwrap();
+    let out = ends_by_itself(run, std::time::Duration::from_secs(50), "keel-train eval");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no episode ran to an outcome"), "a run with no outcome is a failure: {err}");
     let report: Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();

@@ -2,6 +2,7 @@
 
 mod convert;
 mod dpo;
+mod engine;
 mod eval;
 mod model;
 mod pairs;

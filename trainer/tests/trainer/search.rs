@@ -668,6 +668,133 @@ fn a_rollout_whose_engine_stops_midway_is_lost_not_a_value() {
     assert!(format!("{e:#}").contains("container engine failed"), "{e:#}");
 }
 
+/// The container engine stopped (`kill -9` of a podman service of the test's own) while a
+/// rollout's command runs: `keel-train search` ends by itself; the rollout stops there (the model
+/// is not asked again), is counted lost and given no value, so no pair comes of it; the store is
+/// untouched. With the engine back on the
+/// same socket, the next search removes the container the dead engine left and mines the pair a
+/// real failure at the same place gives.
+///
+/// The scripted model makes the path known (one simulation after another, one sample each): the
+/// first simulation expands the root with the fix and finishes (passes, 1); the second goes down
+/// the recorded decoy and expands below it with `sleep 60`, killed there (one step of depth left). With `--margin 0.4`, a
+/// rollout below the decoy valued 0 makes the root critical (the fix, 1, over the decoy, now 0.5):
+/// the lost one must not; the second search's real failure there does.
+#[test]
+fn the_engine_stopped_mid_rollout_is_lost_not_a_value_and_the_next_search_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = &suite(1)[0];
+    let db = dir.path().join("k.db");
+    let store = Store::open(&db).unwrap();
+    let id = record(&store, t);
+    let recorded = store.tree(id).unwrap().unwrap();
+    drop(store);
+    let sock = dir.path().join("engine.sock");
+    let mut engine = crate::engine::private_engine(&sock);
+    let model = keel_e2e::ScriptedModel::start();
+    let say = |a: Action| {
+        let c = a.to_tool_call("c");
+        model.push(keel_e2e::Reply::tool(&c.function.name, serde_json::from_str(&c.function.arguments).unwrap()), false);
+    };
+    // Unique to this run: the test finds its command among the machine's processes by it.
+    let token = format!("keel-lost-rollout-{}", dir.path().file_name().unwrap().to_string_lossy());
+    say(t.edit(&t.fix));
+    say(Action::Finish { summary: "fixed".into() });
+    say(Action::Run { command: format!("sleep 60 && echo {token}") });
+    let search = |name: &str| {
+        let (out, tree) = (dir.path().join(format!("{name}.jsonl")), dir.path().join(format!("{name}.json")));
+        let child = keel_e2e::command("keel-train")
+            .args(["search", "--store"])
+            .arg(&db)
+            .args(["--endpoint", &model.url, "--out"])
+            .arg(&out)
+            .arg("--tree")
+            .arg(&tree)
+            .args(["--simulations", "2", "--expand", "1", "--parallel", "1", "--max-depth", "3", "--min-visits", "1", "--margin", "0.4"])
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, out, tree)
+    };
+    let (mut run, pairs, tree) = search("first");
+    let pid = run.id();
+    // The command is running in the rollout's container: kill the engine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while model.remaining() > 0 || !crate::engine::running(&token) {
+        assert!(std::time::Instant::now() < deadline, "the rollout never ran its command ({} answers left)", model.remaining());
+        assert!(run.try_wait().unwrap().is_none(), "search ended before its rollout ran the command");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    // It ends by itself (a hang guard, not a speed figure: the command had about a minute left).
+    let out = crate::engine::ends_by_itself(run, std::time::Duration::from_secs(50), "keel-train search");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("first search:\n{err}");
+    assert!(out.status.success(), "one rollout lost of two is the search's loss, not its end: {err}");
+    assert!(err.contains("a rollout failed (1 so far): the container engine failed during the run, so it has no outcome: running `sleep 60"), "the lost rollout, with the engine's error: {err}");
+    assert!(err.contains("1 rollouts (1 passed)") && err.contains("1 rollout(s) failed in the environment and were left out"), "{err}");
+    // Three answers: the two expansions and the first rollout's step. The lost one stopped at the
+    // engine's failure (its path was done, a step of depth was left): the model was not asked
+    // for that step, as it once was (and the rollout was blamed on the model's exhausted script).
+    assert_eq!(model.requests().len(), 3, "the search asked the model after the engine's failure");
+    // No value from the lost rollout: the edge it went through is unvisited, the decoy above it
+    // keeps the user's acceptance alone, the root the first rollout's visit; no pair.
+    assert_eq!(std::fs::read_to_string(&pairs).unwrap(), "", "a pair was mined from the lost rollout");
+    let trees: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&tree).unwrap()).unwrap();
+    assert_eq!(trees.len(), 1);
+    let nodes = trees[0]["nodes"].as_array().unwrap();
+    let edges = || nodes.iter().flat_map(|n| n["edges"].as_array().unwrap());
+    let lost = edges().find(|e| e["action"]["tool"] == "run").expect("the edge the lost rollout took is in the tree");
+    assert_eq!((lost["visits"].as_u64(), lost["child"].is_null()), (Some(0), true), "the lost rollout was given a value: {lost:#}");
+    let decoy = &nodes[0]["edges"][0];
+    assert_eq!((decoy["visits"].as_u64(), decoy["value"].as_f64()), (Some(1), Some(1.0)), "{decoy:#}");
+    assert_eq!(nodes[0]["visits"], 2, "{:#}", nodes[0]);
+    assert!(!nodes.iter().any(|n| n["critical"] == true));
+    // The store is as it was: search reads it, and the dead engine cost it nothing.
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    assert_eq!(store.tree(id).unwrap().as_ref(), Some(&recorded));
+    assert_eq!(store.episodes(&Default::default()).unwrap().len(), 1);
+    drop(store);
+    // The dead engine's container is still there (podman keeps it running), unless another Keel
+    // process on the same storage (a test beside this one) removed it as the next search would.
+    let left = crate::engine::containers_of(pid);
+    eprintln!("left by the dead engine: {left:?}");
+
+    // The engine back on the same socket: the next search removes what the dead one left, and
+    // the same path, now failing for real (finish below the decoy), is valued and gives the pair.
+    let mut engine = crate::engine::private_engine(&sock);
+    say(t.edit(&t.fix));
+    say(Action::Finish { summary: "fixed".into() });
+    say(Action::Finish { summary: "done".into() });
+    let still_left = !crate::engine::containers_of(pid).is_empty();
+    let (run, pairs, tree) = search("second");
+    let out = crate::engine::ends_by_itself(run, std::time::Duration::from_secs(120), "keel-train search");
+    let _ = engine.kill();
+    let _ = engine.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("second search:\n{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(!still_left || err.contains("sandbox: removed 1 container(s) left by runs that are gone"), "{err}");
+    assert!(crate::engine::containers_of(pid).is_empty(), "left behind: {left:?}; {err}");
+    assert!(err.contains("2 rollouts (1 passed)") && !err.contains("failed in the environment"), "{err}");
+    let mined: Vec<serde_json::Value> = std::fs::read_to_string(&pairs).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(mined.len(), 1, "{mined:#?}");
+    let (dp, dold, dnew) = t.decoys[0].clone();
+    let args = |side: &str| mined[0][side][0]["tool_calls"][0]["function"]["arguments"].clone();
+    assert_eq!(args("chosen"), t.edit(&t.fix).arguments(), "{:#}", mined[0]);
+    assert_eq!(args("rejected"), Action::Edit { path: dp, old_text: dold, new_text: dnew }.arguments(), "{:#}", mined[0]);
+    assert_eq!((mined[0]["meta"]["q_chosen"].as_f64(), mined[0]["meta"]["q_rejected"].as_f64()), (Some(1.0), Some(0.5)), "{:#}", mined[0]);
+    let trees: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&tree).unwrap()).unwrap();
+    assert_eq!(trees[0]["nodes"][0]["visits"], 3);
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    assert_eq!(store.tree(id).unwrap().as_ref(), Some(&recorded));
+}
+
 /// An episode on task `t` (its files, its check) and the agent at its first state.
 fn task_episode(t: &Task) -> (Episode, keel_agent::Agent) {
     let ep = Episode {
