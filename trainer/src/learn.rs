@@ -4,10 +4,11 @@
 //! 1. **before** — `eval` of the starting policy on each held-out suite;
 //! 2. **collect** — `samples` episodes per training task, each with its verification outcome; with
 //!    `demos`, also one demonstration per training task that ships its known fix (`[[fix]]`): the
-//!    same agent, in the same container, run the tests, make the fix's edits, run the tests again,
-//!    finish — recorded like any episode (model `demo`), kept only if `verify` passes. A small
-//!    model that never solves a task alone gives search and SFT nothing; the demonstrations give
-//!    SFT real trajectories and search a successful sibling beside the model's own steps;
+//!    same agent, in the same container, run the tests, read each file the fix changes, make the
+//!    fix's edits, run the tests again, finish — recorded like any episode (model `demo`), kept
+//!    only if `verify` passes. A small model that never solves a task alone gives search and SFT
+//!    nothing; the demonstrations give SFT real trajectories and search a successful sibling
+//!    beside the model's own steps;
 //! 3. **search** — the episodes of each task merged into one tree (shared prefixes merge), MCTS with
 //!    container rollouts that run the task's `verify`; pairs at the critical decisions;
 //! 4. **sft** — LoRA SFT on the steps of the successful trajectories;
@@ -149,12 +150,16 @@ fn load(dir: &Path) -> Result<Vec<TaskSpec>> {
 }
 
 /// The policy of the demonstrations: at a task's first state (its initial user message) it runs the
-/// task's `verify`, makes the fix's edits one by one, runs `verify` again and finishes. Every
-/// candidate it offers is that one action, so `sample(k)` gives k copies (search expands a state
-/// the demonstration reached with the model's policy, never with this one).
+/// task's `verify`, reads each file the fix changes before its first edit there, makes the fix's
+/// edits one by one, runs `verify` again and finishes. It reads first because an example teaches
+/// what it shows: an edit whose `old_text` the agent never saw teaches the model to write edits of
+/// text it has not read (SFT on read-less demonstrations gave held-out edits of lines recalled from
+/// training tasks, none of which applied). Every candidate it offers is that one action, so
+/// `sample(k)` gives k copies (search expands a state the demonstration reached with the model's
+/// policy, never with this one).
 pub struct DemoPolicy {
-    /// Initial user message → (verify command, fix edits).
-    tasks: HashMap<String, (String, Vec<keel_agent::task::FixEdit>)>,
+    /// Initial user message → the script of actions.
+    tasks: HashMap<String, Vec<keel_trajectory::Action>>,
 }
 
 impl DemoPolicy {
@@ -164,27 +169,36 @@ impl DemoPolicy {
             .filter(|t| !t.fix.is_empty())
             .filter_map(|t| {
                 let user = t.initial_prompt().messages.into_iter().find(|m| m.role == keel_trajectory::Role::User)?.content?;
-                Some((user, (t.verify.clone(), t.fix.clone())))
+                Some((user, Self::script(&t.verify, &t.fix)))
             })
             .collect();
         DemoPolicy { tasks }
     }
 
+    /// Run the tests; for each edit, read its file first if not read yet, then edit; run the tests
+    /// again; finish.
+    pub fn script(verify: &str, fix: &[keel_agent::task::FixEdit]) -> Vec<keel_trajectory::Action> {
+        use keel_trajectory::Action;
+        let mut out = vec![Action::Run { command: verify.to_string() }];
+        let mut read = std::collections::HashSet::new();
+        for f in fix {
+            if read.insert(f.path.clone()) {
+                out.push(Action::ViewFile { path: f.path.clone(), start_line: None, end_line: None });
+            }
+            out.push(Action::Edit { path: f.path.clone(), old_text: f.old_text.clone(), new_text: f.new_text.clone() });
+        }
+        out.push(Action::Run { command: verify.to_string() });
+        out.push(Action::Finish { summary: "Fixed the bug; the tests pass.".into() });
+        out
+    }
+
     /// The action at a state: the script's step after the tool calls already in the prompt.
     pub fn action(&self, prompt: &keel_trajectory::Prompt) -> Option<keel_trajectory::Action> {
-        use keel_trajectory::{Action, Role};
+        use keel_trajectory::Role;
         let user = prompt.messages.iter().find(|m| m.role == Role::User)?.content.as_ref()?;
-        let (verify, fix) = self.tasks.get(user)?;
+        let script = self.tasks.get(user)?;
         let done = prompt.messages.iter().filter(|m| m.role == Role::Assistant).count();
-        Some(match done {
-            0 => Action::Run { command: verify.clone() },
-            n if n <= fix.len() => {
-                let f = &fix[n - 1];
-                Action::Edit { path: f.path.clone(), old_text: f.old_text.clone(), new_text: f.new_text.clone() }
-            }
-            n if n == fix.len() + 1 => Action::Run { command: verify.clone() },
-            _ => Action::Finish { summary: "Fixed the bug; the tests pass.".into() },
-        })
+        script.get(done).or(script.last()).cloned()
     }
 }
 
@@ -420,7 +434,17 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
     }
     let demos_marker = cfg.out.join("demos.json");
     if cfg.demos && !demos_marker.exists() {
-        let with_fix: Vec<TaskSpec> = train.iter().filter(|t| !t.fix.is_empty()).cloned().collect();
+        // A task's own step budget is the model's; the demonstration gets the steps its script takes.
+        let with_fix: Vec<TaskSpec> = train
+            .iter()
+            .filter(|t| !t.fix.is_empty())
+            .map(|t| {
+                let mut t = t.clone();
+                let script = DemoPolicy::script(&t.verify, &t.fix).len();
+                t.max_steps = Some(t.max_steps.unwrap_or(cfg.max_steps).max(script));
+                t
+            })
+            .collect();
         stages.time("demos", || {
             let store = Store::open(&store_path)?;
             let writer = store.writer()?;
@@ -430,7 +454,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
                 parallel: cfg.parallel,
                 seed: cfg.seed ^ 0xDE40,
                 image: cfg.image.clone(),
-                max_steps: cfg.max_steps.max(with_fix.iter().map(|t| t.fix.len() + 3).max().unwrap_or(0)),
+                max_steps: cfg.max_steps,
                 client: "keel-train demo".into(),
                 user: cfg.user,
                 ..Default::default()

@@ -139,7 +139,7 @@ struct LoopArgs {
     #[arg(long)]
     baseline: Vec<PathBuf>,
     /// No demonstrations: train only on what the model itself did (by default every training
-    /// task that ships its fix adds one demonstration episode: run the tests, the fix, run, finish).
+    /// task that ships its fix adds one demonstration episode: run the tests, read, the fix, run, finish).
     #[arg(long)]
     no_demos: bool,
     /// A simulated user decides the edits and commands of the collected, demonstrated and

@@ -501,6 +501,12 @@ pub fn search<P: Policy, E: Environment>(tree: &mut Tree, policy: &P, env: &E, c
             }
         }
     }
+    // Lost rollouts below the give-up threshold are tolerated, but a search none of whose
+    // rollouts finished learned nothing: an error, so that no caller records it as searched (the
+    // loop's pairs file, which a rerun reuses).
+    if stats.rollouts == 0 && stats.failed_rollouts > 0 {
+        anyhow::bail!("every rollout of episode {} failed ({}): nothing was learned from its search", tree.episode.id, stats.failed_rollouts);
+    }
     Ok(stats)
 }
 

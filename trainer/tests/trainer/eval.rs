@@ -453,3 +453,72 @@ fn the_engine_stopped_mid_episode_is_no_outcome_and_the_next_run_works() {
     // The first report is as it was written.
     assert_eq!(serde_json::from_slice::<Value>(&std::fs::read(&first).unwrap()).unwrap()["results"][0]["end"], "error");
 }
+
+/// A training task with its known fix, whose own step budget (4) is shorter than its
+/// demonstration (run, read, edit, run, finish).
+fn fix_task(suite: &Path, name: &str, instruction: &str, bug: &str) {
+    write(suite, &format!("{name}/task.toml"), &format!(
+        "instruction = \"{instruction}\"\nverify = \"python3 test_calc.py\"\nprotected = [\"test_calc.py\"]\nfile = \"calc.py\"\nmax_steps = 4\n\n[[fix]]\npath = \"calc.py\"\nold_text = \"    return {bug}\"\nnew_text = \"    return a + b\"\n"
+    ));
+    write(suite, &format!("{name}/workspace/calc.py"), &format!("def add(a, b):\n    return {bug}\n"));
+    write(suite, &format!("{name}/workspace/test_calc.py"), "from calc import add\nassert add(2, 3) == 5, f'add(2, 3) returned {add(2, 3)}, expected 5'\nprint('ok')\n");
+}
+
+/// `keel-train loop` end to end on a real (tiny, random) model in containers: demonstrations of
+/// the training tasks' fixes, search, SFT, DPO, the held-out eval before and after, the report
+/// and the adapter. Every SFT example of an edit shows the model the file it edits first: a
+/// demonstration that edited text the agent had never read taught the real model to write edits
+/// of lines it had not seen (none applied on held-out tasks).
+#[test]
+fn the_loop_demonstrates_reading_before_editing_trains_and_judges_held_out_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, heldout) = (dir.path().join("train"), dir.path().join("heldout"));
+    fix_task(&train, "minus", "test_calc.py fails: fix calc.py", "a - b");
+    fix_task(&train, "times", "test_calc.py fails; fix the bug in calc.py", "a * b");
+    calc_task(&heldout, "held", "add is wrong");
+    let model = dir.path().join("tiny");
+    assert!(keel_e2e::command("keel-train").args(["init-model", "--preset", "tiny", "--out"]).arg(&model).status().unwrap().success());
+    let run = dir.path().join("run");
+    let o = keel_e2e::command("keel-train")
+        .arg("loop")
+        .arg("--model").arg(&model)
+        .arg("--out").arg(&run)
+        .arg("--tasks").arg(&train)
+        .arg("--heldout").arg(&heldout)
+        .args(["--samples", "0", "--simulations", "2", "--eval-samples", "1", "--max-steps", "2", "--max-tokens", "32", "--parallel", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["recipe"], "sft+dpo", "{report}");
+    assert_eq!(report["data"]["demonstrations"], 2, "{report}");
+    // Each demonstration passed although its task allows the model only 4 steps.
+    assert_eq!(report["data"]["demonstrations_passed"].as_f64(), Some(1.0), "{report}");
+    assert_eq!(report["trained"], true, "{report}");
+    let stages: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    for s in ["demos", "sft"] {
+        assert!(stages.contains(&s), "{stages:?}");
+    }
+    assert!(stages.iter().any(|s| s.starts_with("after")), "{stages:?}");
+    assert_eq!(report["suites"][0]["before"]["tasks"], 1, "{report}");
+    assert!(run.join("adapter/adapter_config.json").exists() && run.join("adapter/adapter_model.safetensors").exists());
+    assert_eq!(std::fs::metadata(run.join("report.json")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("sft.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let name = |m: &serde_json::Value| m["tool_calls"][0]["function"]["name"].as_str().map(str::to_string);
+    let names: Vec<String> = rows.iter().filter_map(|r| name(&r["completion"][0])).collect();
+    assert_eq!(names.iter().filter(|n| *n == "edit").count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| *n == "view_file").count(), 2, "{names:?}");
+    assert_eq!(rows.len(), 10, "{names:?}");
+    for r in rows.iter().filter(|r| name(&r["completion"][0]).as_deref() == Some("edit")) {
+        let args = &r["completion"][0]["tool_calls"][0]["function"]["arguments"];
+        let (path, old) = (args["path"].as_str().unwrap(), args["old_text"].as_str().unwrap());
+        let prompt = r["prompt"].as_array().unwrap();
+        let read = prompt.iter().position(|m| name(m).as_deref() == Some("view_file") && m["tool_calls"][0]["function"]["arguments"]["path"] == path);
+        let read = read.unwrap_or_else(|| panic!("the edit of {path} comes without a read of it: {r}"));
+        // What the read showed holds the text the edit replaces.
+        let shown = prompt[read + 1]["content"].as_str().unwrap();
+        assert!(shown.contains(old.trim()), "{shown:?} lacks {old:?}");
+    }
+}

@@ -602,6 +602,13 @@ fn a_rollout_the_engine_loses_is_left_out_and_the_search_goes_on() {
     let e = search::search(&mut tree, &policy, &Flaky { starts: Default::default(), fail: 1..1000 }, &cfg).unwrap_err();
     let msg = format!("{e:#}");
     assert!(msg.contains("giving up") && msg.contains("no such container"), "{msg}");
+    // Every rollout of a small search lost, within the number it tolerates: still an error (it
+    // found nothing, and the loop would have written its empty pairs file as done).
+    let small = SearchConfig { simulations: 2, ..cfg.clone() };
+    let mut tree = Tree::from_episode(&et, &small.values).unwrap();
+    let e = search::search(&mut tree, &policy, &Flaky { starts: Default::default(), fail: 1..1000 }, &small).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("every rollout") && msg.contains("nothing was learned"), "{msg}");
 }
 
 /// An environment whose engine stops under some rollouts after their container started: every
