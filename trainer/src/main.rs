@@ -866,6 +866,7 @@ fn search(a: SearchArgs) -> Result<()> {
     let mut lines = Vec::new();
     let mut trees = Vec::new();
     let (mut episodes, mut found_total) = (0, 0);
+    let mut failed: Vec<String> = Vec::new();
     // Episodes that start from the same state (the samples of one task) share one tree: their
     // common prefixes merge, as SEAlign merges them.
     let mut groups: Vec<(String, Vec<keel_trajectory::EpisodeTree>)> = Vec::new();
@@ -884,7 +885,16 @@ fn search(a: SearchArgs) -> Result<()> {
             eprintln!("episode {}: no verification command; skipped (give --verify)", tree.episode.id);
             continue;
         }
-        let stats = search::search(&mut tree, &policy.as_ref(), &env, &cfg)?;
+        // A tree whose search fails (its rollouts lost, the model unreachable) costs that tree: the
+        // others' pairs and trees are still written, and the command fails naming it.
+        let stats = match search::search(&mut tree, &policy.as_ref(), &env, &cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("search: episode {}: {e:#}", tree.episode.id);
+                failed.push(tree.episode.id.to_string());
+                continue;
+            }
+        };
         let found = search::critical(&tree, &cfg);
         eprint!("{}", search::summary(&tree, &found, &stats));
         for p in search::pairs(&tree, &found, policy.version().as_deref()) {
@@ -903,6 +913,9 @@ fn search(a: SearchArgs) -> Result<()> {
         keel_trainer::pairs::write_atomic(t, serde_json::to_string_pretty(&trees)?.as_bytes())?;
     }
     eprintln!("{found_total} critical decision(s) in {episodes} episode(s) → {}", a.out.display());
+    if !failed.is_empty() {
+        anyhow::bail!("the search of {} of {} episode(s) failed ({}); the others' pairs are in {}", failed.len(), failed.len() + episodes, failed.join(", "), a.out.display());
+    }
     Ok(())
 }
 

@@ -405,6 +405,43 @@ fn the_search_command_on_a_tiny_model() {
     assert_eq!(std::fs::read_to_string(&tree).unwrap(), first);
 }
 
+/// `keel-train search` over two episodes whose first tree's search fails (the model endpoint
+/// answers its first request with something that is not a chat completion): the second tree is
+/// still searched and written, and the command fails naming the lost one — the finished trees'
+/// work is not thrown away with it.
+#[test]
+fn a_tree_whose_search_fails_costs_that_tree_not_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let store = Store::open(&db).unwrap();
+    let ids: Vec<uuid::Uuid> = suite(2).iter().map(|t| record(&store, t)).collect();
+    drop(store);
+    let model = keel_e2e::ScriptedModel::start();
+    model.push(keel_e2e::Reply::Garbage("not a chat completion".into()), false);
+    for _ in 0..40 {
+        let c = Action::Finish { summary: "done".into() }.to_tool_call("c");
+        model.push(keel_e2e::Reply::tool(&c.function.name, serde_json::from_str(&c.function.arguments).unwrap()), false);
+    }
+    let (out, tree) = (dir.path().join("mcts.jsonl"), dir.path().join("tree.json"));
+    let o = keel_e2e::command("keel-train")
+        .args(["search", "--store"])
+        .arg(&db)
+        .args(["--endpoint", &model.url, "--out"])
+        .arg(&out)
+        .arg("--tree")
+        .arg(&tree)
+        .args(["--simulations", "2", "--expand", "1", "--parallel", "1", "--max-depth", "3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a lost tree is a failure: {err}");
+    assert!(err.contains(&format!("the search of 1 of 2 episode(s) failed ({})", ids[0])), "{err}");
+    let trees: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&tree).unwrap()).unwrap();
+    assert_eq!(trees.len(), 1, "the searched tree is written");
+    assert_eq!(trees[0]["episode"], ids[1].to_string());
+    assert!(out.exists());
+}
+
 /// Always finishes.
 struct FinishPolicy;
 
