@@ -6,9 +6,33 @@ use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
+/// A podman API service of a test's own; killed when dropped, so a failing test does not leave it
+/// running.
+pub struct Engine(Child);
+
+impl std::ops::Deref for Engine {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Engine {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A podman API service of this test's own on `sock` (the same storage, so the images are
 /// there), answering once this returns. The shared service (`DOCKER_HOST`) is left alone.
-pub fn private_engine(sock: &Path) -> Child {
+pub fn private_engine(sock: &Path) -> Engine {
     let _ = std::fs::remove_file(sock);
     let child = std::process::Command::new("podman")
         .args(["system", "service", "--time=0"])
@@ -17,6 +41,8 @@ pub fn private_engine(sock: &Path) -> Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("podman (cargo xtask setup installs it)");
+    // Guarded from here: a service that never answers is killed with the failing test.
+    let engine = Engine(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         use std::io::{Read, Write};
@@ -25,7 +51,7 @@ pub fn private_engine(sock: &Path) -> Child {
             let mut answer = String::new();
             let _ = s.read_to_string(&mut answer);
             if answer.contains("OK") {
-                return child;
+                return engine;
             }
         }
         assert!(Instant::now() < deadline, "the private podman service did not answer on {}", sock.display());
