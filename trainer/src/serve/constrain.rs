@@ -256,6 +256,128 @@ fn force(logits: &mut [f32], eos: &[u32]) {
     }
 }
 
+/// The most texts an edit's `old_text` is chosen from; past it, runs of several lines are dropped
+/// first, then the constraint.
+const MAX_COPY_SPANS: usize = 4000;
+/// The longest run of whole lines an edit may replace when its text is constrained.
+const MAX_COPY_LINES: usize = 3;
+
+/// What the agent has been shown of the workspace, as the texts that showed it: the code of each
+/// `view_file` answer (its line numbers taken off), the lines `search` found, and the fenced code
+/// of the user's messages (the task's selection and the definition around it).
+fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
+    use keel_trajectory::Role;
+    let mut out = Vec::new();
+    for m in messages {
+        let Some(content) = m.content.as_deref() else { continue };
+        match m.role {
+            Role::Tool => {
+                let body: Vec<&str> = content.lines().take_while(|l| !l.starts_with("[output truncated]") && !l.starts_with("[exit code")).collect();
+                // `view_file`: "    12| text" on every line.
+                let numbered: Option<Vec<String>> = body
+                    .iter()
+                    .map(|l| {
+                        let (n, text) = l.split_once("| ")?;
+                        n.trim().parse::<u32>().ok()?;
+                        Some(text.to_string())
+                    })
+                    .collect();
+                match numbered {
+                    Some(lines) if !lines.is_empty() => out.push(lines),
+                    _ => {
+                        // `search`: "path:12: text" on every line; each found line is a text of its own.
+                        for l in &body {
+                            let mut parts = l.splitn(3, ':');
+                            if let (Some(_), Some(n), Some(text)) = (parts.next(), parts.next(), parts.next()) {
+                                if n.parse::<u32>().is_ok() {
+                                    if let Some(text) = text.strip_prefix(' ') {
+                                        out.push(vec![text.to_string()]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Role::User => {
+                let mut block: Option<Vec<String>> = None;
+                for l in content.lines() {
+                    if l.trim_start().starts_with("```") {
+                        match block.take() {
+                            Some(b) => out.push(b),
+                            None => block = Some(Vec::new()),
+                        }
+                    } else if let Some(b) = block.as_mut() {
+                        b.push(l.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The texts an `edit` may replace, copied from what the agent has been shown: runs of one to
+/// [`MAX_COPY_LINES`] whole lines (not all blank) that occur once in the text that showed them,
+/// and the empty text (a new file). Empty when nothing was shown, or when it would be more than
+/// [`MAX_COPY_SPANS`] single lines.
+pub fn copy_spans(messages: &[keel_trajectory::Message]) -> Vec<String> {
+    let shown = shown_texts(messages);
+    if shown.is_empty() {
+        return vec![];
+    }
+    for width in (1..=MAX_COPY_LINES).rev() {
+        let mut spans = std::collections::BTreeSet::new();
+        for lines in &shown {
+            let whole = lines.join("\n");
+            for w in 1..=width {
+                for run in lines.windows(w) {
+                    if run.iter().all(|l| l.trim().is_empty()) {
+                        continue;
+                    }
+                    let text = run.join("\n");
+                    // The edit tool takes an old text only when it occurs once in the file.
+                    if whole.matches(text.as_str()).count() == 1 {
+                        spans.insert(text);
+                    }
+                }
+            }
+        }
+        if spans.len() < MAX_COPY_SPANS {
+            if spans.is_empty() {
+                return vec![];
+            }
+            let mut out = vec![String::new()];
+            out.extend(spans);
+            return out;
+        }
+    }
+    vec![]
+}
+
+/// The tools with `edit`'s `old_text` constrained to what the agent has been shown ([`copy_spans`]),
+/// so that an edit's old text is always text of the file the model read, whole lines of it — the
+/// edit applies unless the model names the wrong file. Unchanged when nothing was shown.
+pub fn with_copied_old_text(tools: &[Value], messages: &[keel_trajectory::Message]) -> Vec<Value> {
+    let spans = copy_spans(messages);
+    if spans.is_empty() {
+        return tools.to_vec();
+    }
+    tools
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            if t.pointer("/function/name").and_then(Value::as_str) == Some("edit") {
+                if let Some(p) = t.pointer_mut("/function/parameters/properties/old_text") {
+                    *p = json!({"type": "string", "enum": spans});
+                }
+            }
+            t
+        })
+        .collect()
+}
+
 /// Splits a generated text into content and the tool calls it holds.
 pub fn parse_calls(text: &str) -> (String, Vec<(String, Value)>) {
     let mut calls = Vec::new();
@@ -365,6 +487,34 @@ mod tests {
         vec![json!({"type": "function", "function": {"name": "edit", "parameters": {"type": "object",
             "properties": {"path": {"type": "string"}, "old_text": {"type": "string"}, "new_text": {"type": "string"}, "n": {"type": "integer"}},
             "required": ["path", "old_text", "new_text"]}}})]
+    }
+
+    #[test]
+    fn an_edit_may_replace_only_whole_lines_it_was_shown_once() {
+        use keel_trajectory::Message;
+        let view = "    1| def f(x):\n    2|     return x\n    3| \n    4| def g(x):\n    5|     return x\n";
+        let msgs = vec![
+            Message::system("rules"),
+            Message::user("Task: fix f\nSelected text:\n```\nx = 1\n```\n"),
+            Message::tool("c1", "view_file", view),
+            Message::tool("c2", "search", "a.py:7: y = 2\nb.py:1: z = 3"),
+            Message::tool("c3", "run", "Traceback: 12| not a view\n[exit code 1]"),
+        ];
+        let spans = copy_spans(&msgs);
+        for want in ["", "def f(x):", "def f(x):\n    return x", "    return x\n\ndef g(x):", "x = 1", "y = 2", "z = 3"] {
+            assert!(spans.contains(&want.to_string()), "{want:?} missing from {spans:?}");
+        }
+        // Twice in its file (the edit would be refused), all blank, or more than three lines.
+        for not in ["    return x", "\n", "def f(x):\n    return x\n\ndef g(x):", "Traceback: 12| not a view"] {
+            assert!(!spans.contains(&not.to_string()), "{not:?} should not be offered");
+        }
+        let tools = with_copied_old_text(&keel_trajectory::action::tools_schema(), &msgs);
+        let edit = tools.iter().find(|t| t["function"]["name"] == "edit").unwrap();
+        assert_eq!(edit["function"]["parameters"]["properties"]["old_text"]["enum"].as_array().unwrap().len(), spans.len());
+        // Nothing shown: the tools as they were.
+        let bare = vec![Message::system("rules"), Message::user("Task: fix f")];
+        assert!(copy_spans(&bare).is_empty());
+        assert_eq!(with_copied_old_text(&keel_trajectory::action::tools_schema(), &bare), *keel_trajectory::action::tools_schema());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use keel_trajectory::{FunctionCall, ToolCall};
 use serde_json::Value;
 
-use super::constrain::{CALL_OPEN, Constrainer, parse_calls};
+use super::constrain::{CALL_OPEN, Constrainer, parse_calls, with_copied_old_text};
 use super::engine::{Engine, GenOutput, GenRequest, ToolChoice};
 use crate::model::{Generator, LoadOptions, Model, PrefixCache, SamplingParams};
 
@@ -21,11 +21,19 @@ pub struct TchEngine {
     adapter: Option<PathBuf>,
     /// The cache of the adapter served before this one, kept while an A/B alternates between two.
     stashed: Option<(String, PrefixCache)>,
+    /// An edit's `old_text` is constrained to text the agent was shown (`constrain::copy_spans`);
+    /// off with `KEEL_FREE_EDITS=1` in the environment.
+    pub copy_edits: bool,
 }
 
 /// Prompt positions the engine keeps keys and values of (about 46 KB each on SmolLM2-135M in
 /// f32: ~1.1 GB).
 pub const PREFIX_CACHE_TOKENS: usize = 24_576;
+
+/// `KEEL_FREE_EDITS=1`: edits are not constrained to text the agent was shown.
+fn free_edits() -> bool {
+    std::env::var("KEEL_FREE_EDITS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
 
 impl TchEngine {
     pub fn load(dir: &Path, adapter: Option<&Path>, device: &str, name: &str) -> Result<TchEngine> {
@@ -43,7 +51,7 @@ impl TchEngine {
             model.load_adapter(a).with_context(|| format!("loading the adapter in {}", a.display()))?;
             adapter_hash = Some(crate::models::adapter_hash(a)?);
         }
-        Ok(TchEngine { model, name: name.to_string(), adapter_hash, constrainer, prefixes: PrefixCache::new(PREFIX_CACHE_TOKENS), adapter: adapter.map(Path::to_path_buf), stashed: None })
+        Ok(TchEngine { model, name: name.to_string(), adapter_hash, constrainer, prefixes: PrefixCache::new(PREFIX_CACHE_TOKENS), adapter: adapter.map(Path::to_path_buf), stashed: None, copy_edits: !free_edits() })
     }
 
     fn prompt_ids(&self, r: &GenRequest) -> Result<Vec<u32>> {
@@ -94,7 +102,14 @@ impl Engine for TchEngine {
         }
         if !rows.is_empty() {
             let prompt_lens: Vec<usize> = rows.iter().map(|r| r.0.len()).collect();
-            let constraint_rows: Vec<Option<(Vec<Value>, ToolChoice)>> = index.iter().map(|&i| (!batch[i].tools.is_empty()).then(|| (batch[i].tools.clone(), batch[i].tool_choice.clone()))).collect();
+            let copy = self.copy_edits;
+            let constraint_rows: Vec<Option<(Vec<Value>, ToolChoice)>> = index
+                .iter()
+                .map(|&i| {
+                    let r = &batch[i];
+                    (!r.tools.is_empty()).then(|| (if copy { with_copied_old_text(&r.tools, &r.messages) } else { r.tools.clone() }, r.tool_choice.clone()))
+                })
+                .collect();
             let mut run = || -> Result<Vec<(String, String, usize)>> {
                 let mut processor = match &self.constrainer {
                     Some(c) if constraint_rows.iter().any(Option::is_some) => Some(c.processor(constraint_rows.clone(), self.model.eos_ids.clone())?),

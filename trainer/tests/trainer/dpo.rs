@@ -684,6 +684,72 @@ fn an_ab_on_the_real_engine_serves_each_arm_its_own_adapter_and_keeps_each_ones_
     assert!(h.ab().is_none());
 }
 
+/// Decoding on the real engine: once the agent has read a file, an edit's `old_text` is whole lines
+/// of what it read (so the edit applies), whatever the model; `KEEL_FREE_EDITS` (here the field)
+/// turns that off, and the random model then writes text the file does not hold.
+#[test]
+fn an_edit_on_the_real_engine_replaces_text_the_agent_read() {
+    use keel_trainer::serve::engine::{Engine, GenRequest, ToolChoice};
+    use keel_trainer::serve::tch_engine::TchEngine;
+    use keel_trajectory::{Action, Message};
+    let file = "def area(width, height):\n    return width + height\n\ndef perimeter(width, height):\n    return 2 * (width + height)\n";
+    let view = file.lines().enumerate().map(|(i, l)| format!("{:>5}| {l}\n", i + 1)).collect::<String>();
+    let read = Action::ViewFile { path: "area.py".into(), start_line: None, end_line: None };
+    let messages = vec![
+        Message::system(keel_agent::SYSTEM_PROMPT),
+        Message::user("Task (instruction): The tests fail. Fix the bug in area.py."),
+        Message { role: keel_trajectory::Role::Assistant, content: None, tool_calls: vec![read.to_tool_call("c1")], tool_call_id: None, name: None },
+        Message::tool("c1", "view_file", view),
+    ];
+    // The path fixed (a random model's free string runs to the token budget before old_text).
+    let mut tools = keel_trajectory::action::tools_schema().as_ref().clone();
+    for t in &mut tools {
+        if t["function"]["name"] == "edit" {
+            t["function"]["parameters"]["properties"]["path"] = json!({"const": "area.py"});
+            t["function"]["parameters"]["properties"]["new_text"] = json!({"type": "string", "maxLength": 8});
+        }
+    }
+    let batch: Vec<GenRequest> = (0..6)
+        .map(|seed| GenRequest {
+            messages: messages.clone(),
+            prompt: None,
+            tools: tools.clone(),
+            tool_choice: ToolChoice::Function("edit".into()),
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 96,
+            stop: vec![],
+            seed: Some(seed),
+        })
+        .collect();
+    let old_texts = |e: &mut TchEngine| -> Vec<String> {
+        e.generate(&batch, &mut |_, _| {})
+            .into_iter()
+            .map(|o| {
+                let o = o.unwrap();
+                assert_eq!(o.finish_reason, "tool_calls", "{o:?}");
+                let call = &o.tool_calls[0].function;
+                assert_eq!(call.name, "edit");
+                let args: Value = serde_json::from_str(&call.arguments).unwrap();
+                args["old_text"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let mut e = TchEngine::load(tiny(), None, "cpu", "tiny").unwrap();
+    assert!(e.copy_edits, "on by default");
+    let copied = old_texts(&mut e);
+    for t in &copied {
+        let lines: Vec<&str> = file.lines().collect();
+        let whole_lines = t.is_empty() || lines.windows(t.split('\n').count()).any(|w| w.join("\n") == *t);
+        assert!(whole_lines && (t.is_empty() || file.matches(t.as_str()).count() == 1), "{t:?} is not whole lines the file holds once");
+    }
+    assert!(copied.iter().any(|t| !t.is_empty()), "{copied:?}");
+    e.copy_edits = false;
+    let free = old_texts(&mut e);
+    assert!(free.iter().any(|t| !t.is_empty() && !file.contains(t.as_str())), "the random model, unconstrained, should write text the file does not hold: {free:?}");
+}
+
 /// `keel-train serve` on the real engine: 32 clients at once while the adapter is swapped every
 /// second. Every request is answered, and each answer is exactly what the version it names gives
 /// alone (greedy): no request is served by a mix of two adapters.
