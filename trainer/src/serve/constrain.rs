@@ -323,33 +323,39 @@ fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
 /// and the empty text (a new file). Empty when nothing was shown, or when it would be more than
 /// [`MAX_COPY_SPANS`] single lines.
 pub fn copy_spans(messages: &[keel_trajectory::Message]) -> Vec<String> {
-    let shown = shown_texts(messages);
-    if shown.is_empty() {
-        return vec![];
-    }
-    for width in (1..=MAX_COPY_LINES).rev() {
-        let mut spans = std::collections::BTreeSet::new();
-        for lines in &shown {
-            let whole = lines.join("\n");
-            for w in 1..=width {
-                for run in lines.windows(w) {
-                    if run.iter().all(|l| l.trim().is_empty()) {
-                        continue;
-                    }
-                    let text = run.join("\n");
-                    // The edit tool takes an old text only when it occurs once in the file.
-                    if whole.matches(text.as_str()).count() == 1 {
-                        spans.insert(text);
-                    }
+    // Each candidate run with its width, and whether it occurs once in the text that showed it:
+    // one Aho-Corasick pass over each text counts every candidate's (overlapping) occurrences, so
+    // the cost is linear in what was shown, not in candidates × text.
+    let mut unique: Vec<(usize, String)> = Vec::new();
+    for lines in shown_texts(messages) {
+        let whole = lines.join("\n");
+        let mut cands: Vec<(usize, String)> = Vec::new();
+        for w in 1..=MAX_COPY_LINES {
+            for run in lines.windows(w) {
+                if !run.iter().all(|l| l.trim().is_empty()) {
+                    cands.push((w, run.join("\n")));
                 }
             }
         }
+        cands.sort_by(|a, b| a.1.cmp(&b.1));
+        cands.dedup_by(|a, b| a.1 == b.1);
+        let Ok(ac) = aho_corasick::AhoCorasick::new(cands.iter().map(|c| c.1.as_str())) else { continue };
+        let mut counts = vec![0u32; cands.len()];
+        for m in ac.find_overlapping_iter(&whole) {
+            counts[m.pattern().as_usize()] += 1;
+        }
+        // The edit tool takes an old text only when it occurs once in the file.
+        unique.extend(cands.into_iter().zip(counts).filter(|(_, n)| *n == 1).map(|(c, _)| c));
+    }
+    // The widest runs that keep the choice under the cap.
+    for width in (1..=MAX_COPY_LINES).rev() {
+        let spans: std::collections::BTreeSet<&str> = unique.iter().filter(|(w, _)| *w <= width).map(|(_, t)| t.as_str()).collect();
+        if spans.is_empty() {
+            return vec![];
+        }
         if spans.len() < MAX_COPY_SPANS {
-            if spans.is_empty() {
-                return vec![];
-            }
             let mut out = vec![String::new()];
-            out.extend(spans);
+            out.extend(spans.into_iter().map(str::to_string));
             return out;
         }
     }
@@ -511,6 +517,11 @@ mod tests {
         let tools = with_copied_old_text(&keel_trajectory::action::tools_schema(), &msgs);
         let edit = tools.iter().find(|t| t["function"]["name"] == "edit").unwrap();
         assert_eq!(edit["function"]["parameters"]["properties"]["old_text"]["enum"].as_array().unwrap().len(), spans.len());
+        // A long file: three-line runs would pass the cap, so runs of one and two lines are offered.
+        let long: String = (0..1500).map(|i| format!("{:>5}| x_{i} = {i}\n", i + 1)).collect();
+        let spans = copy_spans(&[Message::tool("c", "view_file", long)]);
+        assert_eq!(spans.len(), 1 + 1500 + 1499);
+        assert!(spans.contains(&"x_7 = 7\nx_8 = 8".to_string()) && !spans.iter().any(|s| s.matches('\n').count() == 2));
         // Nothing shown: the tools as they were.
         let bare = vec![Message::system("rules"), Message::user("Task: fix f")];
         assert!(copy_spans(&bare).is_empty());
