@@ -57,6 +57,30 @@ pub fn view_file(ws: &dyn Workspace, rel: &str, start: Option<u32>, end: Option<
     Observation { output, exit_code: Some(0), truncated, duration_ms: None }
 }
 
+/// The file text a [`view_file`] answer shows, its line numbers taken off (`None` when `output`
+/// is not such an answer). The inverse of `view_file`'s format, kept beside it.
+pub fn viewed_lines(output: &str) -> Option<Vec<&str>> {
+    let lines: Option<Vec<&str>> = output
+        .lines()
+        .map(|l| {
+            let (n, text) = l.split_once("| ")?;
+            n.trim_start().parse::<u32>().ok()?;
+            Some(text)
+        })
+        .collect();
+    lines.filter(|l| !l.is_empty())
+}
+
+/// The matched text of one line of a [`search`] answer (`path:12: text`; `None` when it is not
+/// one). The path may itself hold colons: the text starts after the first `:<line>: `.
+pub fn found_line(line: &str) -> Option<&str> {
+    line.match_indices(':').find_map(|(i, _)| {
+        let rest = &line[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        (i > 0 && digits > 0).then(|| rest[digits..].strip_prefix(": ")).flatten()
+    })
+}
+
 /// The files `search` looks through, in its order: every regular file under `base` up to
 /// [`MAX_FILE_BYTES`], none inside a directory [`skip_dir`] names below the base, sorted by path
 /// components (a directory's files before the next name).
@@ -214,6 +238,12 @@ mod tests {
         assert_eq!(o.output, "a:1: y = 0\na.py:2: y = 2\nsub/b.py:1: y = 3\n");
         let o = search(&ws, "y = \\d", "sub/b.py", 1000);
         assert_eq!(o.output, "sub/b.py:1: y = 3\n");
+        // Each answer's format read back.
+        assert_eq!(viewed_lines(&view_file(&ws, "a.py", None, None, 1000).output), Some(vec!["x = 1", "y = 2"]));
+        assert_eq!(viewed_lines("`a.py` has 2 lines; nothing in 5..=6"), None);
+        assert_eq!(found_line("a.py:2: y = 2"), Some("y = 2"));
+        assert_eq!(found_line("c:/x:y.py:12: a: b"), Some("a: b"));
+        assert_eq!(found_line("Traceback: 12| no"), None);
         // The editor's unsaved text wins over the disk.
         let ws = EditorWorkspace::new(dir.path(), vec![(dir.path().join("a.py"), "z = 9\n".to_string())]);
         let o = search(&ws, "z = 9", "", 1000);

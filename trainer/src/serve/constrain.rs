@@ -272,31 +272,12 @@ fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
         let Some(content) = m.content.as_deref() else { continue };
         match m.role {
             Role::Tool => {
-                let body: Vec<&str> = content.lines().take_while(|l| !l.starts_with("[output truncated]") && !l.starts_with("[exit code")).collect();
-                // `view_file`: "    12| text" on every line.
-                let numbered: Option<Vec<String>> = body
-                    .iter()
-                    .map(|l| {
-                        let (n, text) = l.split_once("| ")?;
-                        n.trim().parse::<u32>().ok()?;
-                        Some(text.to_string())
-                    })
-                    .collect();
-                match numbered {
-                    Some(lines) if !lines.is_empty() => out.push(lines),
-                    _ => {
-                        // `search`: "path:12: text" on every line; each found line is a text of its own.
-                        for l in &body {
-                            let mut parts = l.splitn(3, ':');
-                            if let (Some(_), Some(n), Some(text)) = (parts.next(), parts.next(), parts.next()) {
-                                if n.parse::<u32>().is_ok() {
-                                    if let Some(text) = text.strip_prefix(' ') {
-                                        out.push(vec![text.to_string()]);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                let body = content.split("\n[output truncated]").next().unwrap_or("");
+                let body = body.split("\n[exit code").next().unwrap_or("");
+                match keel_agent::tools::viewed_lines(body) {
+                    Some(lines) => out.push(lines.into_iter().map(str::to_string).collect()),
+                    // Each line `search` found is a text of its own.
+                    None => out.extend(body.lines().filter_map(keel_agent::tools::found_line).map(|t| vec![t.to_string()])),
                 }
             }
             Role::User => {
@@ -374,10 +355,10 @@ pub fn with_copied_old_text(tools: &[Value], messages: &[keel_trajectory::Messag
         .iter()
         .map(|t| {
             let mut t = t.clone();
-            if t.pointer("/function/name").and_then(Value::as_str) == Some("edit") {
-                if let Some(p) = t.pointer_mut("/function/parameters/properties/old_text") {
-                    *p = json!({"type": "string", "enum": spans});
-                }
+            if t.pointer("/function/name").and_then(Value::as_str) == Some("edit")
+                && let Some(p) = t.pointer_mut("/function/parameters/properties/old_text")
+            {
+                *p = json!({"type": "string", "enum": spans});
             }
             t
         })

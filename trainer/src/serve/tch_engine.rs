@@ -102,12 +102,16 @@ impl Engine for TchEngine {
         }
         if !rows.is_empty() {
             let prompt_lens: Vec<usize> = rows.iter().map(|r| r.0.len()).collect();
-            let copy = self.copy_edits;
+            // The copy's spans only where a call will be constrained.
+            let copy = self.copy_edits && self.constrainer.is_some();
             let constraint_rows: Vec<Option<(Vec<Value>, ToolChoice)>> = index
                 .iter()
                 .map(|&i| {
                     let r = &batch[i];
-                    (!r.tools.is_empty()).then(|| (if copy { with_copied_old_text(&r.tools, &r.messages) } else { r.tools.clone() }, r.tool_choice.clone()))
+                    (!r.tools.is_empty()).then(|| {
+                        let tools = if copy && r.tool_choice != ToolChoice::None { with_copied_old_text(&r.tools, &r.messages) } else { r.tools.clone() };
+                        (tools, r.tool_choice.clone())
+                    })
                 })
                 .collect();
             let mut run = || -> Result<Vec<(String, String, usize)>> {
