@@ -17,7 +17,7 @@ pub mod workspace;
 
 pub use container::ContainerWorkspace;
 pub use editor::{EditorWorkspace, SandboxSpec, git_snapshot};
-pub use rules::{AUTO_RESAMPLES, AfterRejection, Agent, LoopGuard, Review, RunEnd, Unattended, Verdict, fallback_call_id, run_reviewed, run_unattended};
+pub use rules::{AUTO_RESAMPLES, AfterRejection, Agent, LoopGuard, Review, RunEnd, Unattended, Verdict, turn_call_id, run_reviewed, run_unattended};
 pub use workspace::{DEFAULT_OBSERVATION_BYTES, FileRead, Workspace, normalize_path};
 
 use keel_trajectory::action::tools_schema;

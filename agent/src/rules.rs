@@ -92,9 +92,10 @@ pub struct Agent {
     pub cap: usize,
 }
 
-/// The call id used when the model's answer carried none (JSON in the content): the number of the
-/// assistant turn, so the editor and a rebuild agree.
-pub fn fallback_call_id(prompt: &Prompt) -> String {
+/// The id of the call the next assistant turn adds to this state: the number of the turn, whatever
+/// id the answer carried (none, when the call was JSON in the content), so equal steps make equal
+/// states in every episode, from every model and endpoint, and the editor and a rebuild agree.
+pub fn turn_call_id(prompt: &Prompt) -> String {
     format!("call_{}", prompt.messages.iter().filter(|m| m.role == Role::Assistant).count() + 1)
 }
 
@@ -142,7 +143,7 @@ impl Agent {
     pub fn advance(&mut self, parsed: &Parsed, output: &ModelOutput, observation: &Observation) {
         let mut obs = observation.clone();
         keel_trajectory::redact::redact_in_place(&mut obs.output);
-        let id = fallback_call_id(&self.prompt);
+        let id = turn_call_id(&self.prompt);
         self.prompt = Prompt { messages: next_messages(&self.prompt.messages, parsed, output, &id, &obs), tools: self.prompt.tools.clone() };
         self.same_state = 0;
     }
@@ -285,7 +286,8 @@ pub fn run_reviewed<E>(
 mod tests {
     use super::*;
     use crate::EditorWorkspace;
-    use keel_trajectory::Message;
+    use keel_trajectory::{FunctionCall, Message, ToolCall, state_hash};
+    use serde_json::json;
 
     fn call(a: &Action) -> ModelOutput {
         ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] }
@@ -318,6 +320,34 @@ mod tests {
         assert_eq!(agent.prompt().messages.len(), 4);
         let outside = Action::ViewFile { path: "../x".into(), start_line: None, end_line: None };
         assert!(matches!(agent.judge(&p(&outside), &ws), Verdict::Rejected { cause: RejectCause::OutsideWorkspace, .. }));
+    }
+
+    /// The same steps with the same results make the same states, whatever ids the answers' calls
+    /// came with (Keel's engine says `call_0`, other endpoints a random id, a demonstration `demo0`,
+    /// a call written as JSON in the content none): search puts episodes together by state.
+    #[test]
+    fn equal_steps_make_equal_states_whatever_the_call_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.py"), "x = 1\n").unwrap();
+        let ws = EditorWorkspace::new(dir.path(), vec![]);
+        let prompt = Prompt { messages: vec![Message::system("s"), Message::user("u")], tools: keel_trajectory::action::tools_schema() };
+        let view = Action::ViewFile { path: "a.py".into(), start_line: None, end_line: None };
+        let in_content = ModelOutput { content: Some(json!({"name": "view_file", "arguments": {"path": "a.py"}}).to_string()), tool_calls: vec![] };
+        let mut agent = Agent::new(prompt.clone(), 10_000);
+        assert!(agent.step_unattended(&in_content, &ws).advanced);
+        let after_view = state_hash(agent.prompt());
+        let mut after_bad = Vec::new();
+        for id in ["call_0", "demo0", "call_9f8e7d"] {
+            let mut agent = Agent::new(prompt.clone(), 10_000);
+            let u = agent.step_unattended(&ModelOutput { content: None, tool_calls: vec![view.to_tool_call(id)] }, &ws);
+            assert!(u.advanced, "{u:?}");
+            assert_eq!(state_hash(agent.prompt()), after_view, "{id}: {:?}", agent.prompt().messages);
+            // A call whose arguments do not parse, until the state moves on with the error.
+            let bad = ModelOutput { content: None, tool_calls: vec![ToolCall { id: format!("{id}b"), kind: "function".into(), function: FunctionCall { name: "edit".into(), arguments: "{\"path\": ".into() } }] };
+            while !agent.step_unattended(&bad, &ws).advanced {}
+            after_bad.push(state_hash(agent.prompt()));
+        }
+        assert!(after_bad.windows(2).all(|w| w[0] == w[1]), "{after_bad:?}");
     }
 
     /// `view_file` and `edit` through a link out of the root, `..`, an absolute path elsewhere, a

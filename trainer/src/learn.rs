@@ -230,7 +230,7 @@ pub fn sft_examples(t: &EpisodeTree) -> Vec<Value> {
     path.into_iter()
         .filter(|s| !s.decision().is_some_and(|d| matches!(d, Decision::Rejected { .. } | Decision::Reverted)))
         .map(|s| {
-            let id = keel_agent::fallback_call_id(&s.step.prompt);
+            let id = keel_agent::turn_call_id(&s.step.prompt);
             let assistant = keel_trajectory::action::assistant_message(&s.step.parsed, &s.step.output, &id);
             json!({
                 "prompt": s.step.prompt.messages.iter().map(crate::pairs::message_json).collect::<Vec<_>>(),

@@ -550,43 +550,51 @@ pub fn workspace_path(root: &Path, path: &str) -> Result<PathBuf, OutsideWorkspa
     Ok(normal)
 }
 
-/// The assistant message that carries a step's action into the conversation.
-pub fn assistant_message(parsed: &Parsed, output: &ModelOutput, fallback_call_id: &str) -> Message {
+/// The assistant message that carries a step's action into the conversation. Its call has the id
+/// the state gives that turn (`call_id`), not the id the answer came with: ids are assigned by
+/// whoever served the answer (`call_0` from Keel's engine, a random one from other endpoints,
+/// `demo0` from a demonstration), the model never sees them (chat templates do not render them),
+/// and a state that carried them would make the same action with the same result two states, so
+/// episodes would never share a state past their first step and search could not put a model's
+/// step beside a demonstration's at the state where they differ.
+pub fn assistant_message(parsed: &Parsed, output: &ModelOutput, call_id: &str) -> Message {
     match parsed {
-        Parsed::Action { action, call_id } => Message {
+        Parsed::Action { action, call_id: answered } => Message {
             role: Role::Assistant,
-            content: output.content.clone().filter(|c| !c.trim().is_empty() && call_id.is_some()),
-            tool_calls: vec![action.to_tool_call(call_id.clone().unwrap_or_else(|| fallback_call_id.to_string()))],
+            content: output.content.clone().filter(|c| !c.trim().is_empty() && answered.is_some()),
+            tool_calls: vec![action.to_tool_call(call_id)],
             tool_call_id: None,
             name: None,
         },
         Parsed::Error { .. } => Message {
             role: Role::Assistant,
             content: output.content.clone(),
-            tool_calls: output.tool_calls.clone(),
+            tool_calls: output
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ToolCall { id: if i == 0 { call_id.to_string() } else { format!("{call_id}_{i}") }, ..c.clone() })
+                .collect(),
             tool_call_id: None,
             name: None,
         },
     }
 }
 
-/// The state after a step: its prompt, the assistant's tool call, and the tool's result.
+/// The state after a step: its prompt, the assistant's tool call (with the turn's `call_id`, see
+/// [`assistant_message`]), and the tool's result.
 pub fn next_messages(
     messages: &[Message],
     parsed: &Parsed,
     output: &ModelOutput,
-    fallback_call_id: &str,
+    call_id: &str,
     observation: &Observation,
 ) -> Vec<Message> {
     let mut out = messages.to_vec();
-    let assistant = assistant_message(parsed, output, fallback_call_id);
-    let (call_id, name) = assistant
-        .tool_calls
-        .first()
-        .map(|c| (c.id.clone(), c.function.name.clone()))
-        .unwrap_or_else(|| (fallback_call_id.to_string(), String::new()));
+    let assistant = assistant_message(parsed, output, call_id);
+    let name = assistant.tool_calls.first().map(|c| c.function.name.clone()).unwrap_or_default();
     out.push(assistant);
-    out.push(Message::tool(call_id, name, observation_text(observation)));
+    out.push(Message::tool(call_id.to_string(), name, observation_text(observation)));
     out
 }
 
