@@ -231,6 +231,11 @@ impl Node {
 pub struct Tree {
     pub episode: Episode,
     pub nodes: Vec<Node>,
+    /// Recorded steps not in the tree, and the episodes they belong to: a step that led to another
+    /// state than the same step of an earlier episode (a command whose output differs run to run,
+    /// or anything else in the state that differs) is left out with the steps below it.
+    pub left_out: usize,
+    pub left_out_episodes: usize,
 }
 
 fn action_key(output: &ModelOutput, parsed: &Parsed) -> String {
@@ -259,6 +264,8 @@ impl Tree {
         let mut tree = Tree {
             episode: t0.episode.clone(),
             nodes: vec![Node::new(first.step.prompt.clone(), first.step.state_hash.clone(), 0, true)],
+            left_out: 0,
+            left_out_episodes: 0,
         };
         for t in ts {
             if t.steps.iter().find(|s| s.step.parent_id.is_none()).is_none_or(|f| f.step.state_hash != tree.nodes[0].state_hash) {
@@ -266,16 +273,23 @@ impl Tree {
             }
             // The edge each step of this episode became.
             let mut edge_of_step: HashMap<uuid::Uuid, (usize, usize)> = HashMap::new();
+            let left_before = tree.left_out;
             for s in &t.steps {
                 let node = match s.step.parent_id {
                     None => 0,
                     Some(p) => {
-                        let Some(&(pn, pe)) = edge_of_step.get(&p) else { continue };
+                        let Some(&(pn, pe)) = edge_of_step.get(&p) else {
+                            tree.left_out += 1;
+                            continue;
+                        };
                         match tree.nodes[pn].edges[pe].child {
                             Some(c) if tree.nodes[c].state_hash == s.step.state_hash => c,
                             // The same step led elsewhere in another episode (a command's output
                             // differed): the first record stands, this branch is left out.
-                            Some(_) => continue,
+                            Some(_) => {
+                                tree.left_out += 1;
+                                continue;
+                            }
                             None => {
                                 let depth = tree.nodes[pn].depth + 1;
                                 tree.nodes.push(Node::new(s.step.prompt.clone(), s.step.state_hash.clone(), depth, true));
@@ -319,6 +333,9 @@ impl Tree {
                 });
                 tree.nodes[node].n += n;
                 edge_of_step.insert(s.step.id, (node, tree.nodes[node].edges.len() - 1));
+            }
+            if tree.left_out > left_before {
+                tree.left_out_episodes += 1;
             }
             if let (Some(outcome), Some(last)) = (t.end.as_ref().and_then(|e| e.outcome.as_ref()), t.steps.last()) {
                 let reward = if outcome.passed { 1.0 } else { 0.0 };
@@ -863,7 +880,7 @@ pub fn tree_json(tree: &Tree, found: &[Critical]) -> Value {
             })
         })
         .collect();
-    json!({"episode": tree.episode.id, "task": tree.episode.task.instruction, "nodes": nodes})
+    json!({"episode": tree.episode.id, "task": tree.episode.task.instruction, "left_out_steps": tree.left_out, "left_out_episodes": tree.left_out_episodes, "nodes": nodes})
 }
 
 /// A short text summary for the terminal.
@@ -881,6 +898,12 @@ pub fn summary(tree: &Tree, found: &[Critical], stats: &SearchStats) -> String {
     );
     if stats.failed_rollouts > 0 {
         s.push_str(&format!("  {} rollout(s) failed in the environment and were left out\n", stats.failed_rollouts));
+    }
+    if tree.left_out > 0 {
+        s.push_str(&format!(
+            "  {} recorded step(s) of {} episode(s) left out: a step led to another state than the same step of an earlier episode (a command whose output differs from run to run?)\n",
+            tree.left_out, tree.left_out_episodes
+        ));
     }
     for c in found {
         let n = &tree.nodes[c.node];

@@ -623,6 +623,30 @@ fn one_recorded_episode() -> (EpisodeTree, ScriptedPolicy, SearchConfig) {
     (et, ScriptedPolicy { tasks }, cfg)
 }
 
+/// Episodes that took the same steps to the same states are one path; an episode whose step led
+/// to another state than the same step of an earlier one is left out from there, and the summary
+/// says so (a silent drop hid a bug once: call ids in the state parted every episode).
+#[test]
+fn episodes_merge_by_state_and_a_branch_left_out_is_reported() {
+    let (et, _, _) = one_recorded_episode();
+    let values = search::HumanValues::default();
+    let one = Tree::from_episodes(std::slice::from_ref(&et), &values).unwrap();
+    let same = Tree::from_episodes(&[et.clone(), et.clone()], &values).unwrap();
+    assert_eq!((same.nodes.len(), same.left_out), (one.nodes.len(), 0));
+    let stats = search::SearchStats::default();
+    assert!(!search::summary(&same, &[], &stats).contains("left out"));
+    // The same first step, another result: the second episode's steps from there are left out.
+    let mut other = et.clone();
+    let second = other.steps.iter().position(|s| s.step.parent_id.is_some()).unwrap();
+    other.steps[second].step.state_hash = "another state".into();
+    let below = other.steps.len() - second;
+    let t = Tree::from_episodes(&[et, other], &values).unwrap();
+    assert_eq!((t.nodes.len(), t.left_out, t.left_out_episodes), (one.nodes.len(), below, 1));
+    let text = search::summary(&t, &[], &stats);
+    assert!(text.contains(&format!("{below} recorded step(s) of 1 episode(s) left out")), "{text}");
+    assert_eq!(search::tree_json(&t, &[])["left_out_steps"], below);
+}
+
 /// The engine losing a rollout costs that rollout, not the search: it is counted and left out; a
 /// search where it keeps happening stops with the engine's error.
 #[test]
