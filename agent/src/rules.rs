@@ -293,12 +293,18 @@ mod tests {
         ModelOutput { content: None, tool_calls: vec![a.to_tool_call("c")] }
     }
 
-    #[test]
-    fn a_loop_is_the_same_action_at_the_same_workspace_state() {
+    /// A workspace holding `a.py` (`x = 1`), and a first state.
+    fn one_file_workspace() -> (tempfile::TempDir, EditorWorkspace, Prompt) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.py"), "x = 1\n").unwrap();
         let ws = EditorWorkspace::new(dir.path(), vec![]);
         let prompt = Prompt { messages: vec![Message::system("s"), Message::user("u")], tools: keel_trajectory::action::tools_schema() };
+        (dir, ws, prompt)
+    }
+
+    #[test]
+    fn a_loop_is_the_same_action_at_the_same_workspace_state() {
+        let (_dir, ws, prompt) = one_file_workspace();
         let mut agent = Agent::new(prompt, 10_000);
         let view = Action::ViewFile { path: "a.py".into(), start_line: None, end_line: None };
         let run = Action::Run { command: "python3 test.py".into() };
@@ -327,10 +333,7 @@ mod tests {
     /// a call written as JSON in the content none): search puts episodes together by state.
     #[test]
     fn equal_steps_make_equal_states_whatever_the_call_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.py"), "x = 1\n").unwrap();
-        let ws = EditorWorkspace::new(dir.path(), vec![]);
-        let prompt = Prompt { messages: vec![Message::system("s"), Message::user("u")], tools: keel_trajectory::action::tools_schema() };
+        let (_dir, ws, prompt) = one_file_workspace();
         let view = Action::ViewFile { path: "a.py".into(), start_line: None, end_line: None };
         let in_content = ModelOutput { content: Some(json!({"name": "view_file", "arguments": {"path": "a.py"}}).to_string()), tool_calls: vec![] };
         let mut agent = Agent::new(prompt.clone(), 10_000);
