@@ -108,6 +108,9 @@ pub struct LoopConfig {
     pub dpo_lr: f64,
     /// Record a demonstration episode per training task that carries its fix.
     pub demos: bool,
+    /// Record a recovery per failed model episode (`crate::recover`): the expert taking over at the
+    /// first state after the model's edit where it would act otherwise.
+    pub recover: bool,
     /// A held-out report of the starting policy to reuse (same suite, samples, seed) instead of
     /// evaluating it again.
     pub baseline: Vec<PathBuf>,
@@ -264,6 +267,127 @@ pub fn all_sibling_pairs(tree: &search::Tree, cfg: &SearchConfig, version: Optio
         }
     }
     out
+}
+
+/// A recovery that passed, beside the model episode it recovers.
+pub struct Recovery {
+    pub model: EpisodeTree,
+    pub recovery: EpisodeTree,
+    /// How many of the recovery's first steps replayed the model's.
+    pub prefix_len: usize,
+    /// The state the expert took over at.
+    pub state_hash: String,
+}
+
+/// The critical decision of a recovery, searched with its own model episode only and kept only at
+/// its branch: there the model's step (its episode failed) is beside the expert's (it passed).
+/// Above the branch the expert's success below would raise the model's own steps' values. Returns
+/// the pairs (`meta.recovery` names the recovery episode) and the tree as JSON.
+pub fn recovery_pairs<P: Policy, E: search::Environment>(r: &Recovery, policy: &P, env: &E, cfg: &SearchConfig) -> Result<(Vec<Value>, Option<Value>)> {
+    let rcfg = SearchConfig { simulations: 0, min_visits: 1, max_depth: usize::MAX / 2, ..cfg.clone() };
+    let Some(mut tree) = search::Tree::from_episodes(&[r.model.clone(), r.recovery.clone()], &rcfg.values) else { return Ok((vec![], None)) };
+    let stats = search::search(&mut tree, policy, env, &rcfg)?;
+    let mut found = search::critical(&tree, &rcfg);
+    found.retain(|c| tree.nodes[c.node].state_hash == r.state_hash);
+    eprint!("recovery {}", search::summary(&tree, &found, &stats));
+    let mut rows = search::pairs(&tree, &found, policy.version().as_deref());
+    for row in &mut rows {
+        row["meta"]["recovery"] = json!(r.recovery.episode.id);
+    }
+    Ok((rows, Some(search::tree_json(&tree, &found))))
+}
+
+/// A recovery's SFT examples: the expert's steps only (the model's replayed steps before the
+/// branch are not the expert's), `meta.source = "recovery"`.
+pub fn recovery_sft_rows(r: &Recovery) -> Vec<Value> {
+    let mut steps: Vec<&keel_trajectory::Step> = r.recovery.steps.iter().map(|s| &s.step).collect();
+    steps.sort_by_key(|s| s.created_at);
+    let replayed: std::collections::HashSet<String> = steps.iter().take(r.prefix_len).map(|s| s.id.to_string()).collect();
+    sft_examples(&r.recovery)
+        .into_iter()
+        .filter(|row| row["meta"]["step"].as_str().is_none_or(|id| !replayed.contains(id)))
+        .map(|mut row| {
+            row["meta"]["source"] = json!("recovery");
+            row
+        })
+        .collect()
+}
+
+/// Runs the recoveries of the failed model episodes among `trees` (recorded in `out/recover.db`,
+/// listed in `out/recover.json`; a rerun reads them back) and returns those that replayed the
+/// model's steps unchanged and passed `verify`.
+pub fn recover_stage(out: &Path, train: &[TaskSpec], trees: &[EpisodeTree], envs: &Envs, parallel: usize, seed: u64, image: Option<&str>) -> Result<Vec<Recovery>> {
+    use crate::recover::{Expert, RecoveryPolicy, branch};
+    let store_path = out.join("recover.db");
+    let marker = out.join("recover.json");
+    let user_of = |p: &keel_trajectory::Prompt| p.messages.iter().find(|m| m.role == keel_trajectory::Role::User).and_then(|m| m.content.clone());
+    let by_user: HashMap<String, &TaskSpec> = train.iter().filter_map(|t| Some((user_of(&t.initial_prompt())?, t))).collect();
+    if !marker.exists() {
+        // The branches, per task in episode order; round r runs each task's r-th.
+        let mut per_task: BTreeMap<String, Vec<(&EpisodeTree, crate::recover::Branch)>> = BTreeMap::new();
+        for t in trees.iter().filter(|t| t.episode.model.name != "demo") {
+            let Some(first) = t.steps.iter().map(|s| &s.step).min_by_key(|s| s.created_at) else { continue };
+            let Some(task) = user_of(&first.prompt).and_then(|u| by_user.get(&u).copied()) else { continue };
+            let Some(expert) = Expert::new(task) else { continue };
+            if let Some(b) = branch(t, &expert) {
+                per_task.entry(task.name.clone()).or_default().push((t, b));
+            }
+        }
+        let _ = std::fs::remove_file(&store_path);
+        let store = Store::open(&store_path)?;
+        let writer = store.writer()?;
+        let mut listed = Vec::new();
+        let rounds = per_task.values().map(Vec::len).max().unwrap_or(0);
+        for round in 0..rounds {
+            let mut tasks = Vec::new();
+            let mut given = Vec::new();
+            for (name, bs) in &per_task {
+                let Some((t, b)) = bs.get(round) else { continue };
+                let Some(task) = train.iter().find(|x| &x.name == name) else { continue };
+                let mut task = task.clone();
+                // The replayed steps, then at most run, read, edit, run, finish.
+                task.max_steps = Some(b.prefix.len() + 5);
+                given.push((task.clone(), Expert::new(&task).context("the task's expert")?, b.clone(), t.episode.id));
+                tasks.push(task);
+            }
+            let p = RecoveryPolicy::new(given.iter().map(|(t, e, b, _)| (t, e.clone(), b.clone())).collect());
+            let ecfg = EvalConfig {
+                samples: 1,
+                parallel,
+                seed: seed ^ 0x2EC0 ^ round as u64,
+                image: image.map(str::to_string),
+                client: "keel-train recover".into(),
+                ..Default::default()
+            };
+            let model = ModelRef { name: "recovery".into(), version: Some("recovery".into()) };
+            let run = eval::run_suite(&tasks, &p, envs, &ecfg, &model, Some(&writer), &|r| progress("recover", r));
+            writer.flush().wait()?;
+            run.ensure_ran().context("running the recoveries")?;
+            for (task, _, b, model_episode) in &given {
+                let r = run.results.iter().find(|r| r.task == task.name);
+                let diverged = p.diverged(task);
+                listed.push(json!({
+                    "task": task.name, "model_episode": model_episode, "recovery_episode": r.and_then(|r| r.episode),
+                    "passed": r.is_some_and(|r| r.success), "diverged": diverged, "prefix_len": b.prefix.len(),
+                    "state_hash": b.state_hash, "model_action": b.model_action, "expert_action": b.expert_action,
+                }));
+            }
+        }
+        let kept = listed.iter().filter(|v| v["passed"] == json!(true) && v["diverged"] == json!(false)).count();
+        eprintln!("loop: {kept} of {} recoveries replayed the model's steps and passed", listed.len());
+        crate::pairs::write_atomic(&marker, serde_json::to_string_pretty(&listed)?.as_bytes())?;
+    }
+    let listed: Vec<Value> = serde_json::from_slice(&std::fs::read(&marker)?).with_context(|| format!("reading {}", marker.display()))?;
+    let store = Store::open(&store_path)?;
+    let mut out = Vec::new();
+    for v in listed.iter().filter(|v| v["passed"] == json!(true) && v["diverged"] == json!(false)) {
+        let id = |k: &str| v[k].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok());
+        let (Some(m), Some(r)) = (id("model_episode"), id("recovery_episode")) else { continue };
+        let Some(model) = trees.iter().find(|t| t.episode.id == m).cloned() else { continue };
+        let Some(recovery) = store.tree(r)? else { continue };
+        out.push(Recovery { model, recovery, prefix_len: v["prefix_len"].as_u64().unwrap_or(0) as usize, state_hash: v["state_hash"].as_str().unwrap_or_default().to_string() });
+    }
+    Ok(out)
 }
 
 fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
@@ -482,6 +606,9 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
         }
     }
 
+    // 2b. recoveries: for each failed model episode, the expert from where it went wrong.
+    let recoveries = if cfg.recover { stages.time("recover", || recover_stage(&cfg.out, &train, &trees, &envs, cfg.parallel, cfg.seed, cfg.image.as_deref()))? } else { vec![] };
+
     // 3. search: one tree per task (its episodes share their first state).
     let pairs_path = cfg.out.join("pairs.jsonl");
     let all_pairs_path = cfg.out.join("pairs-all.jsonl");
@@ -511,6 +638,13 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
                 all.extend(all_sibling_pairs(&tree, &cfg.search, p.version().as_deref()));
                 tree_json.push(search::tree_json(&tree, &found));
             }
+            for r in &recoveries {
+                let image = image_of.get(&r.model.episode.workspace.root).cloned().unwrap_or_else(|| eval::image_name(cfg.image.as_deref()));
+                let (rows, tree) = recovery_pairs(r, &p.as_ref(), envs.get(&image)?.as_ref(), &cfg.search)?;
+                critical.extend(rows.iter().cloned());
+                all.extend(rows);
+                tree_json.extend(tree);
+            }
             write_jsonl(&all_pairs_path, &all)?;
             crate::pairs::write_atomic(&cfg.out.join("trees.json"), serde_json::to_string(&tree_json)?.as_bytes())?;
             write_jsonl(&pairs_path, &critical)
@@ -520,7 +654,8 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
 
     // 4. sft data and training
     let sft_path = cfg.out.join("sft.jsonl");
-    let sft_rows: Vec<Value> = trees.iter().flat_map(sft_examples).collect();
+    let mut sft_rows: Vec<Value> = trees.iter().flat_map(sft_examples).collect();
+    sft_rows.extend(recoveries.iter().flat_map(recovery_sft_rows));
     write_jsonl(&sft_path, &sft_rows)?;
     let mut adapter: Option<PathBuf> = cfg.init_adapter.clone();
     if cfg.recipe.sft() && !sft_rows.is_empty() {
@@ -592,13 +727,14 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
             "expand": cfg.search.expand, "margin": cfg.search.margin, "max_depth": cfg.search.max_depth,
             "lora_r": cfg.train.lora_r, "beta": cfg.train.beta, "sft_lr": cfg.sft_lr, "dpo_lr": cfg.dpo_lr,
             "sft_epochs": cfg.sft_epochs, "dpo_epochs": cfg.dpo_epochs, "max_length": cfg.train.max_length,
-            "demos": cfg.demos, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+            "demos": cfg.demos, "recover": cfg.recover, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
         },
         "data": {
             "episodes": trees.len(),
             "collect_success_rate": collect_report["success_rate"],
             "demonstrations": demos_report.as_ref().map(|d| d["tasks"].clone()),
             "demonstrations_passed": demos_report.as_ref().map(|d| d["success_rate"]["value"].clone()),
+            "recoveries": recoveries.len(),
             "successful_episodes": trees.iter().filter(|t| t.end.as_ref().and_then(|e| e.outcome.as_ref()).is_some_and(|o| o.passed)).count(),
             "sft_examples": sft_rows.len(),
             "critical_pairs": count(&pairs_path),

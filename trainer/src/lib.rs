@@ -20,6 +20,7 @@ pub mod model;
 pub mod models;
 pub mod optim;
 pub mod pairs;
+pub mod recover;
 pub mod schedule;
 pub mod score;
 pub mod search;

@@ -142,6 +142,11 @@ struct LoopArgs {
     /// task that ships its fix adds one demonstration episode: run the tests, read, the fix, run, finish).
     #[arg(long)]
     no_demos: bool,
+    /// Recoveries: for each failed model episode, the task's fix taking over at the first state
+    /// after the model's edit where it would act otherwise (run the tests, read, one edit to the
+    /// fixed text, run, finish); search pairs its step with the model's there
+    #[arg(long)]
+    recover: bool,
     /// A simulated user decides the edits and commands of the collected, demonstrated and
     /// evaluated episodes by a stated rule (`tests`), recorded as a person's decisions
     #[arg(long)]
@@ -221,6 +226,7 @@ fn learn(a: LoopArgs) -> Result<()> {
         dpo_lr: a.dpo_lr,
         baseline: a.baseline,
         demos: !a.no_demos,
+        recover: a.recover,
         user: a.user_rule.as_deref().map(keel_trainer::user_rule::UserRule::parse).transpose()?,
     };
     let report = learn::run(&cfg)?;

@@ -522,3 +522,70 @@ fn the_loop_demonstrates_reading_before_editing_trains_and_judges_held_out_tasks
         assert!(shown.contains(old.trim()), "{shown:?} lacks {old:?}");
     }
 }
+
+/// Recoveries (`keel-train loop --recover`), in containers: a model episode that edits the wrong
+/// line, runs the tests and finishes gets the task's expert from the state after its failed run.
+/// The recovery replays the model's steps (same states), then reads the file, makes one edit that
+/// undoes the wrong change and fixes the bug, runs the tests and finishes, and passes. Search pairs
+/// the expert's step with the model's at that state only; SFT gets the expert's steps only; a rerun
+/// reads the recoveries back instead of running them again.
+#[test]
+fn a_failed_episode_gets_a_recovery_from_where_it_went_wrong_and_one_pair_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("train");
+    fix_task(&suite, "minus", "test_calc.py fails: fix calc.py", "a - b");
+    let toml = suite.join("minus/task.toml");
+    std::fs::write(&toml, std::fs::read_to_string(&toml).unwrap().replace("max_steps = 4", "max_steps = 6")).unwrap();
+    let (tasks, _) = discover(&suite).unwrap();
+    let run = Action::Run { command: "python3 test_calc.py".into() };
+    let view = Action::ViewFile { path: "calc.py".into(), start_line: None, end_line: None };
+    let wrong = Action::Edit { path: "calc.py".into(), old_text: "def add(a, b):".into(), new_text: "def add(a, b):  # adds".into() };
+    let policy = Sequence(std::sync::Mutex::new(vec![run.clone(), view.clone(), wrong, run.clone(), Action::Finish { summary: "done".into() }].into_iter()));
+    let store = Store::open(dir.path().join("k.db")).unwrap();
+    let writer = store.writer().unwrap();
+    let envs = Envs::new(None);
+    let model = ModelRef { name: "keel".into(), version: None };
+    let r = eval::run_suite(&tasks, &policy, &envs, &EvalConfig { parallel: 1, ..Default::default() }, &model, Some(&writer), &|_| {});
+    writer.flush().wait().unwrap();
+    assert!(!r.results[0].success && r.results[0].edits_applied == 1, "{:?}", r.results[0]);
+    let trees: Vec<EpisodeTree> = store.episodes(&EpisodeFilter::default()).unwrap().iter().map(|e| store.tree(e.id).unwrap().unwrap()).collect();
+
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    let recs = keel_trainer::learn::recover_stage(&out, &tasks, &trees, &envs, 1, 7, None).unwrap();
+    assert_eq!(recs.len(), 1);
+    let listed: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("recover.json")).unwrap()).unwrap();
+    let l = &listed[0];
+    assert_eq!((l["passed"].as_bool(), l["diverged"].as_bool(), l["prefix_len"].as_u64()), (Some(true), Some(false), Some(4)), "{listed}");
+    assert!(l["model_action"].as_str().unwrap().starts_with("finish") && l["expert_action"].as_str().unwrap().starts_with("view_file"), "{listed}");
+    let rec = &recs[0];
+    let mut steps: Vec<&Step> = rec.recovery.steps.iter().map(|s| &s.step).collect();
+    steps.sort_by_key(|s| s.created_at);
+    let names: Vec<&str> = steps.iter().map(|s| s.parsed.action().map(|a| a.tool_name()).unwrap_or("?")).collect();
+    assert_eq!(names, ["run", "view_file", "edit", "run", "view_file", "edit", "run", "finish"]);
+    // The replayed steps reached the model's states.
+    let mut model_steps: Vec<&Step> = rec.model.steps.iter().map(|s| &s.step).collect();
+    model_steps.sort_by_key(|s| s.created_at);
+    for (a, b) in model_steps.iter().zip(&steps).take(5) {
+        assert_eq!(a.state_hash, b.state_hash);
+    }
+    let Some(Action::Edit { old_text, new_text, .. }) = steps[5].parsed.action() else { panic!() };
+    assert_eq!((old_text.as_str(), new_text.as_str()), ("def add(a, b):  # adds\n    return a - b", "def add(a, b):\n    return a + b"));
+
+    let env = envs.get(&eval::image_name(None)).unwrap();
+    let (pairs, tree) = keel_trainer::learn::recovery_pairs(rec, &policy, env.as_ref(), &search::SearchConfig { margin: 0.3, ..Default::default() }).unwrap();
+    assert!(tree.is_some());
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    let fname = |m: &serde_json::Value| m[0]["tool_calls"][0]["function"]["name"].as_str().unwrap().to_string();
+    assert_eq!((fname(&pairs[0]["chosen"]), fname(&pairs[0]["rejected"])), ("view_file".to_string(), "finish".to_string()));
+    assert_eq!(pairs[0]["meta"]["state_hash"], l["state_hash"]);
+    let sft = keel_trainer::learn::recovery_sft_rows(rec);
+    let sft_names: Vec<String> = sft.iter().map(|r| fname(&r["completion"])).collect();
+    assert_eq!(sft_names, ["view_file", "edit", "run", "finish"]);
+    assert!(sft.iter().all(|r| r["meta"]["source"] == "recovery"));
+
+    // A rerun reads the recoveries back.
+    let again = keel_trainer::learn::recover_stage(&out, &tasks, &trees, &envs, 1, 7, None).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].recovery.episode.id, rec.recovery.episode.id);
+}
