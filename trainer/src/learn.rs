@@ -300,9 +300,8 @@ pub fn recovery_pairs<P: Policy, E: search::Environment>(r: &Recovery, policy: &
 /// A recovery's SFT examples: the expert's steps only (the model's replayed steps before the
 /// branch are not the expert's), `meta.source = "recovery"`.
 pub fn recovery_sft_rows(r: &Recovery) -> Vec<Value> {
-    let mut steps: Vec<&keel_trajectory::Step> = r.recovery.steps.iter().map(|s| &s.step).collect();
-    steps.sort_by_key(|s| s.created_at);
-    let replayed: std::collections::HashSet<String> = steps.iter().take(r.prefix_len).map(|s| s.id.to_string()).collect();
+    // The store gives an episode's steps in the order they were recorded.
+    let replayed: std::collections::HashSet<String> = r.recovery.steps.iter().take(r.prefix_len).map(|s| s.step.id.to_string()).collect();
     sft_examples(&r.recovery)
         .into_iter()
         .filter(|row| row["meta"]["step"].as_str().is_none_or(|id| !replayed.contains(id)))
@@ -326,7 +325,7 @@ pub fn recover_stage(out: &Path, train: &[TaskSpec], trees: &[EpisodeTree], envs
         // The branches, per task in episode order; round r runs each task's r-th.
         let mut per_task: BTreeMap<String, Vec<(&EpisodeTree, crate::recover::Branch)>> = BTreeMap::new();
         for t in trees.iter().filter(|t| t.episode.model.name != "demo") {
-            let Some(first) = t.steps.iter().map(|s| &s.step).min_by_key(|s| s.created_at) else { continue };
+            let Some(first) = t.steps.first().map(|s| &s.step) else { continue };
             let Some(task) = user_of(&first.prompt).and_then(|u| by_user.get(&u).copied()) else { continue };
             let Some(expert) = Expert::new(task) else { continue };
             if let Some(b) = branch(t, &expert) {

@@ -187,9 +187,8 @@ pub fn branch(t: &EpisodeTree, expert: &Expert) -> Option<Branch> {
     if t.end.as_ref().and_then(|e| e.outcome.as_ref()).is_none_or(|o| o.passed) {
         return None;
     }
-    // The recorded steps in order (an unattended episode is one chain, resamples included).
-    let mut steps: Vec<&keel_trajectory::Step> = t.steps.iter().map(|s| &s.step).collect();
-    steps.sort_by_key(|s| s.created_at);
+    // The recorded steps in the order they were recorded (the store's), resamples included.
+    let steps: Vec<&keel_trajectory::Step> = t.steps.iter().map(|s| &s.step).collect();
     let first_edit = steps.iter().position(|s| matches!(s.parsed, Parsed::Action { action: Action::Edit { .. }, .. }))?;
     for (i, s) in steps.iter().enumerate().skip(first_edit + 1) {
         let e = expert.action(&s.prompt)?;

@@ -559,13 +559,11 @@ fn a_failed_episode_gets_a_recovery_from_where_it_went_wrong_and_one_pair_there(
     assert_eq!((l["passed"].as_bool(), l["diverged"].as_bool(), l["prefix_len"].as_u64()), (Some(true), Some(false), Some(4)), "{listed}");
     assert!(l["model_action"].as_str().unwrap().starts_with("finish") && l["expert_action"].as_str().unwrap().starts_with("view_file"), "{listed}");
     let rec = &recs[0];
-    let mut steps: Vec<&Step> = rec.recovery.steps.iter().map(|s| &s.step).collect();
-    steps.sort_by_key(|s| s.created_at);
+    let steps: Vec<&Step> = rec.recovery.steps.iter().map(|s| &s.step).collect();
     let names: Vec<&str> = steps.iter().map(|s| s.parsed.action().map(|a| a.tool_name()).unwrap_or("?")).collect();
     assert_eq!(names, ["run", "view_file", "edit", "run", "view_file", "edit", "run", "finish"]);
     // The replayed steps reached the model's states.
-    let mut model_steps: Vec<&Step> = rec.model.steps.iter().map(|s| &s.step).collect();
-    model_steps.sort_by_key(|s| s.created_at);
+    let model_steps: Vec<&Step> = rec.model.steps.iter().map(|s| &s.step).collect();
     for (a, b) in model_steps.iter().zip(&steps).take(5) {
         assert_eq!(a.state_hash, b.state_hash);
     }
