@@ -264,20 +264,51 @@ const MAX_COPY_LINES: usize = 3;
 
 /// What the agent has been shown of the workspace, as the texts that showed it: the code of each
 /// `view_file` answer (its line numbers taken off), the lines `search` found, and the fenced code
-/// of the user's messages (the task's selection and the definition around it).
+/// of the user's messages (the task's selection and the definition around it). An edit the agent
+/// was told was applied changes what it showed of that file (a text of unknown file too) where the
+/// edit's old text occurs once in it: the file no longer holds the old lines, and an edit that
+/// copies them would be refused (old text not found).
 fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
     use keel_trajectory::Role;
-    let mut out = Vec::new();
+    // Each text with the file it shows, when known.
+    let mut out: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let mut calls: std::collections::HashMap<&str, (&str, Value)> = std::collections::HashMap::new();
     for m in messages {
+        if m.role == Role::Assistant {
+            for c in &m.tool_calls {
+                calls.insert(c.id.as_str(), (c.function.name.as_str(), serde_json::from_str(&c.function.arguments).unwrap_or(Value::Null)));
+            }
+        }
         let Some(content) = m.content.as_deref() else { continue };
         match m.role {
             Role::Tool => {
+                let call = m.tool_call_id.as_deref().and_then(|id| calls.get(id));
+                if let Some(rel) = content.strip_prefix("The edit to ").and_then(|r| r.strip_suffix(" was applied.")) {
+                    if let Some((_, args)) = call.filter(|(name, _)| *name == "edit") {
+                        if let (Some(old), Some(new)) = (args["old_text"].as_str().filter(|o| !o.is_empty()), args["new_text"].as_str()) {
+                            for (_, lines) in out.iter_mut().filter(|(p, _)| p.as_deref().is_none_or(|p| same_file(p, rel))) {
+                                let whole = lines.join("\n");
+                                if whole.matches(old).count() == 1 {
+                                    *lines = whole.replacen(old, new, 1).split('\n').map(str::to_string).collect();
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let body = content.split("\n[output truncated]").next().unwrap_or("");
                 let body = body.split("\n[exit code").next().unwrap_or("");
                 match keel_agent::tools::viewed_lines(body) {
-                    Some(lines) => out.push(lines.into_iter().map(str::to_string).collect()),
-                    // Each line `search` found is a text of its own.
-                    None => out.extend(body.lines().filter_map(keel_agent::tools::found_line).map(|t| vec![t.to_string()])),
+                    Some(lines) => {
+                        let path = call.filter(|(name, _)| *name == "view_file").and_then(|(_, a)| a["path"].as_str()).map(str::to_string);
+                        out.push((path, lines.into_iter().map(str::to_string).collect()));
+                    }
+                    // Each line `search` found is a text of its own (`path:12: text`).
+                    None => out.extend(body.lines().filter_map(|l| {
+                        let text = keel_agent::tools::found_line(l)?;
+                        let path = l[..l.len() - text.len()].strip_suffix(": ").and_then(|p| p.rsplit_once(':')).map(|(p, _)| p.to_string());
+                        Some((path, vec![text.to_string()]))
+                    })),
                 }
             }
             Role::User => {
@@ -285,7 +316,7 @@ fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
                 for l in content.lines() {
                     if l.trim_start().starts_with("```") {
                         match block.take() {
-                            Some(b) => out.push(b),
+                            Some(b) => out.push((None, b)),
                             None => block = Some(Vec::new()),
                         }
                     } else if let Some(b) = block.as_mut() {
@@ -296,7 +327,13 @@ fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
             _ => {}
         }
     }
-    out
+    out.into_iter().map(|(_, lines)| lines).collect()
+}
+
+/// Whether two workspace paths as the agent wrote them name one file (`./a.py`, `a.py`, `/w/a.py`).
+fn same_file(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches("./"), b.trim_start_matches("./"));
+    a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
 }
 
 /// The texts an `edit` may replace, copied from what the agent has been shown: runs of one to
@@ -507,6 +544,36 @@ mod tests {
         let bare = vec![Message::system("rules"), Message::user("Task: fix f")];
         assert!(copy_spans(&bare).is_empty());
         assert_eq!(with_copied_old_text(&keel_trajectory::action::tools_schema(), &bare), *keel_trajectory::action::tools_schema());
+    }
+
+    /// After an applied edit the file no longer holds its old lines: what was shown of that file
+    /// (and of no known file) offers the new ones. Another file's text, and an edit that was not
+    /// applied, change nothing.
+    #[test]
+    fn an_applied_edit_replaces_the_lines_it_changed_in_what_was_shown() {
+        use keel_trajectory::{Action, Message, ModelOutput, Observation, Parsed};
+        let call = |a: Action, id: &str| (Parsed::Action { action: a.clone(), call_id: Some(id.into()) }, ModelOutput { content: None, tool_calls: vec![a.to_tool_call(id)] });
+        let mut msgs = vec![Message::system("rules"), Message::user("Task: fix add\n```\ndef add(a, b):\n    return a - b\n```\n")];
+        let obs = |o: &str| Observation { output: o.into(), exit_code: Some(0), ..Default::default() };
+        let steps: Vec<(Action, Observation)> = vec![
+            (Action::ViewFile { path: "./calc.py".into(), start_line: None, end_line: None }, obs("    1| def add(a, b):\n    2|     return a - b\n")),
+            (Action::ViewFile { path: "other.py".into(), start_line: None, end_line: None }, obs("    1| def sub(a, b):\n    2|     return a - b\n")),
+            // Refused: nothing changed.
+            (Action::Edit { path: "calc.py".into(), old_text: "def add(a, b):".into(), new_text: "def add(a, b, c):".into() }, Observation { output: "The edit was rejected".into(), exit_code: Some(1), ..Default::default() }),
+            (Action::Edit { path: "calc.py".into(), old_text: "    return a - b".into(), new_text: "    return a * b".into() }, obs("The edit to calc.py was applied.")),
+        ];
+        for (i, (a, o)) in steps.into_iter().enumerate() {
+            let (parsed, output) = call(a, &format!("call_{i}"));
+            msgs = keel_trajectory::action::next_messages(&msgs, &parsed, &output, &format!("call_{i}"), &o);
+        }
+        let spans = copy_spans(&msgs);
+        for want in ["    return a * b", "def add(a, b):\n    return a * b", "def add(a, b):", "def sub(a, b):\n    return a - b"] {
+            assert!(spans.contains(&want.to_string()), "{want:?} missing from {spans:?}");
+        }
+        for not in ["def add(a, b):\n    return a - b", "def add(a, b, c):"] {
+            assert!(!spans.contains(&not.to_string()), "{not:?} should not be offered: {spans:?}");
+        }
+        assert!(same_file("./calc.py", "calc.py") && same_file("/w/calc.py", "calc.py") && !same_file("xcalc.py", "calc.py"));
     }
 
     #[test]
