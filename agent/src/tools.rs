@@ -190,6 +190,12 @@ pub fn edit_applied(rel: &str) -> Observation {
     Observation { output: format!("The edit to {rel} was applied."), exit_code: Some(0), ..Default::default() }
 }
 
+/// The file an [`edit_applied`] answer names (`None` when `output` is not one). Its inverse, kept
+/// beside it.
+pub fn applied_edit_path(output: &str) -> Option<&str> {
+    output.strip_prefix("The edit to ")?.strip_suffix(" was applied.")
+}
+
 pub fn user_rejected(reason: Option<&str>) -> Observation {
     let output = match reason {
         Some(r) if !r.trim().is_empty() => format!("The user rejected this. Reason: {r}"),

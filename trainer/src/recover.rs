@@ -72,7 +72,7 @@ fn shown_steps(prompt: &Prompt) -> Vec<Shown> {
 /// The file an applied edit changed, from what the agent was told ([`keel_agent::tools::edit_applied`]).
 fn applied_to(s: &Shown) -> Option<&str> {
     matches!(s.action, Some(Action::Edit { .. })).then_some(())?;
-    s.result.strip_prefix("The edit to ")?.strip_suffix(" was applied.")
+    keel_agent::tools::applied_edit_path(&s.result)
 }
 
 impl Expert {

@@ -283,7 +283,7 @@ fn shown_texts(messages: &[keel_trajectory::Message]) -> Vec<Vec<String>> {
         match m.role {
             Role::Tool => {
                 let call = m.tool_call_id.as_deref().and_then(|id| calls.get(id));
-                if let Some(rel) = content.strip_prefix("The edit to ").and_then(|r| r.strip_suffix(" was applied.")) {
+                if let Some(rel) = keel_agent::tools::applied_edit_path(content) {
                     if let Some((_, args)) = call.filter(|(name, _)| *name == "edit") {
                         if let (Some(old), Some(new)) = (args["old_text"].as_str().filter(|o| !o.is_empty()), args["new_text"].as_str()) {
                             for (_, lines) in out.iter_mut().filter(|(p, _)| p.as_deref().is_none_or(|p| same_file(p, rel))) {
