@@ -13,6 +13,13 @@ Environment defaults: KEEL_MODEL_ENDPOINT, KEEL_MODEL, KEEL_API_KEY_ENV (the nam
 holding the API key), KEEL_STORE, KEEL_SANDBOX (an engine socket, or \"off\"; else DOCKER_HOST),
 KEEL_SANDBOX_IMAGE. Logs go to stderr, level from KEEL_LOG (error, warn, info, debug).";
 
+/// mimalloc rather than the system allocator: a request's round trip is mostly small allocations
+/// (the frame parsed into a JSON value, the typed params, the answer built and serialised), and
+/// glibc's malloc made the code-action round trip measurably slower (docs/benchmarks.md, "Over
+/// the wire").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut acp = false;
     let mut config_file: Option<std::path::PathBuf> = None;

@@ -599,38 +599,39 @@ impl LanguageServer for Backend {
     }
 
     async fn code_action(&self, p: CodeActionParams) -> Result<Option<CodeActionResponse>> {
-        let uri = p.text_document.uri.to_string();
-        let r = p.range;
-        let mut out = ui::step_actions(&self.state, &uri, r);
-        let base = json!({ "uri": uri, "range": r });
-        let mk = |title: &str, kind: CodeActionKind, task: &str, extra: Value| {
+        let CodeActionParams { text_document, range: r, context, .. } = p;
+        let mut out = ui::step_actions(&self.state, text_document.uri.as_str(), r);
+        // Every action starts an episode with the document and the range; built once, each action
+        // adds its kind (and the fix its diagnostics).
+        let mut base = serde_json::Map::new();
+        base.insert("uri".into(), Value::String(text_document.uri.into()));
+        base.insert("range".into(), json!(r));
+        let mk = |title: &str, kind: CodeActionKind, task: &str, extra: Option<(&str, Value)>| {
             let mut args = base.clone();
-            args["kind"] = json!(task);
-            if let (Some(a), Some(e)) = (args.as_object_mut(), extra.as_object()) {
-                a.extend(e.clone());
+            args.insert("kind".into(), Value::String(task.into()));
+            if let Some((k, v)) = extra {
+                args.insert(k.into(), v);
             }
-            CodeActionOrCommand::CodeAction(CodeAction {
+            CodeAction {
                 title: title.into(),
                 kind: Some(kind),
-                command: Some(Command { title: title.into(), command: "keel.episode.start".into(), arguments: Some(vec![args]) }),
+                command: Some(Command { title: title.into(), command: "keel.episode.start".into(), arguments: Some(vec![Value::Object(args)]) }),
                 ..Default::default()
-            })
-        };
-        let diags: Vec<&Diagnostic> = p.context.diagnostics.iter().filter(|d| d.source.as_deref() != Some("keel")).collect();
-        if !diags.is_empty() {
-            let mut a = mk("Keel: fix this diagnostic", CodeActionKind::QUICKFIX, "fix_diagnostic", json!({ "diagnostics": diags }));
-            if let CodeActionOrCommand::CodeAction(ca) = &mut a {
-                ca.diagnostics = Some(diags.iter().map(|d| (*d).clone()).collect());
-                ca.is_preferred = Some(false);
             }
-            out.push(a);
+        };
+        let diags: Vec<Diagnostic> = context.diagnostics.into_iter().filter(|d| d.source.as_deref() != Some("keel")).collect();
+        if !diags.is_empty() {
+            let mut a = mk("Keel: fix this diagnostic", CodeActionKind::QUICKFIX, "fix_diagnostic", Some(("diagnostics", json!(diags))));
+            a.diagnostics = Some(diags);
+            a.is_preferred = Some(false);
+            out.push(CodeActionOrCommand::CodeAction(a));
         }
-        out.push(mk("Keel: implement", CodeActionKind::REFACTOR, "implement", json!({})));
+        out.push(CodeActionOrCommand::CodeAction(mk("Keel: implement", CodeActionKind::REFACTOR, "implement", None)));
         if r.start != r.end {
-            out.push(mk("Keel: refactor selection", CodeActionKind::REFACTOR, "refactor", json!({})));
+            out.push(CodeActionOrCommand::CodeAction(mk("Keel: refactor selection", CodeActionKind::REFACTOR, "refactor", None)));
         }
-        out.push(mk("Keel: write a test", CodeActionKind::REFACTOR, "write_test", json!({})));
-        out.push(mk("Keel: ask…", CodeActionKind::REFACTOR, "instruction", json!({})));
+        out.push(CodeActionOrCommand::CodeAction(mk("Keel: write a test", CodeActionKind::REFACTOR, "write_test", None)));
+        out.push(CodeActionOrCommand::CodeAction(mk("Keel: ask…", CodeActionKind::REFACTOR, "instruction", None)));
         Ok(Some(out))
     }
 
