@@ -199,7 +199,8 @@ pub fn launch(state: &State, front: Arc<dyn Front>, root: PathBuf, req: StartReq
     let state = state.clone();
     let model = cfg.model.clone();
     let (done, ended) = oneshot::channel();
-    tokio::spawn(async move {
+    // On the agent's runtime, behind the editor's requests (`crate::state::background`).
+    crate::state::background().spawn(async move {
         let ep = Ep { state: state.clone(), front, id, root, endpoint, model, cancel: cancel_rx, call_cancel: call_cancel_rx };
         let end = ep.run(req, doc).await;
         ep.finish(end.clone()).await;

@@ -88,7 +88,7 @@ pub fn build_with(base: crate::config::Config) -> (LspService<Backend>, tower_ls
         *lock(&state.config) = base;
         let b = Backend { client, state };
         b.spawn_watch_timer();
-        tokio::spawn(crate::recorder::run(Arc::downgrade(&b.state), b.client.clone()));
+        crate::state::background().spawn(crate::recorder::run(Arc::downgrade(&b.state), b.client.clone()));
         b
     })
     .custom_method("keel/pending", Backend::pending)

@@ -129,3 +129,39 @@ impl Shared {
 }
 
 pub type State = Arc<Shared>;
+
+/// The runtime the agent's work runs on: episodes (the model's stream, the rules and tools, the
+/// workspace snapshot) and the recording task, with the store's writer threads they start. Its
+/// threads run at a lower CPU priority (nice 10 on Linux; new threads inherit it), so when the
+/// cores are busy the editor's requests on the main runtime (code actions, `didChange`) go first
+/// and the agent's work waits: an episode is seconds long, a keystroke's answer must take
+/// milliseconds (docs/benchmarks.md, "Under load"). When the cores are idle it runs at full speed.
+/// Built on first use and never dropped; if its threads cannot be started, the work runs on the
+/// caller's runtime.
+pub fn background() -> tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("keel-agent")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!("the agent's runtime could not start ({e}); the agent's work shares the editor's"))
+            .ok()
+    });
+    match rt {
+        Some(rt) => rt.handle().clone(),
+        None => tokio::runtime::Handle::current(),
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux applies `setpriority` to the one thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's own id; failure only leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}

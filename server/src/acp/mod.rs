@@ -78,7 +78,7 @@ pub async fn serve(base: Config, input: impl tokio::io::AsyncRead + Unpin, out: 
     *lock(&state.config) = base;
     let peer = Arc::new(Peer::new(out));
     let conn = Arc::new(Conn { state: state.clone(), peer: peer.clone(), caps: Mutex::new(ClientCaps::default()), sessions: Mutex::new(HashMap::new()) });
-    tokio::spawn(crate::recorder::run(Arc::downgrade(&state), front::AcpReport { conn: Arc::downgrade(&conn) }));
+    crate::state::background().spawn(crate::recorder::run(Arc::downgrade(&state), front::AcpReport { conn: Arc::downgrade(&conn) }));
     let mut lines = tokio::io::BufReader::new(input);
     let mut buf = Vec::new();
     loop {
