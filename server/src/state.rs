@@ -132,7 +132,7 @@ pub type State = Arc<Shared>;
 
 /// The runtime the agent's work runs on: episodes (the model's stream, the rules and tools, the
 /// workspace snapshot) and the recording task, with the store's writer threads they start. Its
-/// threads run at a lower CPU priority (nice 10 on Linux; new threads inherit it), so when the
+/// threads run at a lower CPU priority (10 nicer than the server on Linux; new threads inherit it), so when the
 /// cores are busy the editor's requests on the main runtime (code actions, `didChange`) go first
 /// and the agent's work waits: an episode is seconds long, a keystroke's answer must take
 /// milliseconds (docs/benchmarks.md, "Under load"). When the cores are idle it runs at full speed.
@@ -141,10 +141,11 @@ pub type State = Arc<Shared>;
 pub fn background() -> tokio::runtime::Handle {
     static RT: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
     let rt = RT.get_or_init(|| {
+        let nice = thread_nice().map(|n| (n + NICER).min(19));
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("keel-agent")
-            .on_thread_start(lower_priority)
+            .on_thread_start(move || set_thread_nice(nice))
             .enable_all()
             .build()
             .map_err(|e| tracing::warn!("the agent's runtime could not start ({e}); the agent's work shares the editor's"))
@@ -156,12 +157,57 @@ pub fn background() -> tokio::runtime::Handle {
     }
 }
 
-/// Lowers the calling thread's CPU priority (Linux applies `setpriority` to the one thread).
-fn lower_priority() {
+/// How much nicer the agent's threads are than the server's.
+const NICER: i32 = 10;
+
+/// The calling thread's nice value (Linux applies `getpriority` and `setpriority` to one thread).
+fn thread_nice() -> Option<i32> {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread's own id; failure only leaves the priority as it was.
+    // SAFETY: a plain syscall on the calling thread's own id.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        Some(libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Sets the calling thread's nice value (19 is the lowest priority). Threads a runtime thread
+/// starts inherit its value, so this sets rather than adds.
+fn set_thread_nice(nice: Option<i32>) {
+    #[cfg(target_os = "linux")]
+    if let Some(n) = nice {
+        // SAFETY: a plain syscall on the calling thread's own id; failure leaves the priority as it was.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t, n);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    fn nice() -> i32 {
+        super::thread_nice().unwrap()
+    }
+
+    #[test]
+    fn the_agents_work_runs_behind_the_editors_requests() {
+        // The runtime's threads are started from this one, which has the server's priority.
+        let here = nice();
+        let want = (here + super::NICER).min(19);
+        let (worker, blocking, spawned) = super::background().block_on(async {
+            super::background()
+                .spawn(async {
+                    let blocking = tokio::task::spawn_blocking(nice).await.unwrap();
+                    // A thread the agent's work starts (the store's writer) inherits the priority.
+                    let spawned = std::thread::spawn(nice).join().unwrap();
+                    (nice(), blocking, spawned)
+                })
+                .await
+                .unwrap()
+        });
+        assert_eq!((worker, blocking, spawned), (want, want, want), "the agent's threads are {} nicer than {here}", super::NICER);
+        assert_eq!(nice(), here, "the caller's priority is left alone");
     }
 }
