@@ -114,6 +114,9 @@ pub struct LoopConfig {
     /// A held-out report of the starting policy to reuse (same suite, samples, seed) instead of
     /// evaluating it again.
     pub baseline: Vec<PathBuf>,
+    /// Pairs of earlier rounds (files, or run folders), trained on with this round's
+    /// ([`dpo_data`]).
+    pub prior_pairs: Vec<PathBuf>,
     /// A simulated user deciding the edits and commands of every episode the loop runs.
     pub user: Option<crate::user_rule::UserRule>,
 }
@@ -398,6 +401,35 @@ fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
     crate::pairs::write_atomic(path, s.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes to `out` the pairs DPO trains on: this round's (`round`), then those of each earlier round
+/// in `prior` (a pairs JSONL, or a run folder holding `file`), each distinct pair once. Returns how
+/// many came from earlier rounds. An earlier round that cannot be read, or a line that is not a
+/// pair, is an error naming it: a round silently left out would train the wrong thing.
+pub fn dpo_data(round: &Path, prior: &[PathBuf], file: &str, out: &Path) -> Result<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = String::new();
+    let mut from_prior = 0;
+    let round_text = std::fs::read_to_string(round).unwrap_or_default();
+    for (i, path) in std::iter::once(round.to_path_buf()).chain(prior.iter().map(|p| if p.is_dir() { p.join(file) } else { p.clone() })).enumerate() {
+        let text = if i == 0 { round_text.clone() } else { std::fs::read_to_string(&path).with_context(|| format!("--prior-pairs: reading {}", path.display()))? };
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", path.display(), n + 1))?;
+            if ["prompt", "chosen", "rejected"].iter().any(|k| v.get(k).is_none()) {
+                bail!("{} line {}: not a pair (it needs prompt, chosen and rejected)", path.display(), n + 1);
+            }
+            // The same pair twice (a run folder given twice, or rounds sharing a pair) counts once.
+            let key = serde_json::to_string(&json!([v["prompt"], v["chosen"], v["rejected"]]))?;
+            if seen.insert(key) {
+                rows.push_str(line.trim());
+                rows.push('\n');
+                from_prior += usize::from(i > 0);
+            }
+        }
+    }
+    crate::pairs::write_atomic(out, rows.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    Ok(from_prior)
+}
+
 /// Per-task success before and after (means over samples), and their mean paired difference with
 /// a 95% interval (normal approximation over tasks; tasks in only one run are left out).
 pub fn paired(before: &[EpisodeResult], after: &[EpisodeResult]) -> Value {
@@ -667,8 +699,18 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
         }
         adapter = Some(out);
     }
-    // 5. dpo
-    let dpo_data = if cfg.recipe == Recipe::DpoAll { &all_pairs_path } else { &pairs_path };
+    // 5. dpo, on this round's pairs and the earlier rounds' given
+    let round_data = if cfg.recipe == Recipe::DpoAll { &all_pairs_path } else { &pairs_path };
+    let (dpo_data, prior_count) = if cfg.prior_pairs.is_empty() || !cfg.recipe.dpo() {
+        (round_data.clone(), 0)
+    } else {
+        let file = if cfg.recipe == Recipe::DpoAll { "pairs-all.jsonl" } else { "pairs.jsonl" };
+        let merged = cfg.out.join("pairs-dpo.jsonl");
+        let prior = dpo_data(round_data, &cfg.prior_pairs, file, &merged)?;
+        eprintln!("loop: dpo on {} pairs of this round and {prior} of earlier rounds ({})", count(round_data), merged.display());
+        (merged, prior)
+    };
+    let dpo_data = &dpo_data;
     if cfg.recipe.dpo() && count(dpo_data) > 0 {
         let out = cfg.out.join("dpo");
         if !out.join("adapter_model.safetensors").exists() {
@@ -726,7 +768,8 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
             "expand": cfg.search.expand, "margin": cfg.search.margin, "max_depth": cfg.search.max_depth,
             "lora_r": cfg.train.lora_r, "beta": cfg.train.beta, "sft_lr": cfg.sft_lr, "dpo_lr": cfg.dpo_lr,
             "sft_epochs": cfg.sft_epochs, "dpo_epochs": cfg.dpo_epochs, "max_length": cfg.train.max_length,
-            "demos": cfg.demos, "recover": cfg.recover, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+            "demos": cfg.demos, "recover": cfg.recover,
+            "prior_pairs": cfg.prior_pairs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), "prior_pairs_used": prior_count, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
         },
         "data": {
             "episodes": trees.len(),
@@ -796,4 +839,36 @@ pub fn summary(report: &Value) -> String {
         s.push_str(&format!("  {:<40} {:8.1} s\n", st["stage"].as_str().unwrap_or(""), st["seconds"].as_f64().unwrap_or(0.0)));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(p: &str, c: &str, r: &str) -> String {
+        json!({"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}], "rejected": [{"role": "assistant", "content": r}]}).to_string()
+    }
+
+    #[test]
+    fn dpo_trains_on_every_rounds_pairs_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (round, earlier) = (dir.path().join("pairs.jsonl"), dir.path().join("r1"));
+        std::fs::create_dir(&earlier).unwrap();
+        std::fs::write(&round, format!("{}\n{}\n", pair("a", "run", "view"), pair("b", "edit", "edit2"))).unwrap();
+        // The earlier round read after a failed run; it shares one pair with this round.
+        std::fs::write(earlier.join("pairs.jsonl"), format!("{}\n\n{}\n", pair("c", "view", "run"), pair("b", "edit", "edit2"))).unwrap();
+        let out = dir.path().join("pairs-dpo.jsonl");
+        // A folder and the same folder's file: the same pairs, counted once.
+        let n = dpo_data(&round, &[earlier.clone(), earlier.join("pairs.jsonl")], "pairs.jsonl", &out).unwrap();
+        assert_eq!(n, 1, "one pair is new from the earlier round");
+        let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(String::from).collect();
+        assert_eq!(lines, vec![pair("a", "run", "view"), pair("b", "edit", "edit2"), pair("c", "view", "run")], "this round's first, in order");
+
+        // An earlier round that is missing or holds something else is an error naming it.
+        let e = dpo_data(&round, &[dir.path().join("nowhere.jsonl")], "pairs.jsonl", &out).unwrap_err();
+        assert!(format!("{e:#}").contains("nowhere.jsonl"), "{e:#}");
+        std::fs::write(dir.path().join("sft.jsonl"), "{\"prompt\": [], \"completion\": []}\n").unwrap();
+        let e = dpo_data(&round, &[dir.path().join("sft.jsonl")], "pairs.jsonl", &out).unwrap_err();
+        assert!(format!("{e:#}").contains("sft.jsonl line 1: not a pair"), "{e:#}");
+    }
 }

@@ -147,6 +147,12 @@ struct LoopArgs {
     /// fixed text, run, finish); search pairs its step with the model's there
     #[arg(long)]
     recover: bool,
+    /// Pairs of earlier rounds, trained on with this round's: a pairs JSONL, or an earlier run's
+    /// folder (its `pairs.jsonl`; `pairs-all.jsonl` for `dpo-all`). Repeatable. DPO pushes only
+    /// where the model and the better step part, so one round's pairs alone can undo what earlier
+    /// rounds taught (docs/benchmarks.md, R2 and R3)
+    #[arg(long)]
+    prior_pairs: Vec<PathBuf>,
     /// A simulated user decides the edits and commands of the collected, demonstrated and
     /// evaluated episodes by a stated rule (`tests`), recorded as a person's decisions
     #[arg(long)]
@@ -227,6 +233,7 @@ fn learn(a: LoopArgs) -> Result<()> {
         baseline: a.baseline,
         demos: !a.no_demos,
         recover: a.recover,
+        prior_pairs: a.prior_pairs,
         user: a.user_rule.as_deref().map(keel_trainer::user_rule::UserRule::parse).transpose()?,
     };
     let report = learn::run(&cfg)?;
