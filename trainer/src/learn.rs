@@ -115,7 +115,7 @@ pub struct LoopConfig {
     /// evaluating it again.
     pub baseline: Vec<PathBuf>,
     /// Pairs of earlier rounds (files, or run folders), trained on with this round's
-    /// ([`dpo_data`]).
+    /// ([`merge_prior_pairs`]).
     pub prior_pairs: Vec<PathBuf>,
     /// A simulated user deciding the edits and commands of every episode the loop runs.
     pub user: Option<crate::user_rule::UserRule>,
@@ -405,13 +405,13 @@ fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
 /// in `prior` (a pairs JSONL, or a run folder holding `file`), each distinct pair once. Returns how
 /// many came from earlier rounds. An earlier round that cannot be read, or a line that is not a
 /// pair, is an error naming it: a round silently left out would train the wrong thing.
-pub fn dpo_data(round: &Path, prior: &[PathBuf], file: &str, out: &Path) -> Result<usize> {
+pub fn merge_prior_pairs(round: &Path, prior: &[PathBuf], file: &str, out: &Path) -> Result<usize> {
     let mut seen = std::collections::HashSet::new();
     let mut rows = String::new();
     let mut from_prior = 0;
-    let round_text = std::fs::read_to_string(round).unwrap_or_default();
     for (i, path) in std::iter::once(round.to_path_buf()).chain(prior.iter().map(|p| if p.is_dir() { p.join(file) } else { p.clone() })).enumerate() {
-        let text = if i == 0 { round_text.clone() } else { std::fs::read_to_string(&path).with_context(|| format!("--prior-pairs: reading {}", path.display()))? };
+        // This round's pairs file is absent when its search found none.
+        let text = if i == 0 { std::fs::read_to_string(round).unwrap_or_default() } else { std::fs::read_to_string(&path).with_context(|| format!("--prior-pairs: reading {}", path.display()))? };
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let v: Value = serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", path.display(), n + 1))?;
             if ["prompt", "chosen", "rejected"].iter().any(|k| v.get(k).is_none()) {
@@ -706,7 +706,7 @@ pub fn run(cfg: &LoopConfig) -> Result<Value> {
     } else {
         let file = if cfg.recipe == Recipe::DpoAll { "pairs-all.jsonl" } else { "pairs.jsonl" };
         let merged = cfg.out.join("pairs-dpo.jsonl");
-        let prior = dpo_data(round_data, &cfg.prior_pairs, file, &merged)?;
+        let prior = merge_prior_pairs(round_data, &cfg.prior_pairs, file, &merged)?;
         eprintln!("loop: dpo on {} pairs of this round and {prior} of earlier rounds ({})", count(round_data), merged.display());
         (merged, prior)
     };
@@ -859,16 +859,16 @@ mod tests {
         std::fs::write(earlier.join("pairs.jsonl"), format!("{}\n\n{}\n", pair("c", "view", "run"), pair("b", "edit", "edit2"))).unwrap();
         let out = dir.path().join("pairs-dpo.jsonl");
         // A folder and the same folder's file: the same pairs, counted once.
-        let n = dpo_data(&round, &[earlier.clone(), earlier.join("pairs.jsonl")], "pairs.jsonl", &out).unwrap();
+        let n = merge_prior_pairs(&round, &[earlier.clone(), earlier.join("pairs.jsonl")], "pairs.jsonl", &out).unwrap();
         assert_eq!(n, 1, "one pair is new from the earlier round");
         let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(String::from).collect();
         assert_eq!(lines, vec![pair("a", "run", "view"), pair("b", "edit", "edit2"), pair("c", "view", "run")], "this round's first, in order");
 
         // An earlier round that is missing or holds something else is an error naming it.
-        let e = dpo_data(&round, &[dir.path().join("nowhere.jsonl")], "pairs.jsonl", &out).unwrap_err();
+        let e = merge_prior_pairs(&round, &[dir.path().join("nowhere.jsonl")], "pairs.jsonl", &out).unwrap_err();
         assert!(format!("{e:#}").contains("nowhere.jsonl"), "{e:#}");
         std::fs::write(dir.path().join("sft.jsonl"), "{\"prompt\": [], \"completion\": []}\n").unwrap();
-        let e = dpo_data(&round, &[dir.path().join("sft.jsonl")], "pairs.jsonl", &out).unwrap_err();
+        let e = merge_prior_pairs(&round, &[dir.path().join("sft.jsonl")], "pairs.jsonl", &out).unwrap_err();
         assert!(format!("{e:#}").contains("sft.jsonl line 1: not a pair"), "{e:#}");
     }
 }
