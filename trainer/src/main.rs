@@ -117,6 +117,9 @@ struct LoopArgs {
     sft_epochs: u64,
     #[arg(long, default_value_t = 2e-4)]
     sft_lr: f64,
+    /// SFT on packed episodes (`sft --pack`): each episode's steps in one sequence.
+    #[arg(long)]
+    sft_pack: bool,
     #[arg(long, default_value_t = 1)]
     dpo_epochs: u64,
     #[arg(long, default_value_t = 5e-5)]
@@ -196,6 +199,7 @@ fn learn(a: LoopArgs) -> Result<()> {
     train.batch_size = a.batch_size;
     train.grad_accum = a.grad_accum.max(1);
     train.save_steps = 0;
+    train.pack = a.sft_pack;
     let cfg = learn::LoopConfig {
         model,
         init_adapter: a.init_adapter,
@@ -445,6 +449,7 @@ impl TrainArgs {
             save_steps: self.save_steps,
             warmup_ratio: self.warmup_ratio,
             max_grad_norm: 1.0,
+            pack: false,
         }
     }
 }
@@ -454,6 +459,13 @@ struct SftArgs {
     /// Prompt/completion JSONL (or pairs: their chosen side).
     #[arg(long)]
     data: PathBuf,
+    /// Pack the steps of an episode into one sequence: where a line's prompt and completion are
+    /// the start of the next line's prompt (`collect`, `loop` and the store's exports write an
+    /// episode's steps in order), train on both completions in one pass over the shared history.
+    /// The same loss, fewer tokens; a packed episode counts as one example for --batch-size and
+    /// --grad-accum.
+    #[arg(long)]
+    pack: bool,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -766,7 +778,11 @@ fn main() -> Result<()> {
         Command::InitModel(a) => init_model(a),
         Command::Convert(a) => convert(a),
         Command::Score(a) => score(a),
-        Command::Sft(a) => keel_trainer::sft::run(&a.train.options(a.data, 0.1)).map(|_| ()),
+        Command::Sft(a) => {
+            let mut o = a.train.options(a.data, 0.1);
+            o.pack = a.pack;
+            keel_trainer::sft::run(&o).map(|_| ())
+        }
         Command::Dpo(a) => keel_trainer::dpo::run(&a.train.options(a.pairs, a.beta)).map(|_| ()),
         Command::Models(a) => models(a),
         Command::ExportTrain(a) => export_train(a),

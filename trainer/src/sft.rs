@@ -1,15 +1,16 @@
 //! `keel-train sft`: supervised LoRA fine-tuning on prompt/completion examples (the chosen side
 //! of pairs, or accepted steps), the loss on completion tokens only: the mean negative
 //! log-likelihood over every completion token of a step (TRL's `SFTTrainer` with
-//! `completion_only_loss`).
+//! `completion_only_loss`). With `--pack`, the steps of an episode are one sequence
+//! ([`pack_steps`]): the same loss, the history run once.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use crate::model::{Model, Sequence, completion_logps};
-use crate::train::data::{DataReport, EncodedExample, load_sft, scored_tokens, seq_len};
+use crate::model::{Model, Sequence, completion_logps, scored_completion_logps};
+use crate::train::data::{DataReport, EncodedExample, load_sft, pack_steps, seq_len};
 use crate::train::{self, Objective, Summary, TrainOptions};
 
 /// Completion-only language modelling.
@@ -39,7 +40,7 @@ impl Objective for SftObjective {
     }
 
     fn weight(&self, i: usize) -> f64 {
-        scored_tokens(&self.examples[i].seq) as f64
+        self.examples[i].scored_tokens() as f64
     }
 
     fn stat_names(&self) -> &'static [&'static str] {
@@ -48,7 +49,12 @@ impl Objective for SftObjective {
 
     fn micro(&self, model: &Model, idx: &[usize]) -> Result<(Tensor, Vec<f64>)> {
         let seqs: Vec<Sequence> = idx.iter().map(|&i| self.examples[i].seq.clone()).collect();
-        let logps = completion_logps(&model.transformer, &seqs)?;
+        let logps = if idx.iter().any(|&i| self.examples[i].scored.is_some()) {
+            let masks: Vec<Option<&[bool]>> = idx.iter().map(|&i| self.examples[i].scored.as_deref()).collect();
+            scored_completion_logps(&model.transformer, &seqs, &masks)?
+        } else {
+            completion_logps(&model.transformer, &seqs)?
+        };
         let nll = -logps.sum(Kind::Float);
         let v = nll.double_value(&[]);
         Ok((nll, vec![v]))
@@ -68,8 +74,15 @@ pub fn run(opts: &TrainOptions) -> Result<SftReport> {
     let digest = train::file_digest(&opts.data)?;
     let resume = train::find_resume(opts, "sft", &digest)?;
     let mut model = train::load_model(opts)?;
-    let (examples, data) = load_sft(&opts.data, &model, opts.max_length)?;
+    let (mut examples, data) = load_sft(&opts.data, &model, opts.max_length)?;
     eprintln!("sft: {}: {data}", opts.data.display());
+    if opts.pack {
+        let before: usize = examples.iter().map(|e| seq_len(&e.seq)).sum();
+        let n = examples.len();
+        examples = pack_steps(examples, opts.max_length);
+        let after: usize = examples.iter().map(|e| seq_len(&e.seq)).sum();
+        eprintln!("sft: packed {n} examples into {} sequences ({after} tokens instead of {before})", examples.len());
+    }
     let obj = SftObjective { examples };
     train::attach_trainable(&mut model, opts, resume.as_ref())?;
     if let Some(ck) = &resume {

@@ -60,6 +60,57 @@ pub fn completion_logps(model: &Transformer, seqs: &[Sequence]) -> Result<Tensor
     Ok((logp * count).sum_dim_intlist([1i64].as_slice(), false, Kind::Float))
 }
 
+/// The sum of log-softmax over the *scored* completion tokens of each sequence, `(n,)` f32:
+/// [`completion_logps`] with a mask over each completion (`None`: every token), as SFT on packed
+/// episodes needs (the tokens between two steps are context, not trained on). Only the scored
+/// positions are projected to the vocabulary.
+pub fn scored_completion_logps(model: &Transformer, seqs: &[Sequence], scored: &[Option<&[bool]>]) -> Result<Tensor> {
+    if seqs.len() != scored.len() {
+        return Err(ModelError::Invalid(format!("{} sequences but {} masks", seqs.len(), scored.len())));
+    }
+    let device = model.device();
+    let n = seqs.len() as i64;
+    let len = seqs.iter().map(|s| s.prompt.len() + s.completion.len()).max().unwrap_or(0) as i64;
+    let vocab = model.cfg.vocab_size;
+    let mut ids = vec![0i64; (n * len) as usize];
+    let mut mask = vec![0i64; (n * len) as usize];
+    // Flat (row, position) of each scored prediction: hidden[r, j] predicts ids[r, j + 1].
+    let (mut at, mut rows, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for (r, (s, m)) in seqs.iter().zip(scored).enumerate() {
+        if let Some(m) = m
+            && m.len() != s.completion.len()
+        {
+            return Err(ModelError::Invalid(format!("sequence {r}: a mask of {} for a completion of {} tokens", m.len(), s.completion.len())));
+        }
+        let base = r * len as usize;
+        for (j, &t) in s.prompt.iter().chain(&s.completion).enumerate() {
+            if t as i64 >= vocab {
+                return Err(ModelError::Invalid(format!("sequence {r} has token {t} outside the vocabulary ({vocab})")));
+            }
+            ids[base + j] = t as i64;
+            mask[base + j] = 1;
+            let c = j.wrapping_sub(s.prompt.len());
+            if j >= s.prompt.len() && j >= 1 && m.is_none_or(|m| m[c]) {
+                at.push((base + j - 1) as i64);
+                rows.push(r as i64);
+                targets.push(t as i64);
+            }
+        }
+    }
+    if at.is_empty() {
+        return Ok(Tensor::zeros([n], (Kind::Float, device)));
+    }
+    let ids = Tensor::from_slice(&ids).view([n, len]).to_device(device);
+    let mask = Tensor::from_slice(&mask).view([n, len]).to_device(device);
+    let hidden = model.forward_hidden(&ids, &mask, None);
+    let width = hidden.size()[2];
+    let picked_hidden = hidden.reshape([n * len, width]).index_select(0, &Tensor::from_slice(&at).to_device(device));
+    let logits = model.logits(&picked_hidden).to_kind(Kind::Float);
+    let targets = Tensor::from_slice(&targets).to_device(device).unsqueeze(-1);
+    let logp = logits.gather(-1, &targets, false).squeeze_dim(-1) - logits.logsumexp([-1i64].as_slice(), false);
+    Ok(Tensor::zeros([n], (Kind::Float, device)).index_add(0, &Tensor::from_slice(&rows).to_device(device), &logp))
+}
+
 /// Summed completion log-probs of preference pairs, `(2n,)` f32: the `n` chosen completions, then
 /// the `n` rejected ones, each pair's shared prompt run through the model once
 /// ([`Transformer::forward_shared_prefix`]). The same values as [`completion_logps`] on the

@@ -52,7 +52,7 @@ pub use chat::ChatTemplate;
 pub use config::{Config, Family};
 pub use error::{ModelError, Result};
 pub use generate::{FinishReason, Generation, Generator, LogitsProcessor, PrefixCache, SamplingParams, StepToken, generate};
-pub use logprob::{Sequence, completion_logps, pair_logps};
+pub use logprob::{Sequence, completion_logps, pair_logps, scored_completion_logps};
 pub use lora::{Lora, LoraConfig};
 pub use tokenizer::{IncrementalDecoder, Pipeline, Tokenizer};
 pub use transformer::{KvCache, Transformer};

@@ -36,8 +36,57 @@ impl EncodedPair {
 /// One SFT example, tokenized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedExample {
+    /// 1-based line of the data file (a packed example's first line).
     pub line: usize,
     pub seq: Sequence,
+    /// Which completion tokens are trained on; `None`: all of them. A packed example's completion
+    /// also holds the tokens between its steps (tool results, the next turn's header), unscored.
+    pub scored: Option<Vec<bool>>,
+    /// How many lines (steps) the example holds: 1 unless packed.
+    pub steps: usize,
+}
+
+impl EncodedExample {
+    /// Tokens whose log-probability is trained on.
+    pub fn scored_tokens(&self) -> usize {
+        match &self.scored {
+            None => scored_tokens(&self.seq),
+            Some(m) => m.iter().enumerate().filter(|&(j, &on)| on && (j > 0 || !self.seq.prompt.is_empty())).count(),
+        }
+    }
+}
+
+/// Packs the steps of an episode into one sequence: where an example's whole sequence (prompt and
+/// completion) is the start of the next example's prompt — the next step of the same episode, whose
+/// prompt holds this step's answer and what came back — the two become one sequence trained on both
+/// completions and on nothing between them. The loss is unchanged: with causal attention each
+/// completion token sees exactly the tokens it saw in its own example, at the same positions, so
+/// its log-probability is the same; the episode's history goes through the model once instead of
+/// once per step (an 8-step episode's SFT examples are mostly the same prompt 8 times).
+/// Examples are taken in file order; a packed sequence never exceeds `max_length`.
+pub fn pack_steps(examples: Vec<EncodedExample>, max_length: usize) -> Vec<EncodedExample> {
+    let mut out: Vec<EncodedExample> = Vec::with_capacity(examples.len());
+    for e in examples {
+        if let Some(cur) = out.last_mut() {
+            let have = cur.seq.prompt.len() + cur.seq.completion.len();
+            let extends = e.scored.is_none()
+                && e.seq.prompt.len() >= have
+                && seq_len(&e.seq) <= max_length
+                && e.seq.prompt[..cur.seq.prompt.len()] == cur.seq.prompt[..]
+                && e.seq.prompt[cur.seq.prompt.len()..have] == cur.seq.completion[..];
+            if extends {
+                let mask = cur.scored.get_or_insert_with(|| vec![true; cur.seq.completion.len()]);
+                mask.extend(std::iter::repeat_n(false, e.seq.prompt.len() - have));
+                mask.extend(std::iter::repeat_n(true, e.seq.completion.len()));
+                cur.seq.completion.extend_from_slice(&e.seq.prompt[have..]);
+                cur.seq.completion.extend_from_slice(&e.seq.completion);
+                cur.steps += e.steps;
+                continue;
+            }
+        }
+        out.push(e);
+    }
+    out
 }
 
 pub fn seq_len(s: &Sequence) -> usize {
@@ -247,7 +296,7 @@ pub fn load_sft(path: &Path, model: &Model, max_length: usize) -> Result<(Vec<En
         if truncate(&mut s, max_length) {
             report.truncated.push(line);
         }
-        out.push(EncodedExample { line, seq: s });
+        out.push(EncodedExample { line, seq: s, scored: None, steps: 1 });
     })?;
     report.used = out.len();
     if out.is_empty() {

@@ -56,6 +56,9 @@ pub struct TrainOptions {
     pub warmup_ratio: f64,
     /// Gradient clipping (global L2 norm); 0 turns it off.
     pub max_grad_norm: f64,
+    /// SFT: pack the steps of an episode into one sequence (`data::pack_steps`); a packed
+    /// sequence is one example for `batch_size` and `grad_accum`.
+    pub pack: bool,
 }
 
 impl TrainOptions {
@@ -81,6 +84,7 @@ impl TrainOptions {
             save_steps: 50,
             warmup_ratio: 0.1,
             max_grad_norm: 1.0,
+            pack: false,
         }
     }
 
@@ -105,7 +109,7 @@ impl TrainOptions {
 
     /// What must not change between a run and its resumption.
     fn fingerprint(&self, kind: &str, data_digest: &str) -> Value {
-        json!({
+        let mut v = json!({
             "kind": kind,
             "model": self.model.canonicalize().unwrap_or_else(|_| self.model.clone()),
             "data_blake3": data_digest,
@@ -122,7 +126,12 @@ impl TrainOptions {
             "seed": self.seed,
             "warmup_ratio": self.warmup_ratio,
             "max_grad_norm": self.max_grad_norm,
-        })
+        });
+        // Only when on, so that checkpoints written before the option resume as they were.
+        if self.pack {
+            v["pack"] = json!(true);
+        }
+        v
     }
 }
 

@@ -454,6 +454,78 @@ fn sft_lowers_the_completion_loss() {
     assert!(first["rewards/chosen"].as_f64().unwrap().abs() < 1e-4, "{first:?}");
 }
 
+/// An episode's SFT lines: step k's prompt is the conversation so far, its completion the answer.
+fn episode_lines(task: &str, answers: &[&str]) -> Vec<Value> {
+    let mut convo = vec![json!({"role": "system", "content": "You fix code."}), json!({"role": "user", "content": format!("fix {task}")})];
+    let mut rows = Vec::new();
+    for (k, a) in answers.iter().enumerate() {
+        let answer = json!({"role": "assistant", "content": a});
+        rows.push(json!({"prompt": convo.clone(), "completion": [answer.clone()]}));
+        convo.push(answer);
+        convo.push(json!({"role": "user", "content": format!("result {k}: {}", WORDS[k % WORDS.len()])}));
+    }
+    rows
+}
+
+#[test]
+fn packed_episode_steps_have_the_loss_of_the_separate_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = episode_lines("alpha beta", &["read gamma", "edit delta omega", "run zeta", "finish theta"]);
+    rows.extend(episode_lines("kappa", &["read sigma", "run tau"]));
+    // Not the next step of anything: its prompt does not start with the line before.
+    rows.push(json!({"prompt": "fix rho", "completion": " phi done."}));
+    let data_path = dir.path().join("sft.jsonl");
+    write_lines(&data_path, &rows);
+    let model = Model::load(tiny(), &LoadOptions { device: Device::Cpu, kind: Some(Kind::Float) }).unwrap();
+    let (examples, report) = data::load_sft(&data_path, &model, 1024).unwrap();
+    assert_eq!(report.used, 7);
+    let packed = data::pack_steps(examples.clone(), 1024);
+    assert_eq!(packed.iter().map(|e| e.steps).collect::<Vec<_>>(), vec![4, 2, 1], "the two episodes each become one sequence");
+    assert_eq!(packed.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 5, 7]);
+    let scored = |v: &[data::EncodedExample]| v.iter().map(|e| e.scored_tokens()).sum::<usize>();
+    assert_eq!(scored(&packed), scored(&examples), "every completion token is trained on, and nothing else");
+    let tokens = |v: &[data::EncodedExample]| v.iter().map(|e| data::seq_len(&e.seq)).sum::<usize>();
+    assert!(tokens(&packed) * 2 < tokens(&examples), "{} packed tokens against {}", tokens(&packed), tokens(&examples));
+
+    // The same log-probabilities: each completion token sees the same tokens at the same positions.
+    let t = &model.transformer;
+    let seqs: Vec<keel_trainer::model::Sequence> = examples.iter().map(|e| e.seq.clone()).collect();
+    let separate = tch::no_grad(|| keel_trainer::model::completion_logps(t, &seqs)).unwrap();
+    let pseqs: Vec<keel_trainer::model::Sequence> = packed.iter().map(|e| e.seq.clone()).collect();
+    let masks: Vec<Option<&[bool]>> = packed.iter().map(|e| e.scored.as_deref()).collect();
+    let together = tch::no_grad(|| keel_trainer::model::scored_completion_logps(t, &pseqs, &masks)).unwrap();
+    let sep: Vec<f64> = Vec::<f32>::try_from(&separate).unwrap().into_iter().map(f64::from).collect();
+    let tog: Vec<f64> = Vec::<f32>::try_from(&together).unwrap().into_iter().map(f64::from).collect();
+    for (got, want) in tog.iter().zip([sep[..4].iter().sum::<f64>(), sep[4..6].iter().sum(), sep[6]]) {
+        assert!((got - want).abs() < 1e-3 * want.abs().max(1.0), "packed {got} against the steps' sum {want}");
+    }
+    // Unmasked, the scored path is the plain one.
+    let plain = tch::no_grad(|| keel_trainer::model::scored_completion_logps(t, &seqs, &vec![None; seqs.len()])).unwrap();
+    assert!(f64::try_from((plain - &separate).abs().max()).unwrap() < 1e-4);
+
+    // A packed sequence never outgrows --max-length: then the steps stay apart.
+    let longest = examples[..4].iter().map(|e| data::seq_len(&e.seq)).max().unwrap();
+    let capped = data::pack_steps(examples.clone(), longest - 1);
+    assert_eq!(capped.iter().map(|e| e.steps).collect::<Vec<_>>(), vec![3, 1, 2, 1]);
+    assert!(capped.iter().all(|e| e.steps == 1 || data::seq_len(&e.seq) < longest));
+
+    // `sft --pack` trains on the packed sequences and says so.
+    let out = dir.path().join("sft");
+    let o = run_bin(&[
+        "sft", "--data", data_path.to_str().unwrap(), "--model", tiny().to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--pack", "--batch-size", "1", "--lr", "1e-2", "--epochs", "8", "--warmup-ratio", "0", "--lora-dropout", "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("sft: packed 7 examples into 3 sequences ({} tokens instead of {})", tokens(&packed), tokens(&examples))), "{stderr}");
+    let s = steps(&out);
+    assert_eq!(s.len(), 24, "3 sequences × 8 epochs");
+    // Each step is one sequence: compare the first epoch's mean loss with the last one's.
+    let mean = |v: &[Map<String, Value>]| v.iter().map(|l| l["loss"].as_f64().unwrap()).sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&s[..3]), mean(&s[21..]));
+    assert!(last < first - 0.5, "loss {first} → {last}");
+}
+
 #[test]
 fn a_non_finite_loss_stops_the_run_naming_the_step() {
     let dir = tempfile::tempdir().unwrap();
