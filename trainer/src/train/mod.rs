@@ -233,6 +233,17 @@ fn torch_seed(seed: u64, step: u64, micro: usize) -> i64 {
     (r.next_u64() >> 1) as i64
 }
 
+/// Seconds between the plain progress lines written when stderr is not a terminal (a log file, a
+/// job on a remote machine), where the bar is hidden: `KEEL_PROGRESS_SECS`, default 60.
+fn progress_every() -> f64 {
+    std::env::var("KEEL_PROGRESS_SECS").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(60.0)
+}
+
+fn duration_text(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s % 3600 / 60) } else if s >= 60 { format!("{}m{:02}s", s / 60, s % 60) } else { format!("{s}s") }
+}
+
 fn progress(total: u64, done: u64, kind: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -287,6 +298,10 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
     let mut tokens_here = 0u64;
     let mut last = Map::new();
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0f64, 0f64, 0f64);
+    let plain = !std::io::stderr().is_terminal();
+    let every = progress_every();
+    let (loop_started, first_step) = (Instant::now(), step);
+    let mut last_plain = Instant::now();
 
     while step < total {
         let (epoch, micros) = batch::step_micro_batches(&lengths, opts.batch_size, opts.grad_accum, opts.seed, step);
@@ -345,6 +360,18 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
         log.write(&line)?;
         pb.set_position(step);
         pb.set_message(format!("loss {loss:.4}"));
+        if plain && (step == total || last_plain.elapsed().as_secs_f64() >= every) {
+            let run = loop_started.elapsed().as_secs_f64();
+            let per = run / (step - first_step) as f64;
+            eprintln!(
+                "{}: step {step}/{total}, loss {loss:.4}, {per:.2} s/step, {:.0} tokens/s, elapsed {}, eta {}",
+                obj.kind(),
+                tokens_here as f64 / run.max(1e-9),
+                duration_text(run),
+                duration_text(per * (total - step) as f64)
+            );
+            last_plain = Instant::now();
+        }
         last = line;
 
         if step == total || (opts.save_steps > 0 && step % opts.save_steps == 0) {

@@ -509,14 +509,20 @@ fn packed_episode_steps_have_the_loss_of_the_separate_steps() {
     assert_eq!(capped.iter().map(|e| e.steps).collect::<Vec<_>>(), vec![3, 1, 2, 1]);
     assert!(capped.iter().all(|e| e.steps == 1 || data::seq_len(&e.seq) < longest));
 
-    // `sft --pack` trains on the packed sequences and says so.
+    // `sft --pack` trains on the packed sequences and says so; with stderr not a terminal it
+    // writes a progress line (here every step).
     let out = dir.path().join("sft");
-    let o = run_bin(&[
-        "sft", "--data", data_path.to_str().unwrap(), "--model", tiny().to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--pack", "--batch-size", "1", "--lr", "1e-2", "--epochs", "8", "--warmup-ratio", "0", "--lora-dropout", "0",
-    ]);
+    let o = Command::new(bin())
+        .args([
+            "sft", "--data", data_path.to_str().unwrap(), "--model", tiny().to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "--pack", "--batch-size", "1", "--lr", "1e-2", "--epochs", "8", "--warmup-ratio", "0", "--lora-dropout", "0",
+        ])
+        .env("KEEL_PROGRESS_SECS", "0")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("sft: step 1/24, loss ") && stderr.contains("sft: step 24/24, loss ") && stderr.contains(" s/step, "), "{stderr}");
     assert!(stderr.contains(&format!("sft: packed 7 examples into 3 sequences ({} tokens instead of {})", tokens(&packed), tokens(&examples))), "{stderr}");
     let s = steps(&out);
     assert_eq!(s.len(), 24, "3 sequences × 8 epochs");
