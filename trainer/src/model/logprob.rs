@@ -35,16 +35,9 @@ pub fn completion_logps(model: &Transformer, seqs: &[Sequence]) -> Result<Tensor
     // target[j] = ids[j + 1]; it counts when position j + 1 is a completion token.
     let mut count = vec![0f32; (n * (len - 1)) as usize];
     for (r, s) in seqs.iter().enumerate() {
-        let base = r * len as usize;
-        for (j, &t) in s.prompt.iter().chain(&s.completion).enumerate() {
-            if t as i64 >= vocab {
-                return Err(ModelError::Invalid(format!("sequence {r} has token {t} outside the vocabulary ({vocab})")));
-            }
-            ids[base + j] = t as i64;
-            mask[base + j] = 1;
-            if j >= s.prompt.len() && j >= 1 {
-                count[r * (len as usize - 1) + j - 1] = 1.0;
-            }
+        put_row(&mut ids, &mut mask, len as usize, r, s, vocab)?;
+        for j in s.prompt.len().max(1)..s.prompt.len() + s.completion.len() {
+            count[r * (len as usize - 1) + j - 1] = 1.0;
         }
     }
     let start = seqs.iter().map(|s| s.prompt.len().max(1) - 1).min().unwrap_or(0) as i64;
@@ -58,6 +51,18 @@ pub fn completion_logps(model: &Transformer, seqs: &[Sequence]) -> Result<Tensor
     let picked = logits.gather(-1, &targets, false).squeeze_dim(-1);
     let logp = picked - logits.logsumexp([-1i64].as_slice(), false);
     Ok((logp * count).sum_dim_intlist([1i64].as_slice(), false, Kind::Float))
+}
+
+/// Puts sequence `r`'s tokens into row `r` (of width `len`) of the flat `ids` and `mask` buffers.
+fn put_row(ids: &mut [i64], mask: &mut [i64], len: usize, r: usize, s: &Sequence, vocab: i64) -> Result<()> {
+    for (j, &t) in s.prompt.iter().chain(&s.completion).enumerate() {
+        if t as i64 >= vocab {
+            return Err(ModelError::Invalid(format!("sequence {r} has token {t} outside the vocabulary ({vocab})")));
+        }
+        ids[r * len + j] = t as i64;
+        mask[r * len + j] = 1;
+    }
+    Ok(())
 }
 
 /// The sum of log-softmax over the *scored* completion tokens of each sequence, `(n,)` f32:
@@ -82,16 +87,11 @@ pub fn scored_completion_logps(model: &Transformer, seqs: &[Sequence], scored: &
         {
             return Err(ModelError::Invalid(format!("sequence {r}: a mask of {} for a completion of {} tokens", m.len(), s.completion.len())));
         }
-        let base = r * len as usize;
-        for (j, &t) in s.prompt.iter().chain(&s.completion).enumerate() {
-            if t as i64 >= vocab {
-                return Err(ModelError::Invalid(format!("sequence {r} has token {t} outside the vocabulary ({vocab})")));
-            }
-            ids[base + j] = t as i64;
-            mask[base + j] = 1;
-            let c = j.wrapping_sub(s.prompt.len());
-            if j >= s.prompt.len() && j >= 1 && m.is_none_or(|m| m[c]) {
-                at.push((base + j - 1) as i64);
+        put_row(&mut ids, &mut mask, len as usize, r, s, vocab)?;
+        for (c, &t) in s.completion.iter().enumerate() {
+            let j = s.prompt.len() + c;
+            if j >= 1 && m.is_none_or(|m| m[c]) {
+                at.push((r * len as usize + j - 1) as i64);
                 rows.push(r as i64);
                 targets.push(t as i64);
             }
