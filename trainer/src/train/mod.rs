@@ -298,7 +298,8 @@ pub fn run(model: &mut Model, opts: &TrainOptions, obj: &dyn Objective, data_dig
     let mut tokens_here = 0u64;
     let mut last = Map::new();
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0f64, 0f64, 0f64);
-    let plain = !std::io::stderr().is_terminal();
+    // Where the bar is hidden (stderr is not a terminal), a plain line now and then instead.
+    let plain = pb.is_hidden();
     let every = progress_every();
     let (loop_started, first_step) = (Instant::now(), step);
     let mut last_plain = Instant::now();
