@@ -707,3 +707,101 @@ pub fn write_report(v: &Value, out: &Path) -> Result<()> {
     }
     crate::pairs::write_atomic(out, serde_json::to_string_pretty(v)?.as_bytes()).with_context(|| format!("writing {}", out.display()))
 }
+
+/// The episode rows of a report `eval` (or the loop's evaluation) wrote.
+pub fn read_results(path: &Path) -> Result<Vec<EpisodeResult>> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("{}: not JSON", path.display()))?;
+    let rows = v.get("results").with_context(|| format!("{}: not an eval report (it has no `results`)", path.display()))?;
+    serde_json::from_value(rows.clone()).with_context(|| format!("{}: the rows of `results`", path.display()))
+}
+
+/// Two sides of a comparison, each one or more eval reports (runs of one model on one suite, or
+/// of several training seeds of one recipe) with the names they are shown by.
+pub struct Side {
+    pub names: Vec<String>,
+    pub runs: Vec<Vec<EpisodeResult>>,
+}
+
+impl Side {
+    pub fn read(paths: &[std::path::PathBuf]) -> Result<Side> {
+        anyhow::ensure!(!paths.is_empty(), "no report given");
+        let runs = paths.iter().map(|p| read_results(p)).collect::<Result<Vec<_>>>()?;
+        Ok(Side { names: paths.iter().map(|p| p.display().to_string()).collect(), runs })
+    }
+
+    fn pooled(&self) -> Vec<EpisodeResult> {
+        self.runs.iter().flatten().cloned().collect()
+    }
+}
+
+/// Compares `after` with `before`, each pooled over its reports: the figures of each report and of
+/// the pool, the paired success difference over the tasks both ran (each task's success averaged
+/// over its episodes on each side, so several seeds count as one task, not as more evidence), the
+/// tasks only one side ran (left out of the pairing), and the task gate's verdict. This is how
+/// "over 3 seeds, with 95% intervals" is read off three eval reports.
+pub fn compare(before: &Side, after: &Side, g: &GateConfig) -> Value {
+    let (b, a) = (before.pooled(), after.pooled());
+    let tasks = |rs: &[EpisodeResult]| rs.iter().filter(|r| r.error.is_none()).map(|r| r.task.clone()).collect::<std::collections::BTreeSet<_>>();
+    let (tb, ta) = (tasks(&b), tasks(&a));
+    let side = |s: &Side, pooled: &[EpisodeResult]| {
+        json!({
+            "reports": s.names.iter().zip(&s.runs).map(|(n, rs)| json!({"report": n, "summary": summarize(rs)})).collect::<Vec<_>>(),
+            "pooled": summarize(pooled),
+        })
+    };
+    json!({
+        "before": side(before, &b),
+        "after": side(after, &a),
+        "only_before": tb.difference(&ta).collect::<Vec<_>>(),
+        "only_after": ta.difference(&tb).collect::<Vec<_>>(),
+        "gate": task_gate(&b, &a, g),
+    })
+}
+
+/// The terminal table of [`compare`]'s result.
+pub fn compare_table(v: &Value) -> String {
+    let rate = |r: &Value| format!("{:5.1}% [{:4.1}, {:4.1}]", 100.0 * r["value"].as_f64().unwrap_or(0.0), 100.0 * r["low"].as_f64().unwrap_or(0.0), 100.0 * r["high"].as_f64().unwrap_or(0.0));
+    let mut s = String::new();
+    for name in ["before", "after"] {
+        let reports = v[name]["reports"].as_array().cloned().unwrap_or_default();
+        let p = &v[name]["pooled"];
+        s.push_str(&format!("{name}: {} report(s), {} task(s), {} episode(s)\n", reports.len(), p["tasks"], p["episodes"]));
+        for r in &reports {
+            s.push_str(&format!("  {}\n", r["report"].as_str().unwrap_or("")));
+        }
+    }
+    s.push_str(&format!("\n{:<15} {:<24} {:<24}\n", "", "before", "after"));
+    for (label, key) in [("success", "success_rate"), ("invalid calls", "invalid_call_rate"), ("loops", "loop_rate"), ("empty patches", "empty_patch_rate"), ("gave up", "gave_up_rate")] {
+        s.push_str(&format!("{label:<15} {:<24} {:<24}\n", rate(&v["before"]["pooled"][key]), rate(&v["after"]["pooled"][key])));
+        let each = |side: &str| v[side]["reports"].as_array().map(|rs| rs.iter().map(|r| format!("{:.1}%", 100.0 * r["summary"][key]["value"].as_f64().unwrap_or(0.0))).collect::<Vec<_>>()).unwrap_or_default();
+        let (eb, ea) = (each("before"), each("after"));
+        if eb.len() > 1 || ea.len() > 1 {
+            s.push_str(&format!("{:<15} {:<24} {:<24}\n", "  each report", eb.join(" "), ea.join(" ")));
+        }
+    }
+    s.push_str(&format!("{:<15} {:<24.2} {:<24.2}\n", "mean steps", v["before"]["pooled"]["mean_steps"].as_f64().unwrap_or(0.0), v["after"]["pooled"]["mean_steps"].as_f64().unwrap_or(0.0)));
+    let p = &v["gate"]["paired_success"];
+    s.push_str(&format!(
+        "\npaired success over {} task(s) (each task's mean over its episodes): Δ {:+.3} [{:+.3}, {:+.3}]; {} better, {} worse\n",
+        p["tasks"],
+        p["delta"].as_f64().unwrap_or(0.0),
+        p["low"].as_f64().unwrap_or(0.0),
+        p["high"].as_f64().unwrap_or(0.0),
+        p["improved"],
+        p["worsened"]
+    ));
+    for (side, key) in [("before", "only_before"), ("after", "only_after")] {
+        let only = v[key].as_array().cloned().unwrap_or_default();
+        if !only.is_empty() {
+            let names: Vec<&str> = only.iter().filter_map(|t| t.as_str()).collect();
+            s.push_str(&format!("left out of the pairing: {} task(s) only {side} ran: {}\n", names.len(), names.join(", ")));
+        }
+    }
+    s.push_str(&format!("task gate: {}", v["gate"]["verdict"].as_str().unwrap_or("")));
+    for r in v["gate"]["reasons"].as_array().into_iter().flatten() {
+        s.push_str(&format!("\n  {}", r.as_str().unwrap_or("")));
+    }
+    s.push('\n');
+    s
+}

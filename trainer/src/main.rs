@@ -54,6 +54,9 @@ enum Command {
     Loop(LoopArgs),
     /// The scheduler's runs, oldest first: stage, status, attempts, error, candidate, gate verdict.
     Runs(RunsArgs),
+    /// Compare eval reports: after against before, each pooled over one or more reports (seeds),
+    /// with the paired success difference over tasks and the task gate's verdict.
+    Compare(CompareArgs),
 }
 
 #[derive(clap::Args)]
@@ -796,6 +799,7 @@ fn main() -> Result<()> {
             keel_trainer::schedule::run(&cfg, a.once, std::time::Duration::from_secs(a.every.max(1)))
         }
         Command::Runs(a) => runs(a),
+        Command::Compare(a) => compare(a),
     }
 }
 
@@ -1143,6 +1147,36 @@ fn pairs(a: PairsArgs) -> Result<()> {
     let since = a.since.as_deref().map(|s| store.parse_time(s)).transpose()?;
     let stats = keel_trainer::pairs::export(&store, since, &a.out)?;
     eprintln!("{stats}");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// An eval report of the model before (repeat for several runs: they are pooled).
+    #[arg(long, required = true)]
+    before: Vec<PathBuf>,
+    /// An eval report of the model after (repeat for several seeds of a recipe: they are pooled).
+    #[arg(long, required = true)]
+    after: Vec<PathBuf>,
+    /// Also write the comparison here (JSON).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The task gate: how far paired success may fall.
+    #[arg(long, default_value_t = keel_trainer::eval::GateConfig::default().success_drop)]
+    success_drop: f64,
+    /// The task gate: how far each failure-mode rate may rise.
+    #[arg(long, default_value_t = keel_trainer::eval::GateConfig::default().failure_rise)]
+    failure_rise: f64,
+}
+
+fn compare(a: CompareArgs) -> Result<()> {
+    use keel_trainer::eval;
+    let (before, after) = (eval::Side::read(&a.before).context("--before")?, eval::Side::read(&a.after).context("--after")?);
+    let v = eval::compare(&before, &after, &eval::GateConfig { success_drop: a.success_drop, failure_rise: a.failure_rise });
+    print!("{}", eval::compare_table(&v));
+    if let Some(out) = &a.out {
+        eval::write_report(&v, out)?;
+    }
     Ok(())
 }
 

@@ -346,6 +346,73 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
     some.ensure_ran().unwrap();
 }
 
+/// `keel-train compare`: several seeds' reports pooled against a baseline. Each task counts once in
+/// the paired difference (its success averaged over the seeds), a task only one side ran is named
+/// and left out of the pairing, every report's own rate is shown, and a file that is not a report
+/// is an error naming it.
+#[test]
+fn compare_pools_seeds_and_pairs_per_task() {
+    let row = |task: &str, success: bool| eval::EpisodeResult {
+        task: task.into(),
+        sample: 0,
+        seed: 0,
+        success,
+        end: "finished".into(),
+        steps: 5,
+        invalid_calls: 0,
+        loops: 0,
+        edits_applied: usize::from(success),
+        empty_patch: !success,
+        actions: vec!["run".into(), "finish".into()],
+        verify_exit: Some(i32::from(!success)),
+        verify_output: String::new(),
+        wall_ms: 0,
+        model_ms: 0,
+        tools_ms: 0,
+        verify_ms: 0,
+        episode: None,
+        meta: serde_json::Value::Null,
+        error: None,
+        user_reviewed: 0,
+        user_refused: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let report = |name: &str, solved: &[bool], extra: bool| {
+        let mut rows: Vec<_> = ["a", "b", "c", "d"].iter().zip(solved).map(|(t, s)| row(t, *s)).collect();
+        if extra {
+            rows.push(row("e", false));
+        }
+        let p = dir.path().join(name);
+        eval::write_report(&serde_json::json!({"suite": "s", "results": rows}), &p).unwrap();
+        p.display().to_string()
+    };
+    let base = report("base.json", &[true, false, false, false], false);
+    let s1 = report("s1.json", &[true, true, false, false], false);
+    let s2 = report("s2.json", &[true, true, true, false], false);
+    let s3 = report("s3.json", &[true, true, false, false], true);
+    let out = dir.path().join("cmp.json");
+    let (ok, stdout, stderr) = crate::models::keel_train(&["compare", "--before", &base, "--after", &s1, "--after", &s2, "--after", &s3, "--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // Per task after: a 1, b 1, c 1/3, d 0 against 1, 0, 0, 0: Δ = (0 + 1 + 1/3 + 0) / 4.
+    assert!(stdout.contains("paired success over 4 task(s)") && stdout.contains("Δ +0.333") && stdout.contains("2 better, 0 worse"), "{stdout}");
+    assert!(stdout.contains("1 task(s) only after ran: e"), "{stdout}");
+    assert!(stdout.contains("50.0% 75.0% 40.0%"), "each seed's own success: {stdout}");
+    assert!(stdout.contains("task gate: promote"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["after"]["pooled"]["episodes"], 13);
+    assert!((v["after"]["pooled"]["success_rate"]["value"].as_f64().unwrap() - 7.0 / 13.0).abs() < 1e-9, "{v}");
+    assert_eq!(v["gate"]["paired_success"]["tasks"], 4);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    // Worse seeds are refused by the same rule as the schedule's gate.
+    let worse = report("worse.json", &[false, false, false, false], false);
+    let (ok, stdout, _) = crate::models::keel_train(&["compare", "--before", &base, "--after", &worse]);
+    assert!(ok && stdout.contains("task gate: refuse") && stdout.contains("success falls"), "{stdout}");
+    // Not a report: an error that names the file.
+    let (ok, _, stderr) = crate::models::keel_train(&["compare", "--before", &base, "--after", out.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("cmp.json: not an eval report"), "{stderr}");
+}
+
 use serde_json::Value;
 
 use crate::engine::{containers_of, ends_by_itself, private_engine};
