@@ -270,9 +270,9 @@ fn a_simulated_user_decides_by_its_rule_and_its_decisions_are_a_persons() {
     }
 }
 
-#[test]
-fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
-    let row = |task: &str, success: bool, loops: usize| eval::EpisodeResult {
+/// A report row: a task solved or not, with `loops` loops (a solved one with its edit applied).
+fn row(task: &str, success: bool, loops: usize) -> eval::EpisodeResult {
+    eval::EpisodeResult {
         task: task.into(),
         sample: 0,
         seed: 0,
@@ -295,7 +295,11 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
         error: None,
         user_reviewed: 0,
         user_refused: 0,
-    };
+    }
+}
+
+#[test]
+fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
     let g = eval::GateConfig::default();
     let before = vec![row("a", true, 0), row("b", true, 0), row("c", false, 0), row("d", false, 0)];
 
@@ -352,35 +356,11 @@ fn the_task_gate_refuses_a_candidate_worse_at_tasks() {
 /// is an error naming it.
 #[test]
 fn compare_pools_seeds_and_pairs_per_task() {
-    let row = |task: &str, success: bool| eval::EpisodeResult {
-        task: task.into(),
-        sample: 0,
-        seed: 0,
-        success,
-        end: "finished".into(),
-        steps: 5,
-        invalid_calls: 0,
-        loops: 0,
-        edits_applied: usize::from(success),
-        empty_patch: !success,
-        actions: vec!["run".into(), "finish".into()],
-        verify_exit: Some(i32::from(!success)),
-        verify_output: String::new(),
-        wall_ms: 0,
-        model_ms: 0,
-        tools_ms: 0,
-        verify_ms: 0,
-        episode: None,
-        meta: serde_json::Value::Null,
-        error: None,
-        user_reviewed: 0,
-        user_refused: 0,
-    };
     let dir = tempfile::tempdir().unwrap();
     let report = |name: &str, solved: &[bool], extra: bool| {
-        let mut rows: Vec<_> = ["a", "b", "c", "d"].iter().zip(solved).map(|(t, s)| row(t, *s)).collect();
+        let mut rows: Vec<_> = ["a", "b", "c", "d"].iter().zip(solved).map(|(t, s)| row(t, *s, 0)).collect();
         if extra {
-            rows.push(row("e", false));
+            rows.push(row("e", false, 0));
         }
         let p = dir.path().join(name);
         eval::write_report(&serde_json::json!({"suite": "s", "results": rows}), &p).unwrap();
